@@ -1,0 +1,118 @@
+"""``hftk generate``: batched text generation from a run directory, a local model or a hub id.
+
+Decoding settings start from the model's own ``generation_config.json`` (which ``hftk finetune``
+writes from the recipe's ``generation`` section) and are overridden by the options a user
+passes. Decoder-only models are batched with left padding so every prompt ends right where its
+continuation starts; results hold the continuation only, never the prompt. A single prompt can
+stream its text as it is produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hf_toolkit import modeling
+from hf_toolkit.errors import HftkError
+
+# transformers' GenerationConfig default max_length (20 tokens, prompt included) is too short to be
+# useful; when neither the model nor the user set a length we generate this many new tokens.
+DEFAULT_MAX_NEW_TOKENS = 50
+
+
+@dataclass
+class Generated:
+    prompt: str
+    text: str
+
+
+def load_generator(reference: str):
+    """(model, tokenizer) ready for generation; seq2seq or causal picked from the model config."""
+    modeling.locate(reference, "model")  # fail fast on a missing dir or unreachable hub, before importing transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    config = modeling.from_pretrained(AutoConfig, reference, "model config")
+    auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = modeling.from_pretrained(auto_class, reference, "model")
+    tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")
+    modeling.ensure_pad_token(tokenizer)
+    if not config.is_encoder_decoder:
+        tokenizer.padding_side = "left"
+    model.eval()
+    return model, tokenizer
+
+
+def generation_config(model, tokenizer, options: dict[str, Any]):
+    """The model's generation config updated with the user's options (None means 'not given')."""
+    import copy
+
+    config = copy.deepcopy(model.generation_config)
+    given = {k: v for k, v in options.items() if v is not None}
+    if "max_length" in given and "max_new_tokens" in given:
+        raise HftkError("give --max-new-tokens or --max-length, not both")
+    if "max_length" in given:
+        config.max_new_tokens = None
+    elif "max_new_tokens" not in given and config.max_new_tokens is None and config.max_length == 20:
+        given["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    try:
+        config.update(**given)
+        config.validate(strict=True)
+    except ValueError as error:
+        raise HftkError(f"impossible generation settings: {error}") from None
+    return config
+
+
+def generate(
+    reference: str,
+    prompts: list[str],
+    options: dict[str, Any],
+    *,
+    seed: int | None = None,
+    batch_size: int = 8,
+    on_text: Callable[[str], None] | None = None,
+) -> list[Generated]:
+    """Generate for every prompt; `num_return_sequences` results per prompt, in prompt order.
+
+    `on_text` receives text as it is produced (single prompt, single sequence, no beams only).
+    """
+    if not prompts:
+        raise HftkError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    model, tokenizer = load_generator(reference)
+    import torch
+    from transformers import set_seed
+
+    config = generation_config(model, tokenizer, options)
+    if seed is not None:
+        set_seed(seed)
+    per_prompt = config.num_return_sequences or 1
+    streamer = None
+    if on_text is not None and len(prompts) == 1 and (config.num_beams or 1) == 1 and per_prompt == 1:
+        streamer = _CallbackStreamer(tokenizer, on_text)
+
+    results: list[Generated] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        inputs = tokenizer(batch, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            output = model.generate(**inputs, generation_config=config, streamer=streamer)
+        if not model.config.is_encoder_decoder:
+            output = output[:, inputs["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(output, skip_special_tokens=True)
+        results += [Generated(batch[i // per_prompt], text) for i, text in enumerate(texts)]
+    return results
+
+
+class _CallbackStreamer:
+    """Adapts transformers' TextStreamer to a callback (imported lazily with transformers)."""
+
+    def __new__(cls, tokenizer, on_text: Callable[[str], None]):
+        from transformers import TextStreamer
+
+        class Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                on_text(text + ("\n" if stream_end else ""))
+
+        return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -1,0 +1,168 @@
+"""Models and tokenizers: from a hub id, a local directory, or built from a config (``init: scratch``).
+
+Hub ids go through :mod:`hf_toolkit.hub`, which fails fast and clearly without a network.
+
+Also here: training a small byte-level BPE tokenizer for from-scratch runs, and giving
+GPT-2-style tokenizers a pad token (their EOS), which batching and sequence classification need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from hf_toolkit import hub
+from hf_toolkit.errors import ModelLoadError, RecipeError, did_you_mean
+from hf_toolkit.recipe import ModelSection, looks_local, resolve_path
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SPECIAL_TOKEN = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def locate(reference: str, what: str) -> tuple[str, bool]:
+    """(path or hub id to load, whether to load from the local cache only).
+
+    Fails fast on a missing local path, or on a hub id that the offline hub cannot serve.
+    """
+    if looks_local(reference):
+        path = resolve_path(reference)
+        if not path.exists():
+            raise ModelLoadError(f"{what} '{reference}' is not a directory or file (looked at {path.absolute()})")
+        return str(path), False
+    return reference, hub.require(reference, what)
+
+
+def from_pretrained(loader: Any, reference: str, what: str, **kwargs: Any) -> Any:
+    """Call ``loader.from_pretrained`` on a local path or hub id, with clear errors when offline."""
+    location, cache_only = locate(reference, what)
+    try:
+        return loader.from_pretrained(location, local_files_only=cache_only, **kwargs)
+    except OSError as error:
+        if cache_only:
+            raise ModelLoadError(hub.unreachable_message(reference, what)) from None
+        raise ModelLoadError(f"cannot load {what} from '{reference}': {error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def load_tokenizer(section: ModelSection, train_texts: Iterable[str] | None = None) -> "PreTrainedTokenizerBase":
+    """The recipe's tokenizer: loaded, or trained on `train_texts` when ``train_tokenizer`` is set."""
+    from transformers import AutoTokenizer
+
+    if section.train_tokenizer is not None:
+        if train_texts is None:
+            raise ValueError("train_tokenizer needs the training texts")
+        tokenizer = train_bpe_tokenizer(
+            train_texts, vocab_size=section.train_tokenizer.vocab_size, min_frequency=section.train_tokenizer.min_frequency
+        )
+    else:
+        reference = section.tokenizer or section.name_or_path
+        assert reference is not None  # the recipe schema guarantees one of them
+        tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency: int) -> "PreTrainedTokenizerBase":
+    """A GPT-2-style byte-level BPE tokenizer trained on `texts`, with <|endoftext|> as BOS/EOS/UNK."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[SPECIAL_TOKEN])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token=SPECIAL_TOKEN,
+        eos_token=SPECIAL_TOKEN,
+        unk_token=SPECIAL_TOKEN,
+    )
+
+
+def ensure_pad_token(tokenizer: "PreTrainedTokenizerBase") -> None:
+    """GPT-2 has no pad token: pad with EOS (padding positions are masked out of the loss)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError("the tokenizer has neither a pad token nor an EOS token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> "PreTrainedModel":
+    """A model of `auto_class` (e.g. AutoModelForCausalLM): pretrained weights, or built from a config.
+
+    `config_kwargs` are task settings (e.g. ``num_labels``) applied on top of ``model.config``.
+    """
+    config = build_config(section, tokenizer, **config_kwargs)
+    if section.init == "scratch":
+        model = auto_class.from_config(config)
+    else:
+        model = from_pretrained(auto_class, section.name_or_path, "model", config=config)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def build_config(section: ModelSection, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> Any:
+    """The model config: the checkpoint's (or a fresh one of config.model_type) plus overrides."""
+    from transformers import AutoConfig
+
+    overrides = dict(section.config)
+    if section.name_or_path is not None:
+        overrides.pop("model_type", None)
+        config = from_pretrained(AutoConfig, section.name_or_path, "model config")
+    else:
+        model_type = overrides.pop("model_type")
+        try:
+            config = AutoConfig.for_model(model_type)
+        except ValueError:
+            from transformers import CONFIG_MAPPING
+
+            raise RecipeError(
+                [f"model.config.model_type: unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"]
+            ) from None
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    unknown = [key for key in overrides if key not in known]
+    if unknown:
+        raise RecipeError(
+            [f"model.config.{key}: not a setting of {type(config).__name__}{did_you_mean(key, known)}" for key in unknown]
+        )
+    for key, value in {**overrides, **config_kwargs}.items():
+        setattr(config, key, value)
+    if section.init == "scratch":
+        config.vocab_size = len(tokenizer)
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            token_id = getattr(tokenizer, name)
+            if token_id is not None:
+                setattr(config, name, token_id)
+    return config
+
+
+def describe(model: "PreTrainedModel") -> str:
+    """'GPT2LMHeadModel: 1.2M parameters (1.2M trainable)'."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{type(model).__name__}: {_millions(total)} parameters ({_millions(trainable)} trainable, {100 * trainable / max(total, 1):.2f}%)"
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a distributed run, and in a plain single-process run."""
+    return os.environ.get("RANK", "0") == "0"

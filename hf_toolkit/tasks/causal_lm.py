@@ -1,0 +1,102 @@
+"""Causal-LM fine-tuning (GPT-2 and any ``AutoModelForCausalLM``): next-token prediction on packed text.
+
+Reads top to bottom: the roles it needs, the model it builds, how text becomes fixed-size blocks,
+and the metrics it reports (evaluation loss and perplexity = exp(loss)).
+
+Packing: every text is tokenized (batched ``datasets.map``), the token streams are concatenated
+and cut into blocks of ``data.block_size`` tokens (default: min(1024, the model's context)); the
+last partial block is dropped, as in transformers' ``run_clm.py``. Rows of json/csv/parquet files
+are separate documents and get an EOS token between them; a ``.txt`` file is read line by line
+with its line breaks kept, so its blocks see the text exactly as it is written.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from hf_toolkit.errors import DataError
+from hf_toolkit.recipe import Recipe
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+ROLES = ("text",)
+OPTIONAL_ROLES = ()
+TRAINER = "Trainer"
+
+
+def auto_model():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
+def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+    """Task settings for the model config: none for a language model."""
+    return {}
+
+
+def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+    """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids."""
+    block_size = recipe.data.block_size or min(1024, context_length(model))
+    if block_size > context_length(model):
+        raise DataError(
+            f"data.block_size={block_size} is longer than the model's context ({context_length(model)} tokens); lower it"
+        )
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [row + eos for row in ids] if add_eos else ids}
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        stream = list(chain.from_iterable(batch["input_ids"]))
+        usable = len(stream) // block_size * block_size
+        blocks = [stream[i : i + block_size] for i in range(0, usable, block_size)]
+        return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks], "labels": [b[:] for b in blocks]}
+
+    packed = {}
+    for name, dataset in splits.items():
+        add_eos = not _is_text_file(recipe, name)
+        tokens = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
+        # One map batch per 1000 texts: blocks never cross a batch boundary, which loses at most
+        # one partial block per 1000 texts.
+        packed[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {block_size}-token blocks")
+        if len(packed[name]) == 0:
+            total = sum(len(ids) for ids in tokens["input_ids"])
+            raise DataError(
+                f"data.{name}: {total} tokens is less than one block of {block_size}; "
+                "add text or lower data.block_size"
+            )
+    return type(splits)(packed)
+
+
+def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+    """Packed blocks have equal length: the default collator stacks them."""
+    from transformers import default_data_collator
+
+    return {"data_collator": default_data_collator}
+
+
+def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Add perplexity = exp(mean token cross-entropy)."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
+    return metrics
+
+
+def context_length(model) -> int:
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 1024
+
+
+def _is_text_file(recipe: Recipe, split: str) -> bool:
+    source = getattr(recipe.data, "train" if split == "validation" and recipe.data.validation is None else split)
+    return source is not None and source.file is not None and source.file.lower().endswith(".txt")

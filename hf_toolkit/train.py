@@ -1,0 +1,159 @@
+"""``hftk finetune``: recipe -> data -> tokenizer and model -> Trainer -> saved run directory.
+
+:func:`finetune` reads top to bottom. Everything a user can get wrong (the recipe, the training
+arguments, the generation settings) is checked before any data or model is loaded.
+
+A run directory is a plain Hugging Face model directory (weights, config, tokenizer,
+generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` without hftk, plus:
+
+- ``hftk_recipe.yaml``: the resolved recipe (defaults filled in), which ``hftk generate`` /
+  ``hftk eval`` read to know the task and column mapping;
+- ``metrics.json``: final train / validation / test metrics;
+- ``trainer_state.json``: the Trainer's log history and step count;
+- ``README.md``: a short model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_toolkit import data as data_lib
+from hf_toolkit import modeling
+from hf_toolkit.errors import RecipeError
+from hf_toolkit.recipe import Recipe, load_recipe
+from hf_toolkit.tasks import get_task
+
+logger = logging.getLogger("hftk")
+RECIPE_FILE = "hftk_recipe.yaml"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    metrics: dict[str, float]
+
+
+def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
+    """Train the model a recipe describes and save it; return the run directory and final metrics."""
+    from transformers import set_seed
+
+    recipe = load_recipe(recipe_path, overrides)
+    task = get_task(recipe.task)
+    args = training_arguments(recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
+    generation_config = check_generation(recipe)
+
+    # Seed before the model is built: the Trainer only seeds afterwards.
+    set_seed(recipe.seed)
+    splits = data_lib.load_splits(recipe.data, task.ROLES, seed=recipe.seed, optional_roles=task.OPTIONAL_ROLES)
+    train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
+    tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
+    model = modeling.load_model(task.auto_model(), recipe.model, tokenizer, **task.model_config(recipe, splits))
+    for key, value in generation_config.items():
+        setattr(model.generation_config, key, value)
+    logger.info(modeling.describe(model))
+
+    prepared = task.prepare(recipe, splits, tokenizer, model)
+    trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
+    train_output = trainer.train()
+
+    metrics = dict(train_output.metrics)
+    for split in ("validation", "test"):
+        if split in prepared:
+            prefix = "eval" if split == "validation" else "test"
+            result = trainer.evaluate(prepared[split], metric_key_prefix=prefix)
+            metrics.update(task.finish_metrics(result, prefix))
+    if trainer.is_world_process_zero():
+        save_run(trainer, recipe, args.output_dir, metrics)
+    return RunResult(Path(args.output_dir), metrics)
+
+
+def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
+    """TrainingArguments (Seq2SeqTrainingArguments for seq2seq tasks) from the recipe's `training`.
+
+    hftk's defaults, each overridable in the recipe: output_dir runs/<recipe name>, no experiment
+    trackers, evaluation every epoch when there is validation data, and ``use_cpu`` on machines
+    without CUDA (the Trainer only engages CPU DDP under torchrun with it).
+    """
+    import torch
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    has_validation = recipe.data.validation is not None or recipe.data.validation_split is not None
+    training = dict(recipe.training)
+    training.setdefault("output_dir", default_output_dir)
+    training.setdefault("report_to", "none")
+    training.setdefault("seed", recipe.seed)
+    training.setdefault("eval_strategy", "epoch" if has_validation else "no")
+    if not torch.cuda.is_available():
+        training.setdefault("use_cpu", True)
+    if training["eval_strategy"] != "no" and not has_validation:
+        raise RecipeError(
+            [f"training.eval_strategy: '{training['eval_strategy']}' needs validation data; "
+             "set data.validation or data.validation_split, or eval_strategy: 'no'"]
+        )
+    cls = Seq2SeqTrainingArguments if task.TRAINER == "Seq2SeqTrainer" else TrainingArguments
+    try:
+        return cls(**training)
+    except (ValueError, TypeError) as error:
+        raise RecipeError([f"training: {error}"]) from None
+
+
+def check_generation(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's generation settings, checked by transformers' GenerationConfig."""
+    from transformers import GenerationConfig
+
+    settings = recipe.generation.model_dump(exclude_none=True)
+    try:
+        GenerationConfig(**settings).validate(strict=True)
+    except ValueError as error:
+        raise RecipeError([f"generation: {error}"]) from None
+    return settings
+
+
+def build_trainer(task, recipe: Recipe, args, model, tokenizer, prepared):
+    """The task's Trainer class with the prepared splits and the task's collator and metrics."""
+    import transformers
+
+    trainer_class = getattr(transformers, task.TRAINER)
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["validation"] if "validation" in prepared else None,
+        processing_class=tokenizer,
+        **task.trainer_kwargs(recipe, tokenizer, model),
+    )
+
+
+def save_run(trainer, recipe: Recipe, output_dir: str, metrics: dict[str, float]) -> None:
+    """Model, tokenizer and generation config, plus the resolved recipe, metrics and a model card."""
+    out = Path(output_dir)
+    trainer.save_model(str(out))
+    trainer.save_state()
+    (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False), encoding="utf-8")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(model_card(recipe, metrics), encoding="utf-8")
+    logger.info("saved the run to %s", out)
+
+
+def model_card(recipe: Recipe, metrics: dict[str, float]) -> str:
+    base = recipe.model.name_or_path or f"{recipe.model.config['model_type']} (from scratch)"
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float)))
+    return (
+        f"# {recipe.task} fine-tune of {base}\n\n"
+        "Trained with hf_toolkit (`hftk finetune`); the resolved recipe is "
+        f"`{RECIPE_FILE}`.\n\n"
+        f"```python\nfrom transformers import {task_auto_class_name(recipe.task)}, AutoTokenizer\n"
+        f"model = {task_auto_class_name(recipe.task)}.from_pretrained(\"<this dir>\")\n```\n\n"
+        f"| metric | value |\n|---|---|\n{rows}\n"
+    )
+
+
+def task_auto_class_name(task: str) -> str:
+    return get_task(task).auto_model().__name__
