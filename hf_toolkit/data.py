@@ -30,6 +30,8 @@ def load_source(source: DataSource) -> "Dataset":
     if source.file is not None:
         path = resolve_path(source.file)
         suffix = path.suffix.lower()
+        if path.stat().st_size == 0:
+            raise DataError(f"{source.file} is empty; give a file with at least one row")
         options: dict = {"delimiter": "\t"} if suffix == ".tsv" else {}
         if suffix == ".txt":
             # Keep line breaks: packed causal-LM blocks should see the text as it is written.

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hf_toolkit import hub
 from hf_toolkit.errors import HftkError, RecipeError, did_you_mean
@@ -124,15 +124,18 @@ class ModelSection(Section):
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the model config.")
 
+    @field_validator("name_or_path", "tokenizer")
+    @classmethod
+    def _local_path_exists(cls, value: str | None) -> str | None:
+        if value is not None and looks_local(value) and not resolve_path(value).exists():
+            raise ValueError(
+                f"'{value}' does not exist (looked at {resolve_path(value).absolute()}); "
+                "give an existing directory or a hub id such as 'gpt2'"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSection":
-        for key in ("name_or_path", "tokenizer"):
-            value = getattr(self, key)
-            if value is not None and looks_local(value) and not resolve_path(value).exists():
-                raise ValueError(
-                    f"model.{key}: '{value}' does not exist (looked at {resolve_path(value).absolute()}); "
-                    "give an existing directory or a hub id such as 'gpt2'"
-                )
         if self.init == "pretrained" and self.name_or_path is None:
             raise ValueError(
                 "model.name_or_path is required with init: pretrained "

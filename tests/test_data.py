@@ -1,0 +1,95 @@
+"""Data loading from every local file type, column mapping, cleaning and validation splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hf_toolkit.data import clean_text, load_splits
+from hf_toolkit.errors import DataError
+from hf_toolkit.recipe import DataSection
+
+ROWS = [{"sentence": f"text number {i}", "y": i % 2} for i in range(20)]
+
+
+def write_rows(path, rows):
+    suffix = path.suffix
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif suffix in (".csv", ".tsv"):
+        sep = "," if suffix == ".csv" else "\t"
+        path.write_text("sentence" + sep + "y\n" + "".join(f"{r['sentence']}{sep}{r['y']}\n" for r in rows))
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv", ".parquet"])
+def test_each_tabular_file_type_loads_and_maps_columns(tmp_path, suffix):
+    path = write_rows(tmp_path / f"train{suffix}", ROWS)
+    section = DataSection(train=str(path), columns={"text": "sentence", "label": "y"})
+    splits = load_splits(section, ("text", "label"), seed=0)
+    assert splits["train"].column_names == ["text", "label"]
+    assert splits["train"]["text"][:2] == ["text number 0", "text number 1"]
+    assert splits["train"]["label"][:4] == [0, 1, 0, 1]
+
+
+def test_text_file_keeps_line_breaks(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("First Citizen:\nBefore we proceed\n\nAll:\nSpeak.\n")
+    splits = load_splits(DataSection(train=str(path)), ("text",), seed=0)
+    assert "".join(splits["train"]["text"]) == path.read_text()
+
+
+def test_missing_column_names_the_columns_that_exist(tmp_path):
+    path = write_rows(tmp_path / "train.jsonl", ROWS)
+    with pytest.raises(DataError) as caught:
+        load_splits(DataSection(train=str(path), columns={"label": "y"}), ("text", "label"), seed=0)
+    message = str(caught.value)
+    assert "column 'text' (role text) not found" in message
+    assert "Columns in the file: sentence, y" in message
+    assert "data.columns" in message
+
+
+def test_mapped_column_typo_gets_did_you_mean(tmp_path):
+    path = write_rows(tmp_path / "train.jsonl", ROWS)
+    with pytest.raises(DataError, match="column 'sentense' .*did you mean 'sentence'"):
+        load_splits(DataSection(train=str(path), columns={"text": "sentense"}), ("text",), seed=0)
+
+
+def test_validation_split_is_carved_reproducibly(tmp_path):
+    path = write_rows(tmp_path / "train.jsonl", ROWS)
+    section = DataSection(train=str(path), validation_split=0.25, columns={"text": "sentence"})
+    first = load_splits(section, ("text",), seed=3)
+    second = load_splits(section, ("text",), seed=3)
+    assert (len(first["train"]), len(first["validation"])) == (15, 5)
+    assert list(first["validation"]["text"]) == list(second["validation"]["text"])
+    assert not set(first["validation"]["text"]) & set(first["train"]["text"])
+
+
+def test_cleaning_strips_html_and_whitespace(tmp_path):
+    rows = [{"text": "<p>Great&nbsp;movie!</p>\n<br/>Loved   it &amp; more"}]
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    section = DataSection(train=str(path), strip_html=True, normalize_whitespace=True)
+    splits = load_splits(section, ("text",), seed=0)
+    assert list(splits["train"]["text"]) == ["Great movie! Loved it & more"]
+    assert clean_text("a  <b>b</b>\tc", strip_html=False, normalize_whitespace=True) == "a <b>b</b> c"
+
+
+def test_sample_limits(tmp_path):
+    path = write_rows(tmp_path / "train.jsonl", ROWS)
+    section = DataSection(train=str(path), validation=str(path), max_train_samples=4, max_eval_samples=2, columns={"text": "sentence"})
+    splits = load_splits(section, ("text",), seed=0)
+    assert (len(splits["train"]), len(splits["validation"])) == (4, 2)
+
+
+def test_empty_file_is_a_data_error(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("")
+    with pytest.raises(DataError, match="train.jsonl is empty"):
+        load_splits(DataSection(train=str(path)), ("text",), seed=0)

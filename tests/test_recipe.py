@@ -1,0 +1,164 @@
+"""Recipe validation: every malformed recipe exits 2 naming its key and line, before anything loads."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hf_toolkit.errors import RecipeError
+from hf_toolkit.recipe import load_recipe, resolve_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+task: causal-lm
+model:
+  init: scratch
+  train_tokenizer: {vocab_size: 300}
+  config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16}
+data:
+  train: corpus.txt
+  validation_split: 0.1
+  block_size: 32
+training:
+  output_dir: out
+  learning_rate: 2e-5
+  max_steps: 3
+"""
+
+
+@pytest.fixture
+def recipe_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("hello world\n" * 50)
+    return tmp_path
+
+
+def write_recipe(directory: Path, text: str) -> Path:
+    path = directory / "recipe.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new)
+
+
+def test_good_recipe_loads_with_float_exponents(recipe_dir):
+    recipe = load_recipe(write_recipe(recipe_dir, GOOD))
+    assert recipe.task == "causal-lm"
+    assert recipe.training["learning_rate"] == 2e-5  # YAML 1.1 alone would read '2e-5' as a string
+    assert recipe.data.block_size == 32
+    assert recipe.data.train.file == "corpus.txt"
+
+
+# (recipe text, the line number and text that the message must contain)
+MALFORMED = {
+    "unknown top-level key": (edit("task: causal-lm\n", "task: causal-lm\nmodle: {}\n"), 2, "modle: unknown key (did you mean 'model'?)"),
+    "unknown model key": (edit("  init: scratch\n", "  init: scratch\n  nmae_or_path: gpt2\n"), 4, "model.nmae_or_path: unknown key (did you mean 'name_or_path'?)"),
+    "misspelt training key": (edit("  learning_rate: 2e-5", "  learnig_rate: 2e-5"), 12, "training.learnig_rate: unknown TrainingArguments key (did you mean 'learning_rate'?)"),
+    "wrong training type": (edit("  max_steps: 3", "  max_steps: three"), 13, "training.max_steps: expected an integer"),
+    "bad training choice": (edit("  max_steps: 3", "  max_steps: 3\n  lr_scheduler_type: cosinus"), 14, "training.lr_scheduler_type: expected one of linear, cosine"),
+    "unknown task": (edit("task: causal-lm", "task: causal_lm"), 1, "task: Input should be 'causal-lm'"),
+    "missing data file": (edit("train: corpus.txt", "train: nothere.txt"), 7, "data.train: file not found: 'nothere.txt'"),
+    "unsupported file type": (edit("train: corpus.txt", "train: corpus.xlsx"), 7, "unsupported extension"),
+    "wrong type in data": (edit("block_size: 32", "block_size: '32'"), 9, "data.block_size: Input should be a valid integer"),
+    "impossible value": (edit("validation_split: 0.1", "validation_split: 1.5"), 8, "data.validation_split: Input should be less than 1"),
+    "option of another task": (edit("block_size: 32", "block_size: 32\n  doc_stride: 64"), 10, "data.doc_stride: does not apply to task causal-lm"),
+    "duplicate key": (edit("  max_steps: 3", "  max_steps: 3\n  max_steps: 4"), 14, "training.max_steps: duplicate key (first set on line 13)"),
+    "bad init": (edit("init: scratch", "init: random"), 3, "model.init: Input should be 'pretrained' or 'scratch'"),
+    "scratch without model_type": (edit("{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16}", "{n_layer: 1}"), 2, "needs config.model_type"),
+    "missing local model dir": (edit("  init: scratch\n", "  init: scratch\n  name_or_path: ./no/such/dir\n"), 4, "'./no/such/dir' does not exist"),
+    "train and validation both": (edit("validation_split: 0.1", "validation_split: 0.1\n  validation: corpus.txt"), 6, "set data.validation or data.validation_split, not both"),
+    "missing data section": ("task: causal-lm\nmodel: {name_or_path: ./}\n", 0, "data: required key is missing"),
+    "invalid yaml": ("task: causal-lm\nmodel: [\n", 3, "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_recipe_exits_2_naming_key_and_line(name, recipe_dir, cli):
+    text, line, expected = MALFORMED[name]
+    path = write_recipe(recipe_dir, text)
+    result = cli("finetune", path, "--check")
+    assert result.exit_code == 2, result
+    assert expected in result.stderr
+    if line:
+        assert f"recipe.yaml:{line}:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (recipe_dir / "out").exists()
+
+
+def test_all_problems_reported_at_once(recipe_dir):
+    text = GOOD.replace("task: causal-lm\n", "task: causal-lm\nmodle: {}\n").replace("learning_rate", "learnig_rate")
+    text = text.replace("train: corpus.txt", "train: nothere.txt")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(write_recipe(recipe_dir, text))
+    assert len(caught.value.problems) == 3
+    lines = [int(p.split(":")[1]) for p in caught.value.problems]
+    assert lines == sorted(lines)
+
+
+def test_set_overrides_apply_and_are_validated(recipe_dir):
+    path = write_recipe(recipe_dir, GOOD)
+    recipe = load_recipe(path, ["training.learning_rate=3e-4", "data.block_size=16", "model.config.n_layer=2"])
+    assert recipe.training["learning_rate"] == 3e-4
+    assert recipe.data.block_size == 16
+    assert recipe.model.config["n_layer"] == 2
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, ["training.max_step=5"])
+    assert "--set training.max_step=5: training.max_step: unknown TrainingArguments key (did you mean 'max_steps'?)" in str(caught.value)
+    with pytest.raises(RecipeError, match="expected dotted.key=value"):
+        load_recipe(path, ["training.max_steps"])
+
+
+def test_set_can_add_a_new_section(recipe_dir):
+    recipe = load_recipe(write_recipe(recipe_dir, GOOD), ["generation.max_new_tokens=7"])
+    assert recipe.generation.max_new_tokens == 7
+
+
+def test_unreachable_hub_model_fails_fast_with_local_dir_hint(recipe_dir, cli):
+    path = write_recipe(recipe_dir, edit("  init: scratch\n", "  init: scratch\n  name_or_path: someone/not-cached-model\n"))
+    result = cli("finetune", path, "--check")
+    assert result.exit_code == 2
+    assert "model.name_or_path: cannot load model 'someone/not-cached-model'" in result.stderr
+    assert "hub is unreachable" in result.stderr and "local directory" in result.stderr
+
+
+def test_pkg_and_env_paths(monkeypatch, tmp_path):
+    assert resolve_path("pkg://hf_toolkit/recipe.py") == REPO / "hf_toolkit" / "recipe.py"
+    monkeypatch.setenv("HFTK_TEST_DIR", str(tmp_path))
+    assert resolve_path("${HFTK_TEST_DIR}/x.txt") == tmp_path / "x.txt"
+    with pytest.raises(ValueError, match="package 'no_such_pkg' is not installed"):
+        resolve_path("pkg://no_such_pkg/x")
+
+
+def test_task_not_built_yet_is_a_user_error(recipe_dir, cli, monkeypatch):
+    from hf_toolkit import tasks
+
+    monkeypatch.delitem(tasks.TASKS, "causal-lm")
+    result = cli("finetune", write_recipe(recipe_dir, GOOD))
+    assert result.exit_code == 2
+    assert "task 'causal-lm' is not available yet" in result.stderr
+
+
+def test_every_shipped_recipe_validates(cli, monkeypatch):
+    monkeypatch.chdir(REPO)
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "recipes/ is empty"
+    for recipe in recipes:
+        text = recipe.read_text()
+        if "../shared/data" in text and not (REPO.parent / "shared" / "data").exists():
+            continue
+        # Hub recipes name models and datasets this machine cannot download: they must still
+        # be valid except for hub access.
+        try:
+            load_recipe(recipe)
+        except RecipeError as error:
+            assert all("hub is unreachable" in p for p in error.problems), f"{recipe.name}: {error}"
+        header = text.splitlines()[0]
+        assert header.startswith("#"), f"{recipe.name} must open with a comment"
+        assert f"hftk finetune recipes/{recipe.name}" in text, f"{recipe.name} must show its command"
+        assert "--set" in text, f"{recipe.name} must show an override example"
