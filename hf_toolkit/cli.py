@@ -152,6 +152,90 @@ def generate(
             typer.echo(f"=== {r.prompt}\n{r.prompt}{r.text}\n")
 
 
+@app.command("eval")
+@user_errors
+def eval_command(
+    metric: Annotated[list[str], typer.Option(
+        "--metric", "-m", help="Metric to compute; repeat for several: bleu, chrf, ter, rouge, "
+        "squad, squad_v2, accuracy, precision, recall, f1, perplexity.")],
+    predictions: Annotated[Optional[Path], typer.Option(
+        help="Predictions: text (one a line), JSONL (with --field), or SQuAD {id: answer} JSON.")] = None,
+    references: Annotated[Optional[list[Path]], typer.Option(
+        "--references", "-r", help="References, same layout as the predictions; repeat for "
+        "several references per item. SQuAD: official JSON or JSONL with 'answers'.")] = None,
+    field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text or label.")] = None,
+    reference_field: Annotated[Optional[str], typer.Option(
+        help="JSONL field of the references when it differs from --field.")] = None,
+    tokenize: Annotated[Optional[str], typer.Option(
+        help="BLEU tokenizer (sacreBLEU): 13a (default), zh, intl, char, none, ja-mecab, ...")] = None,
+    chrf_word_order: Annotated[Optional[int], typer.Option(
+        help="chrF word n-gram order: 0 = chrF (default), 2 = chrF++.")] = None,
+    chrf_plus_plus: Annotated[bool, typer.Option(
+        "--chrf-plus-plus", help="chrF++ (same as --chrf-word-order 2).")] = False,
+    stemmer: Annotated[bool, typer.Option(
+        "--stemmer", help="ROUGE: Porter-stem English words (rouge-score use_stemmer).")] = False,
+    split_sentences: Annotated[bool, typer.Option(
+        "--split-sentences", help="ROUGE: put each sentence on its own line before rougeLsum.")] = False,
+    average: Annotated[Optional[str], typer.Option(
+        help="precision/recall/f1 averaging: binary (default), macro, micro, weighted.")] = None,
+    ci: Annotated[bool, typer.Option(
+        "--ci", help="Add bootstrap 95% confidence intervals (KEY_mean, KEY_ci95 = +/-).")] = False,
+    compare: Annotated[Optional[Path], typer.Option(
+        help="A baseline system's predictions: paired bootstrap test (KEY_baseline, KEY_p_value).")] = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print ONE JSON object mapping metric keys to numbers.")] = False,
+    model: Annotated[Optional[Path], typer.Option(help="Model mode (not available yet): a run dir.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Model mode (not available yet): data to predict.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Model mode (not available yet): recipe override key=value.")] = None,
+) -> None:
+    """Score predictions against references with exact, offline metrics.
+
+    Numbers are those of the reference implementations: sacreBLEU (bleu, chrf, ter; 0-100),
+    rouge-score (rouge1/2/L/Lsum; mean F over pairs, 0-1; Chinese scored per character), the
+    official SQuAD v1.1/v2.0 scripts (exact_match, f1; 0-100), scikit-learn (0-1).
+
+    \b
+    Examples:
+      hftk eval -m bleu -m chrf --predictions hyp.de --references ref.de
+      hftk eval -m bleu --tokenize zh --predictions hyp.zh -r ref1.zh -r ref2.zh --json
+      hftk eval -m rouge --stemmer --predictions preds.jsonl --references test.jsonl \\
+                --field prediction --reference-field summary
+      hftk eval -m squad --predictions predictions.json --references dev-v1.1.json
+      hftk eval -m f1 -m accuracy --average macro --predictions labels.txt --references gold.txt
+      hftk eval -m bleu --ci --compare baseline.de --predictions hyp.de --references ref.de
+    """
+    import json
+    import warnings
+
+    from hf_toolkit import evaluation
+
+    if model is not None or data is not None or set_:
+        if predictions is not None:
+            raise HftkError("give either --predictions/--references (files mode) or "
+                            "--model/--data (model mode), not both")
+        evaluation.score_model(metric, model, data, overrides=set_ or ())
+        return
+    if predictions is None or not references:
+        raise HftkError("files mode needs --predictions FILE and --references FILE "
+                        "(see hftk eval --help)")
+    if chrf_plus_plus and chrf_word_order not in (None, 2):
+        raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
+    # Only options the user set are passed, so an option for a metric not requested is an error.
+    word_order = 2 if chrf_plus_plus else chrf_word_order
+    chosen = {"tokenize": tokenize, "word_order": word_order, "use_stemmer": stemmer or None,
+              "split_sentences": split_sentences or None, "average": average}
+    options = {name: value for name, value in chosen.items() if value is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = evaluation.score_files(metric, predictions, references,
+                                        field=field, reference_field=reference_field,
+                                        compare=compare, ci=ci, **options)
+    for warning in caught:
+        typer.echo(f"hftk: warning: {warning.message}", err=True)
+    typer.echo(json.dumps(scores) if json_output else evaluation.format_table(scores))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,324 @@
+"""Score prediction files (``hftk eval`` files mode); the hook for scoring a model (model mode).
+
+Files mode reads predictions and references, checks that they line up, and hands them to
+:func:`hf_toolkit.metrics.compute`; every number comes from the metric's reference
+implementation. Accepted inputs:
+
+- text metrics (bleu, chrf, ter, rouge) and labels (accuracy, precision, recall, f1): plain text,
+  one item a line (several references: several reference files), or JSONL (``*.jsonl`` or
+  whenever ``field`` is given) with the item in ``field`` (a reference field may hold a list of
+  references). Labels that are all integers are compared as integers.
+- squad / squad_v2: predictions as the official ``{id: answer_text}`` JSON (or a JSON list /
+  JSONL of ``{"id", "prediction_text"}``); references as the official SQuAD JSON
+  (``data/paragraphs/qas``) or JSONL ``{"id", "answers": {"text": [...], "answer_start": [...]}}``.
+
+Anything unusable raises :class:`DataError` naming the file and what to fix. Nothing heavy is
+imported here; the metrics import their libraries when called.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from hf_toolkit import metrics as metrics_lib
+from hf_toolkit.errors import DataError, HftkError
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
+    if not text:
+        raise DataError(f"{path}: file is empty")
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    # Text mode already turned \r\n into \n; a final newline ends the last item, it is not one.
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(_lines(_read_text(path)), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: each JSONL line must be an object, got {type(row).__name__}")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: file has no JSON rows")
+    return rows
+
+
+def _field_value(path: Path, number: int, row: dict, field: str):
+    if field not in row:
+        raise DataError(f"{path}:{number}: no field '{field}' (fields: {', '.join(row)})")
+    return row[field]
+
+
+def read_items(path: Path, field: str | None = None) -> list:
+    """Items of a plain-text file (one a line) or of ``field`` in a JSONL file."""
+    path = Path(path)
+    if field is None and path.suffix != ".jsonl":
+        items = _lines(_read_text(path))
+        if not items:
+            raise DataError(f"{path}: file has no lines")
+        return items
+    rows = _jsonl_rows(path)
+    if field is None:
+        raise DataError(f"{path}: JSONL needs --field to say which field holds the text "
+                        f"(fields of the first row: {', '.join(rows[0])})")
+    return [_field_value(path, n, row, field) for n, row in enumerate(rows, start=1)]
+
+
+def read_squad_predictions(path: Path, field: str | None = None) -> dict[str, str]:
+    """``{id: answer}`` from official JSON, a JSON list or JSONL of {id, prediction_text}."""
+    path = Path(path)
+    text_field = field or "prediction_text"
+    if path.suffix == ".jsonl":
+        rows = _jsonl_rows(path)
+    else:
+        data = _load_json(path)
+        if isinstance(data, dict):
+            bad = [key for key, value in data.items() if not isinstance(value, str)]
+            if bad:
+                raise DataError(f"{path}: official SQuAD predictions map id -> answer text; "
+                                f"'{bad[0]}' maps to {type(data[bad[0]]).__name__}")
+            return data
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected {{id: answer}} or a list of {{id, prediction_text}}")
+        rows = data
+    predictions: dict[str, str] = {}
+    for number, row in enumerate(rows, start=1):
+        qid = str(_field_value(path, number, row, "id"))
+        if qid in predictions:
+            raise DataError(f"{path}:{number}: id '{qid}' appears twice")
+        predictions[qid] = _field_value(path, number, row, text_field)
+    return predictions
+
+
+def read_squad_references(path: Path) -> dict[str, list[str]]:
+    """``{id: [gold texts]}`` from official SQuAD JSON or JSONL with HF ``answers``."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        rows = _jsonl_rows(path)
+    else:
+        data = _load_json(path)
+        if not (isinstance(data, dict) and "data" in data):
+            raise DataError(f"{path}: expected the official SQuAD layout {{\"data\": [{{\"paragraphs\": "
+                            "[{\"qas\": [...]}]}]}} or a .jsonl file with id and answers")
+        # Official layout: gold texts of every question of every paragraph of every article.
+        return {qa["id"]: [answer["text"] for answer in qa["answers"]]
+                for article in data["data"] for paragraph in article["paragraphs"]
+                for qa in paragraph["qas"]}
+    references: dict[str, list[str]] = {}
+    for number, row in enumerate(rows, start=1):
+        answers = _field_value(path, number, row, "answers")
+        if not (isinstance(answers, dict) and "text" in answers):
+            raise DataError(f"{path}:{number}: 'answers' must be {{\"text\": [...], \"answer_start\": [...]}}")
+        references[str(_field_value(path, number, row, "id"))] = list(answers["text"])
+    return references
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+
+
+# --- lining up ----------------------------------------------------------------------------
+
+def _reference_streams(paths: Sequence[Path], field: str | None, n_items: int,
+                       predictions_path: Path) -> list[list[str]]:
+    """sacreBLEU streams: one per reference file, or several when a field holds lists."""
+    streams: list[list[str]] = []
+    for path in paths:
+        items = read_items(path, field)
+        if len(items) != n_items:
+            raise DataError(f"{predictions_path} has {n_items} lines but {path} has {len(items)} "
+                            "lines; predictions and references must line up one to one")
+        if all(isinstance(item, str) for item in items):
+            streams.append(items)
+            continue
+        per_item = [[item] if isinstance(item, str) else item for item in items]
+        counts = {len(refs) for refs in per_item}
+        if len(counts) > 1:
+            raise DataError(f"{path}: items have different numbers of references {sorted(counts)}; "
+                            "sacreBLEU needs the same number for every item")
+        streams.extend(list(stream) for stream in zip(*per_item))
+    return streams
+
+
+def _as_labels(items: list, path: Path) -> list:
+    """Integers when every label is an integer (``"1"`` == ``1``), else the labels as given."""
+    def as_int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return None
+
+    converted = [as_int(item) for item in items]
+    if all(value is not None for value in converted):
+        return converted
+    if any(not isinstance(item, (str, int)) for item in items):
+        raise DataError(f"{path}: labels must be strings or integers")
+    return [str(item) for item in items]
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+def _squad_inputs(predictions: Path, references: Sequence[Path], field: str | None):
+    if len(references) != 1:
+        raise HftkError(f"squad metrics take exactly one --references file, got {len(references)}")
+    preds = read_squad_predictions(predictions, field)
+    refs = read_squad_references(references[0])
+    unknown = [qid for qid in preds if qid not in refs]
+    if unknown:
+        shown = ", ".join(repr(qid) for qid in unknown[:5])
+        raise DataError(f"{len(unknown)} of {len(preds)} prediction ids in {predictions} are not in "
+                        f"{references[0]} (first: {shown}); is that the right reference file?")
+    unanswered = len(refs) - len(preds)
+    if unanswered:
+        warnings.warn(f"{unanswered} of {len(refs)} questions in {references[0]} have no prediction "
+                      f"in {predictions}; they score 0 (as in the official SQuAD script)", stacklevel=3)
+    return preds, refs
+
+
+# How `hftk eval` spells each metric option, so errors name what the user typed.
+CLI_FLAGS = {"tokenize": "--tokenize", "word_order": "--chrf-word-order",
+             "use_stemmer": "--stemmer", "split_sentences": "--split-sentences",
+             "average": "--average"}
+
+
+def _check_options(names: Sequence[str], options: dict) -> None:
+    """Reject an option that none of the requested metrics takes, before reading any file."""
+    for option in options:
+        if not any(option in metrics_lib.options_of(name) for name in names):
+            users = [name for name in metrics_lib.METRICS if option in metrics_lib.options_of(name)]
+            flag = CLI_FLAGS[option] if option in CLI_FLAGS else option
+            raise HftkError(f"{flag} does not apply to {', '.join(names)}; it is an option of "
+                            f"{', '.join(users) or 'no metric'}")
+
+
+def _group(names: Sequence[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"text": [], "labels": [], "squad": []}
+    for name in names:
+        if name == "perplexity":
+            raise HftkError("perplexity scores a model, not a predictions file: it needs model mode "
+                            "(--model DIR --data F), which is not available yet")
+        kind = ("squad" if name in metrics_lib.SQUAD_METRICS else
+                "labels" if name in metrics_lib.LABEL_METRICS else "text")
+        groups[kind].append(name)
+    if groups["squad"] and (groups["text"] or groups["labels"]):
+        other = (groups["text"] + groups["labels"])[0]
+        raise HftkError(f"'{groups['squad'][0]}' and '{other}' read different file formats; "
+                        "score them in two runs")
+    return {kind: names for kind, names in groups.items() if names}
+
+
+def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[Path], *,
+                field: str | None = None, reference_field: str | None = None,
+                compare: Path | None = None, ci: bool = False, **options) -> dict[str, float]:
+    """Score a predictions file against reference file(s); ONE dict metric key -> number.
+
+    ``field`` names the JSONL field of predictions and references (``reference_field``
+    overrides it for the references). ``compare`` is a second system's predictions file (same
+    format) for a paired bootstrap test; ``ci`` adds bootstrap 95% intervals. ``options`` go to
+    the metrics (``tokenize``, ``word_order``, ``use_stemmer``, ``split_sentences``, ``average``).
+    """
+    names = metrics_lib.check_names(metrics)
+    _check_options(names, options)
+    if not references:
+        raise HftkError("give at least one --references file")
+    predictions = Path(predictions)
+    ref_field = reference_field or field
+    scores: dict[str, float] = {}
+    for kind, group in _group(names).items():
+        if kind == "squad":
+            preds, refs = _squad_inputs(predictions, references, field)
+            baseline = read_squad_predictions(compare, field) if compare else None
+        else:
+            preds = read_items(predictions, field)
+            baseline = read_items(compare, field) if compare else None
+            if baseline is not None and len(baseline) != len(preds):
+                raise DataError(f"{predictions} has {len(preds)} lines but {compare} has "
+                                f"{len(baseline)} lines; both systems must score the same items")
+            if kind == "labels":
+                if len(references) != 1:
+                    raise HftkError(f"label metrics take exactly one --references file, got {len(references)}")
+                refs = _as_labels(read_items(references[0], ref_field), references[0])
+                if len(refs) != len(preds):
+                    raise DataError(f"{predictions} has {len(preds)} lines but {references[0]} has "
+                                    f"{len(refs)} lines; predictions and references must line up")
+                preds = _as_labels(preds, predictions)
+                baseline = _as_labels(baseline, compare) if baseline is not None else None
+            else:
+                if not all(isinstance(item, str) for item in preds):
+                    raise DataError(f"{predictions}: predictions must be strings")
+                refs = _reference_streams(references, ref_field, len(preds), predictions)
+        group_options = {k: v for k, v in options.items()
+                         if any(k in metrics_lib.options_of(name) for name in group)}
+        scores.update(metrics_lib.compute(group, preds, refs, ci=ci, baseline=baseline,
+                                          **group_options))
+    return scores
+
+
+def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
+                overrides: Sequence[str] = (), **options) -> dict[str, float]:
+    """MODEL MODE HOOK (``hftk eval --model DIR --data F [--set k=v]``): not implemented yet.
+
+    Plan: load the run dir's saved recipe (task, column mapping; ``overrides`` as in
+    ``--set``), run the model over ``data`` (generation for generative tasks, prediction for
+    classification / QA), write the predictions next to the scores, then score them in memory
+    with ``hf_toolkit.metrics.compute(metrics, predictions, references, **options)`` (same
+    layouts as files mode: text streams, labels, or SQuAD ``{id: text}`` / ``{id: [golds]}``).
+    """
+    raise HftkError("model mode (--model/--data/--set) is not available yet; "
+                    "score a predictions file with --predictions and --references")
+
+
+# --- output -------------------------------------------------------------------------------
+
+_DERIVED = ("_mean", "_ci95", "_baseline", "_p_value")
+
+
+def format_table(scores: dict[str, float]) -> str:
+    """Aligned rows, one per metric key; bootstrap CI and comparison keys become columns."""
+    derived = {key for key in scores for suffix in _DERIVED
+               if key.endswith(suffix) and key[: -len(suffix)] in scores}
+    show_ci = any(key.endswith("_ci95") for key in derived)
+    show_compare = any(key.endswith("_p_value") for key in derived)
+    rows = [["metric", "value"] + (["95% CI (bootstrap)"] if show_ci else [])
+            + (["baseline", "p-value"] if show_compare else [])]
+    for key, value in scores.items():
+        if key in derived:
+            continue
+        row = [key, f"{value:.4f}"]
+        if show_ci:
+            row.append(f"{scores[key + '_mean']:.4f} +/- {scores[key + '_ci95']:.4f}"
+                       if key + "_ci95" in scores else "")
+        if show_compare:
+            row += ([f"{scores[key + '_baseline']:.4f}", f"{scores[key + '_p_value']:.4f}"]
+                    if key + "_p_value" in scores else ["", ""])
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
