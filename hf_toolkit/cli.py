@@ -49,9 +49,14 @@ def user_errors(command):
 
 
 def _setup_logging() -> None:
+    """hftk's own progress messages on stderr (other libraries keep their logging settings)."""
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="hftk: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("hftk: %(message)s"))
+    logger = logging.getLogger("hftk")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 SetOption = Annotated[

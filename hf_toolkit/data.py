@@ -67,7 +67,9 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
         dataset = load_source(source)
         if len(dataset) == 0:
             raise DataError(f"data.{name}: {_describe(source)} has no rows")
-        splits[name] = select_roles(dataset, data.columns, roles, optional_roles, where=f"data.{name} ({_describe(source)})")
+        where = f"data.{name} ({_describe(source)})"
+        dataset = flatten_translation(dataset, data, where=where)
+        splits[name] = select_roles(dataset, data.columns, roles, optional_roles, where=where)
     if data.validation_split is not None:
         carved = splits["train"].train_test_split(test_size=data.validation_split, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
@@ -81,6 +83,53 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
             desc="Cleaning text",
         )
     return splits
+
+
+def flatten_translation(dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
+    """Hugging Face translation format -> ``source`` / ``target`` columns.
+
+    Rows like ``{"translation": {"en": ..., "de": ...}}`` (WMT, OPUS) are read with
+    ``data.source_lang`` / ``data.target_lang`` as keys. A code with a region or script part
+    (``en_XX`` for mBART, ``eng_Latn`` for NLLB) falls back to its first part (``en``) when the
+    full code is not a key, as in transformers' ``run_translation.py``. Data without a
+    ``translation`` column is returned unchanged.
+    """
+    if "translation" not in dataset.column_names:
+        return dataset
+    if data.source_lang is None:
+        raise DataError(
+            f"{where}: rows hold a 'translation' mapping of language -> text; set data.source_lang and "
+            "data.target_lang to pick the pair (e.g. source_lang: en, target_lang: de)"
+        )
+    mapped = [role for role in ("source", "target") if role in data.columns]
+    if mapped:
+        raise DataError(
+            f"{where}: source and target come from the 'translation' column here; remove data.columns.{mapped[0]}"
+        )
+    first = dataset[0]["translation"]
+    if not isinstance(first, dict):
+        raise DataError(f"{where}: the 'translation' column must hold {{language: text}} mappings, got {type(first).__name__}")
+    keys = {lang: _language_key(lang, first) for lang in (data.source_lang, data.target_lang)}
+    for lang, key in keys.items():
+        if key is None:
+            raise DataError(
+                f"{where}: language '{lang}' is not in the 'translation' mappings (they hold {', '.join(first)}); "
+                "set data.source_lang/target_lang to two of those"
+            )
+    source_key, target_key = keys[data.source_lang], keys[data.target_lang]
+    dataset = dataset.map(
+        lambda row: {"source": row["translation"][source_key], "target": row["translation"][target_key]},
+        remove_columns=["translation"],
+        desc="Reading translation pairs",
+    )
+    return dataset
+
+
+def _language_key(code: str, example: dict) -> str | None:
+    for key in (code, re.split(r"[_-]", code)[0]):
+        if key in example:
+            return key
+    return None
 
 
 def select_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, ...], optional_roles: tuple[str, ...] = (), *, where: str) -> "Dataset":
@@ -104,6 +153,17 @@ def select_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, 
         )
     dataset = dataset.select_columns(list(rename))
     return dataset.rename_columns({c: r for c, r in rename.items() if c != r})
+
+
+def select_eval_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, ...], optional_roles: tuple[str, ...] = (), *, where: str) -> "Dataset":
+    """Like :func:`select_roles` for data scored by a trained run (``hftk eval --model``, ``hftk predict --file``).
+
+    A role's column is the one the run's recipe mapped it to when the file has that column, else
+    the role's own name, so a file written with role names (``text``, ``label``) always works.
+    """
+    available = set(dataset.column_names)
+    mapping = {role: columns[role] for role in roles + optional_roles if role in columns and columns[role] in available}
+    return select_roles(dataset, mapping, roles, optional_roles, where=where)
 
 
 def _cleaner(data: DataSection, fields: list[str]):

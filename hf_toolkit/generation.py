@@ -30,9 +30,9 @@ class Generated:
 def load_generator(reference: str):
     """(model, tokenizer) ready for generation; seq2seq or causal picked from the model config."""
     modeling.locate(reference, "model")  # fail fast on a missing dir or unreachable hub, before importing transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    config = modeling.from_pretrained(AutoConfig, reference, "model config")
+    config = modeling.load_config(reference)
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = modeling.from_pretrained(auto_class, reference, "model")
     tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")

@@ -8,13 +8,15 @@ GPT-2-style tokenizers a pad token (their EOS), which batching and sequence clas
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import hub
-from hf_toolkit.errors import ModelLoadError, RecipeError, did_you_mean
-from hf_toolkit.recipe import ModelSection, looks_local, resolve_path
+from hf_toolkit.errors import HftkError, ModelLoadError, RecipeError, did_you_mean
+from hf_toolkit.recipe import ModelSection, PeftSection, looks_local, resolve_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,7 +37,7 @@ def locate(reference: str, what: str) -> tuple[str, bool]:
         path = resolve_path(reference)
         if not path.exists():
             raise ModelLoadError(f"{what} '{reference}' is not a directory or file (looked at {path.absolute()})")
-        return str(path), False
+        return str(path.resolve()), False
     return reference, hub.require(reference, what)
 
 
@@ -112,9 +114,32 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    if model.generation_config is not None:
+    if getattr(model, "generation_config", None) is not None:  # encoder-only heads have none
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def load_config(reference: str) -> Any:
+    """The model config of a model dir, hub id, or LoRA run dir (whose config is its base model's)."""
+    from transformers import AutoConfig
+
+    location, _ = locate(reference, "model")
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file():
+        reference = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    return from_pretrained(AutoConfig, reference, "model config")
+
+
+def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """(model in eval mode, tokenizer) of a run directory, local model dir or hub id, for inference."""
+    from transformers import AutoTokenizer
+
+    reference = str(model_dir)
+    model = from_pretrained(auto_class, reference, "model")
+    tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
+    ensure_pad_token(tokenizer)
+    model.eval()
+    return model, tokenizer
 
 
 def build_config(section: ModelSection, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> Any:
@@ -166,3 +191,50 @@ def _millions(n: int) -> str:
 def is_main_process() -> bool:
     """True on rank 0 of a distributed run, and in a plain single-process run."""
     return os.environ.get("RANK", "0") == "0"
+
+
+# --------------------------------------------------------------------------------------------
+# LoRA
+
+# Where peft's own per-architecture table has no entry (or a narrower one), ours applies.
+LORA_TARGETS = {
+    "gpt2": ["c_attn", "c_proj"],
+    "marian": ["q_proj", "v_proj"],
+    "distilbert": ["q_lin", "v_lin"],
+}
+
+
+def apply_lora(model: "PreTrainedModel", section: PeftSection, task_type: str | None) -> "PreTrainedModel":
+    """Wrap `model` with LoRA adapters; task heads (classifier, qa_outputs) stay fully trainable.
+
+    `task_type` is peft's TaskType name (CAUSAL_LM, SEQ_CLS, QUESTION_ANS, SEQ_2_SEQ_LM) or None.
+    GPT-2's Conv1D layers store weights transposed, so they get ``fan_in_fan_out``.
+    """
+    from peft import LoraConfig, get_peft_model
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+    from transformers.pytorch_utils import Conv1D
+
+    model_type = model.config.model_type
+    targets = section.target_modules or LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
+    leaves = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules() if name}
+    linear = sorted({name for name, module in leaves.items() if type(module).__name__ in ("Linear", "Conv1D")})
+    if not targets:
+        raise HftkError(
+            f"peft.target_modules: no default LoRA targets for model type '{model_type}'; "
+            f"list module names, e.g. peft.target_modules: {linear[:4]}"
+        )
+    missing = [t for t in targets if t not in leaves]
+    if missing:
+        raise HftkError(
+            f"peft.target_modules: {missing} not found in {type(model).__name__}"
+            f"{did_you_mean(missing[0], linear)}; its linear layers are: {', '.join(linear)}"
+        )
+    config = LoraConfig(
+        r=section.r,
+        lora_alpha=section.alpha,
+        lora_dropout=section.dropout,
+        target_modules=list(targets),
+        fan_in_fan_out=any(isinstance(leaves[t], Conv1D) for t in targets),
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)

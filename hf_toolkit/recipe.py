@@ -111,8 +111,54 @@ class TokenizerTraining(Section):
     min_frequency: int = Field(2, ge=1, description="Minimum count for a merge to be learned.")
 
 
+class ModelPart(Section):
+    """One side of an encoder-decoder pair: ``model.encoder`` or ``model.decoder``.
+
+    Same meaning as the keys of ``model`` itself. The encoder loads as ``AutoModel``, the decoder
+    as ``AutoModelForCausalLM`` with cross-attention added; transformers' ``EncoderDecoderModel``
+    joins them (BERT2BERT, BERT2GPT2, ...). Each side has its own tokenizer (the encoder's reads
+    the source, the decoder's writes the target) unless ``model.train_tokenizer`` trains one for both.
+    """
+
+    name_or_path: str | None = Field(None, description="Hub id or local directory of this side's checkpoint.")
+    tokenizer: str | None = Field(None, description="Hub id or local directory; default: this side's checkpoint.")
+    init: Literal["pretrained", "scratch"] = Field(
+        "pretrained", description="'pretrained' loads weights; 'scratch' builds untrained weights from a config."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Overrides of this side's config.")
+
+    @field_validator("name_or_path", "tokenizer")
+    @classmethod
+    def _local_path_exists(cls, value: str | None) -> str | None:
+        if value is not None and looks_local(value) and not resolve_path(value).exists():
+            raise ValueError(
+                f"'{value}' does not exist (looked at {resolve_path(value).absolute()}); "
+                "give an existing directory or a hub id such as 'bert-base-uncased'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelPart":
+        if self.init == "pretrained" and self.name_or_path is None:
+            raise ValueError("name_or_path is required with init: pretrained (or set init: scratch with config.model_type)")
+        if self.init == "scratch" and self.name_or_path is None and "model_type" not in self.config:
+            raise ValueError("init: scratch without name_or_path needs config.model_type (e.g. config: {model_type: bert})")
+        return self
+
+
+# Keys of `model` that describe a single model; with model.encoder/decoder they belong to each side.
+SINGLE_MODEL_KEYS = ("name_or_path", "tokenizer", "init", "config")
+SEQ2SEQ_TASKS = ("summarization", "translation")
+
+
 class ModelSection(Section):
-    """Which model to fine-tune and how to build it."""
+    """Which model to fine-tune and how to build it.
+
+    Either one model (``name_or_path`` / ``init: scratch`` + ``config``), or, for summarization and
+    translation, an encoder-decoder pair warm-started from two checkpoints (``encoder`` +
+    ``decoder``, see :class:`ModelPart`), e.g. ``{encoder: {name_or_path: bert-base-uncased},
+    decoder: {name_or_path: gpt2}}``.
+    """
 
     name_or_path: str | None = Field(None, description="Hub id or local directory of the model.")
     tokenizer: str | None = Field(None, description="Hub id or local directory; default: the model's.")
@@ -123,6 +169,12 @@ class ModelSection(Section):
         "pretrained", description="'pretrained' loads weights; 'scratch' builds untrained weights from a config."
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the model config.")
+    encoder: ModelPart | None = Field(
+        None, description="Encoder of an EncoderDecoderModel (with decoder; summarization/translation only)."
+    )
+    decoder: ModelPart | None = Field(
+        None, description="Decoder of an EncoderDecoderModel (with encoder; summarization/translation only)."
+    )
 
     @field_validator("name_or_path", "tokenizer")
     @classmethod
@@ -134,8 +186,15 @@ class ModelSection(Section):
             )
         return value
 
+    @property
+    def is_pair(self) -> bool:
+        """True for an encoder-decoder pair (model.encoder + model.decoder)."""
+        return self.encoder is not None or self.decoder is not None
+
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSection":
+        if self.is_pair:
+            return self._consistent_pair()
         if self.init == "pretrained" and self.name_or_path is None:
             raise ValueError(
                 "model.name_or_path is required with init: pretrained "
@@ -153,6 +212,32 @@ class ModelSection(Section):
             raise ValueError(
                 "no tokenizer: set model.tokenizer (hub id or directory) or model.train_tokenizer: {vocab_size: 4096}"
             )
+        return self
+
+    def _consistent_pair(self) -> "ModelSection":
+        if self.encoder is None or self.decoder is None:
+            missing = "decoder" if self.decoder is None else "encoder"
+            raise ValueError(f"model.encoder and model.decoder go together; add model.{missing}")
+        both = [key for key in SINGLE_MODEL_KEYS if key in self.model_fields_set]
+        if both:
+            raise ValueError(
+                f"model.{both[0]} describes a single model; with model.encoder/decoder set it inside "
+                f"each side (model.encoder.{both[0]}, model.decoder.{both[0]})"
+            )
+        if self.train_tokenizer is not None:
+            sides = [name for name, part in (("encoder", self.encoder), ("decoder", self.decoder)) if part.init != "scratch" or part.tokenizer is not None]
+            if sides:
+                raise ValueError(
+                    "model.train_tokenizer trains one tokenizer for both sides: it needs init: scratch "
+                    f"and no tokenizer on model.encoder and model.decoder (not so on model.{sides[0]})"
+                )
+        else:
+            for name, part in (("encoder", self.encoder), ("decoder", self.decoder)):
+                if part.tokenizer is None and part.name_or_path is None:
+                    raise ValueError(
+                        f"no tokenizer for model.{name}: set model.{name}.tokenizer, or model.train_tokenizer "
+                        "to train one for both sides"
+                    )
         return self
 
 
@@ -223,7 +308,28 @@ class DataSection(Section):
             raise ValueError("data.train is required")
         if self.validation is not None and self.validation_split is not None:
             raise ValueError("set data.validation or data.validation_split, not both")
+        if (self.source_lang is None) != (self.target_lang is None):
+            raise ValueError("data.source_lang and data.target_lang go together; set both (e.g. en and de)")
         return self
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_source_field(cls, value: str | None) -> str | None:
+        """A prompt template holds `{source}` once and no other `{field}` (write `{{`/`}}` for braces)."""
+        if value is None:
+            return value
+        import string
+
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+        except ValueError as error:
+            raise ValueError(f"{error} in {value!r}; write literal braces as {{{{ and }}}}") from None
+        if fields != ["source"]:
+            raise ValueError(
+                f"must contain {{source}} exactly once and no other {{field}} (found {fields or 'none'}); "
+                "e.g. '{source}\\nTL;DR: ' (write literal braces as {{ and }})"
+            )
+        return value
 
 
 class PeftSection(Section):
@@ -257,11 +363,23 @@ class Recipe(Section):
 
     task: Task
     seed: int = Field(42, description="Seeds data shuffling and weight initialisation.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
+        None, description="Mixed precision; 'auto' picks bf16/fp16/fp32 for the hardware. None: training.bf16/fp16 as written."
+    )
     model: ModelSection
     data: DataSection
     training: dict[str, Any] = Field(default_factory=dict, description="TrainingArguments.")
     peft: PeftSection | None = None
     generation: GenerationSection = Field(default_factory=GenerationSection)
+
+    @model_validator(mode="after")
+    def _lora_needs_saved_base(self) -> "Recipe":
+        if self.peft is not None and self.model.init == "scratch":
+            raise ValueError(
+                "peft: LoRA adapts pretrained weights, but init: scratch builds weights that are never saved "
+                "next to the adapter; train without peft, or point model.name_or_path at a saved model"
+            )
+        return self
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe as plain data (defaults filled in), for saving next to a model."""
@@ -401,7 +519,8 @@ def validate_recipe(
         for item in error.errors():
             problems.append(_describe(item, where))
     if recipe is not None:
-        problems += [f"{where(('model', key))}: model.{key}: {message}" for key, message in check_hub_access(recipe.model)]
+        problems += [f"{where(('model', *key.split('.')))}: model.{key}: {message}" for key, message in check_hub_access(recipe.model)]
+        problems += [f"{where(('model', key))}: model.{key}: {message}" for key, message in check_model_task(recipe)]
     problems += [f"{where(('data', key))}: data.{key}: {message}" for key, message in check_task_options(data)]
     if isinstance(data.get("training"), dict):
         for key, message in check_training(data["training"]):
@@ -416,14 +535,25 @@ def validate_recipe(
 def check_hub_access(model: ModelSection) -> list[tuple[str, str]]:
     """Hub ids that cannot be loaded (no network, not cached): (key, problem) pairs, found in < 2 s."""
     problems = []
-    for key in ("name_or_path", "tokenizer"):
-        value = getattr(model, key)
-        if value is not None and not looks_local(value):
-            try:
-                hub.require(value, "model" if key == "name_or_path" else "tokenizer")
-            except HftkError as error:
-                problems.append((key, str(error)))
+    parts = [("", model)] + [(f"{side}.", getattr(model, side)) for side in ("encoder", "decoder") if getattr(model, side) is not None]
+    for prefix, part in parts:
+        for key in ("name_or_path", "tokenizer"):
+            value = getattr(part, key)
+            if value is not None and not looks_local(value):
+                try:
+                    hub.require(value, "model" if key == "name_or_path" else "tokenizer")
+                except HftkError as error:
+                    problems.append((prefix + key, str(error)))
     return problems
+
+
+def check_model_task(recipe: "Recipe") -> list[tuple[str, str]]:
+    """An encoder-decoder pair (model.encoder/decoder) only makes sense for a seq2seq task."""
+    if recipe.model.is_pair and recipe.task not in SEQ2SEQ_TASKS:
+        key = "encoder" if recipe.model.encoder is not None else "decoder"
+        return [(key, f"an encoder-decoder pair is for task {' or '.join(SEQ2SEQ_TASKS)}, not {recipe.task}; "
+                      "use model.name_or_path")]
+    return []
 
 
 def check_task_options(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -489,6 +619,15 @@ def _unique(items: list[str]) -> list[str]:
 # training: checked against transformers.TrainingArguments
 
 
+# Seq2SeqTrainingArguments' decoding settings would make evaluation decode differently from the
+# saved generation_config.json; the recipe's `generation` section is the one place for them.
+GENERATION_TRAINING_KEYS = {
+    "generation_max_length": "generation.max_new_tokens",
+    "generation_num_beams": "generation.num_beams",
+    "generation_config": "generation.*",
+}
+
+
 def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
     """Check `training` keys and value types against TrainingArguments; return (key, problem) pairs."""
     from transformers import Seq2SeqTrainingArguments
@@ -500,6 +639,10 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
         if key not in fields:
             hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
             problems.append((key, f"unknown TrainingArguments key{hint}"))
+            continue
+        if key in GENERATION_TRAINING_KEYS:
+            problems.append((key, f"set decoding in the recipe's generation section instead ({GENERATION_TRAINING_KEYS[key]}); "
+                                  "it drives evaluation during training, hftk eval and hftk generate alike"))
             continue
         message = _type_problem(value, hints[key])
         if message:

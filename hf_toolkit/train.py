@@ -51,15 +51,18 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     # Seed before the model is built: the Trainer only seeds afterwards.
     set_seed(recipe.seed)
-    splits = data_lib.load_splits(recipe.data, task.ROLES, seed=recipe.seed, optional_roles=task.OPTIONAL_ROLES)
-    train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
-    tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
-    model = modeling.load_model(task.auto_model(), recipe.model, tokenizer, **task.model_config(recipe, splits))
-    for key, value in generation_config.items():
-        setattr(model.generation_config, key, value)
-    logger.info(modeling.describe(model))
-
-    prepared = task.prepare(recipe, splits, tokenizer, model)
+    # Rank 0 tokenizes first and fills the datasets cache; other ranks then read it.
+    with args.main_process_first(desc="loading and tokenizing data"):
+        splits = data_lib.load_splits(recipe.data, task.ROLES, seed=recipe.seed, optional_roles=task.OPTIONAL_ROLES)
+        train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
+        tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
+        model = modeling.load_model(task.auto_model(), recipe.model, tokenizer, **task.model_config(recipe, splits))
+        for key, value in generation_config.items():
+            setattr(model.generation_config, key, value)
+        if recipe.peft is not None:
+            model = modeling.apply_lora(model, recipe.peft, task.PEFT_TASK_TYPE)
+        logger.info(modeling.describe(model))
+        prepared = task.prepare(recipe, splits, tokenizer, model)
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
     train_output = trainer.train()
 
@@ -97,11 +100,48 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
             [f"training.eval_strategy: '{training['eval_strategy']}' needs validation data; "
              "set data.validation or data.validation_split, or eval_strategy: 'no'"]
         )
+    training.update(precision_flags(recipe, training))
     cls = Seq2SeqTrainingArguments if task.TRAINER == "Seq2SeqTrainer" else TrainingArguments
     try:
         return cls(**training)
     except (ValueError, TypeError) as error:
         raise RecipeError([f"training: {error}"]) from None
+
+
+def precision_flags(recipe: Recipe, training: dict[str, Any]) -> dict[str, bool]:
+    """TrainingArguments bf16/fp16 for the recipe's `precision` (None: leave training as written).
+
+    ``auto``: bf16 on CUDA GPUs that support it, fp16 on older CUDA GPUs, bf16 autocast on CPUs
+    with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+    """
+    if recipe.precision is None:
+        return {}
+    if "bf16" in training or "fp16" in training:
+        raise RecipeError(["precision: set either precision or training.bf16/training.fp16, not both"])
+    choice = resolve_precision(recipe.precision)
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def resolve_precision(precision: str) -> str:
+    """'fp32', 'bf16' or 'fp16' for a recipe's `precision` on this machine."""
+    import torch
+
+    if precision != "auto":
+        if precision == "fp16" and not torch.cuda.is_available():
+            raise RecipeError(["precision: fp16 needs a CUDA GPU; use bf16 or fp32 on CPU"])
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in /proc/cpuinfo (Linux); elsewhere assume not."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def check_generation(recipe: Recipe) -> dict[str, Any]:

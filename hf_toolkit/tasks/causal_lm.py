@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 ROLES = ("text",)
 OPTIONAL_ROLES = ()
 TRAINER = "Trainer"
+PEFT_TASK_TYPE = "CAUSAL_LM"
 
 
 def auto_model():
