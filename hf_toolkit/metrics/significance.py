@@ -10,7 +10,8 @@ scores) and the same p-value as sacreBLEU's paired bootstrap (Koehn 2004, as in 
 
 Output keys, for each score key ``k``: ``k_mean`` and ``k_ci95`` (``--ci``: bootstrap mean and
 the half-width, "mean +/- ci95"); ``k_baseline`` and ``k_p_value`` (``--compare``: the other
-system's score and the p-value that the difference is due to chance).
+system's score and the p-value that the difference is due to chance; 1.0 when the two
+scores are equal, where the raw formula would give its minimum, see ``_no_difference_p``).
 
 Seed: 12345 (sacreBLEU's default, and the ``SACREBLEU_SEED`` environment variable it reads).
 """
@@ -67,9 +68,20 @@ def paired_bootstrap(stat_system: Statistic, stat_baseline: Statistic, n_items: 
         # Centre the differences (null hypothesis: no difference), then count how often chance
         # alone gives a larger difference; +1 smoothing as in sacreBLEU/multeval.
         centred = sample_diffs - sample_diffs.mean()
+        p_value = float((np.sum(centred > real_difference) + 1) / (n_samples + 1))
         result[f"{key}_baseline"] = baseline[key]
-        result[f"{key}_p_value"] = float((np.sum(centred > real_difference) + 1) / (n_samples + 1))
+        result[f"{key}_p_value"] = _no_difference_p(real_difference, p_value)
     return result
+
+
+def _no_difference_p(real_difference: float, p_value: float) -> float:
+    """1.0 when both systems score the same.
+
+    The test counts resampled differences strictly greater than the real one; with a real
+    difference of 0 and identical per-item statistics nothing exceeds it and the formula gives
+    its minimum 1/(n+1), which would call two identical systems "significantly different".
+    """
+    return 1.0 if real_difference == 0 else p_value
 
 
 def mean_statistic(items: dict[str, list[float]], scale: float = 1.0) -> Statistic:
@@ -95,5 +107,6 @@ def sacrebleu_paired(metric, key: str, predictions: list[str], baseline: list[st
                       references=streams, test_type="bs", n_samples=n_samples)
     _, scores = test()
     (baseline_result, system_result), = [v for name, v in scores.items() if name != "System"]
+    difference = abs(baseline_result.score - system_result.score)
     return {f"{key}_baseline": float(baseline_result.score),
-            f"{key}_p_value": float(system_result.p_value)}
+            f"{key}_p_value": _no_difference_p(difference, float(system_result.p_value))}
