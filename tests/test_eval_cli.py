@@ -1,0 +1,248 @@
+"""`hftk eval` files mode: numbers equal the reference libraries, bad input exits 2 clearly.
+
+Uses the ``cli`` fixture (in-process Typer runner) from conftest and one real subprocess run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_path, write
+
+TOL = 1e-9
+
+
+def _lines(path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    return write(path, "".join(f"{line}\n" for line in lines))
+
+
+@pytest.fixture(scope="module")
+def wmt(tmp_path_factory):
+    """newstest2013 references and a deterministic degraded system, as files."""
+    refs_path = shared_path("wmt_en_de_newstest2013_dev", "newstest2013.de")
+    refs = _lines(refs_path)
+    hyps = [" ".join(w for j, w in enumerate(ref.split()) if (i + j) % 5) for i, ref in enumerate(refs)]
+    hyp_path = _write_lines(tmp_path_factory.mktemp("wmt") / "hyp.de", hyps)
+    return hyps, refs, hyp_path, refs_path
+
+
+def _json_scores(result) -> dict:
+    assert result.exit_code == 0, result
+    return json.loads(result.stdout)
+
+
+# --- parity through the CLI -------------------------------------------------------------
+
+def test_bleu_chrf_json_equals_sacrebleu(cli, wmt):
+    import sacrebleu
+
+    hyps, refs, hyp_path, refs_path = wmt
+    scores = _json_scores(cli("eval", "--metric", "bleu", "--metric", "chrf", "--predictions",
+                              hyp_path, "--references", refs_path, "--json"))
+    assert set(scores) == {"bleu", "chrf"}
+    assert abs(scores["bleu"] - sacrebleu.corpus_bleu(hyps, [refs]).score) < TOL
+    assert abs(scores["chrf"] - sacrebleu.corpus_chrf(hyps, [refs]).score) < TOL
+
+
+def test_options_tokenize_chrf_plus_plus_and_two_references(cli, wmt, tmp_path):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    hyps, refs, _, _ = wmt
+    hyps, refs = hyps[:300], refs[:300]
+    second = [" ".join(ref.split()[1:]) for ref in refs]
+    paths = [_write_lines(tmp_path / name, lines) for name, lines in
+             (("h.txt", hyps), ("r1.txt", refs), ("r2.txt", second))]
+    scores = _json_scores(cli("eval", "-m", "bleu", "-m", "chrf", "--tokenize", "intl",
+                              "--chrf-plus-plus", "--predictions", paths[0], "-r", paths[1],
+                              "-r", paths[2], "--json"))
+    assert abs(scores["bleu"] - BLEU(tokenize="intl").corpus_score(hyps, [refs, second]).score) < TOL
+    assert abs(scores["chrf"] - CHRF(word_order=2).corpus_score(hyps, [refs, second]).score) < TOL
+
+
+def test_rouge_jsonl_fields_equal_rouge_score(cli, tmp_path):
+    from rouge_score import rouge_scorer
+
+    rows = [json.loads(line) for line in _lines(shared_path("xsum_dev_slice", "xsum_test_slice_100.jsonl"))]
+    leads = [row["document"].split(". ")[0] + "." for row in rows]
+    preds = write(tmp_path / "preds.jsonl", "".join(json.dumps({"prediction": p}) + "\n" for p in leads))
+    refs = shared_path("xsum_dev_slice", "xsum_test_slice_100.jsonl")
+    scores = _json_scores(cli("eval", "-m", "rouge", "--stemmer", "--predictions", preds,
+                              "--references", refs, "--field", "prediction",
+                              "--reference-field", "summary", "--json"))
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    direct = [scorer.score(row["summary"], lead) for row, lead in zip(rows, leads)]
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert abs(scores[key] - sum(d[key].fmeasure for d in direct) / len(direct)) < TOL
+
+
+def test_chinese_rouge_and_bleu(cli, tmp_path):
+    hyp = _write_lines(tmp_path / "hyp.zh", ["我爱北京天安门", "今天天气很好"])
+    ref = _write_lines(tmp_path / "ref.zh", ["我爱北京天安门", "今天天气很好"])
+    scores = _json_scores(cli("eval", "-m", "rouge", "-m", "bleu", "--tokenize", "zh",
+                              "--predictions", hyp, "--references", ref, "--json"))
+    assert scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "rougeLsum": 1.0,
+                      "bleu": pytest.approx(100.0, abs=1e-9)}
+
+
+def _official_squad(rows: list[dict]) -> dict:
+    """The official nested SQuAD layout (data/paragraphs/qas) from HF-layout rows."""
+    paragraphs: dict[str, list] = {}
+    for row in rows:
+        qa = {"id": row["id"], "question": row["question"],
+              "answers": [{"text": t, "answer_start": s} for t, s in
+                          zip(row["answers"]["text"], row["answers"]["answer_start"])]}
+        paragraphs.setdefault(row["context"], []).append(qa)
+    return {"version": "1.1", "data": [{"title": "Normans", "paragraphs": [
+        {"context": context, "qas": qas} for context, qas in paragraphs.items()]}]}
+
+
+@pytest.fixture(scope="module")
+def normans(tmp_path_factory):
+    source = shared_path("squad_v1.1_dev_slice", "normans_dev_slice.jsonl")
+    rows = [json.loads(line) for line in _lines(source)]
+    folder = tmp_path_factory.mktemp("squad")
+    official = write(folder / "dev.json", json.dumps(_official_squad(rows)))
+    # Every 3rd answer wrong, every 2nd noisy (case, article, punctuation) but still exact.
+    predictions = {row["id"]: ("no idea" if i % 3 == 0 else
+                               f"The {row['answers']['text'][0].upper()}!" if i % 2 else
+                               row["answers"]["text"][0]) for i, row in enumerate(rows)}
+    return rows, source, official, predictions, folder
+
+
+def test_squad_official_json_and_jsonl(cli, normans):
+    from hf_toolkit.metrics import squad
+
+    rows, source, official, predictions, folder = normans
+    expected = squad(predictions, {row["id"]: row["answers"]["text"] for row in rows})
+    n_wrong = len(range(0, len(rows), 3))
+    assert abs(expected["exact_match"] - 100 * (len(rows) - n_wrong) / len(rows)) < TOL
+    pred_json = write(folder / "predictions.json", json.dumps(predictions))
+    pred_jsonl = write(folder / "predictions.jsonl", "".join(
+        json.dumps({"id": qid, "prediction_text": text}) + "\n" for qid, text in predictions.items()))
+    for preds, refs in ((pred_json, official), (pred_jsonl, source), (pred_json, source)):
+        assert _json_scores(cli("eval", "-m", "squad", "--predictions", preds,
+                                "--references", refs, "--json")) == expected
+
+
+def test_squad_unknown_prediction_ids_exit_2(cli, normans, tmp_path):
+    _, _, official, predictions, _ = normans
+    bad = write(tmp_path / "p.json", json.dumps({**predictions, "zzz1": "a", "zzz2": "b"}))
+    result = cli("eval", "-m", "squad", "--predictions", bad, "--references", official)
+    assert result.exit_code == 2
+    assert "2 of 114 prediction ids" in result.stderr and "'zzz1'" in result.stderr
+    assert str(official) in result.stderr
+
+
+def test_squad_missing_predictions_warn_and_score_zero(cli, normans, tmp_path):
+    rows, _, official, predictions, _ = normans
+    first = dict(list(predictions.items())[:10])
+    result = cli("eval", "-m", "squad", "--predictions", write(tmp_path / "p.json", json.dumps(first)),
+                 "--references", official, "--json")
+    assert result.exit_code == 0
+    assert f"{len(rows) - 10} of {len(rows)} questions" in result.stderr
+
+
+def test_classification_labels_from_text(cli, tmp_path):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    gold, pred = [0, 1, 2, 2, 1, 0, 1], [0, 2, 2, 2, 1, 0, 0]
+    g = _write_lines(tmp_path / "gold.txt", [str(x) for x in gold])
+    p = _write_lines(tmp_path / "pred.txt", [str(x) for x in pred])
+    scores = _json_scores(cli("eval", "-m", "accuracy", "-m", "f1", "--average", "macro",
+                              "--predictions", p, "--references", g, "--json"))
+    assert scores == {"accuracy": accuracy_score(gold, pred), "f1": f1_score(gold, pred, average="macro")}
+    binary = cli("eval", "-m", "f1", "--predictions", p, "--references", g)
+    assert binary.exit_code == 2 and "macro" in binary.stderr
+
+
+def test_ci_and_compare_table_and_json(cli, wmt, tmp_path):
+    hyps, refs, _, _ = wmt
+    h = _write_lines(tmp_path / "h.txt", hyps[:200])
+    r = _write_lines(tmp_path / "r.txt", refs[:200])
+    base = _write_lines(tmp_path / "b.txt", [" ".join(reversed(x.split())) for x in hyps[:200]])
+    scores = _json_scores(cli("eval", "-m", "bleu", "-m", "rouge", "--ci", "--compare", base,
+                              "--predictions", h, "--references", r, "--json"))
+    for key in ("bleu", "rouge1", "rougeLsum"):
+        assert {f"{key}_mean", f"{key}_ci95", f"{key}_baseline", f"{key}_p_value"} <= set(scores)
+    assert scores["bleu_p_value"] < 0.01
+    table = cli("eval", "-m", "bleu", "--ci", "--compare", base, "--predictions", h, "--references", r)
+    assert table.exit_code == 0
+    assert "95% CI" in table.stdout and "p-value" in table.stdout and "+/-" in table.stdout
+
+
+# --- user errors: exit 2 with a clear message -------------------------------------------
+
+def test_line_count_mismatch_exits_2(cli, wmt, tmp_path):
+    _, _, _, refs_path = wmt
+    short = _write_lines(tmp_path / "short.txt", ["a", "b"])
+    result = cli("eval", "-m", "bleu", "--predictions", short, "--references", refs_path)
+    assert result.exit_code == 2
+    assert "2 lines" in result.stderr and "3000 lines" in result.stderr
+    assert "short.txt" in result.stderr and "newstest2013.de" in result.stderr
+
+
+@pytest.mark.parametrize("problem", ["empty", "missing", "unknown_metric", "bad_option",
+                                     "jsonl_without_field", "model_mode"])
+def test_user_errors_exit_2(cli, tmp_path, problem):
+    good = _write_lines(tmp_path / "good.txt", ["a b c"])
+    args = {"empty": ["-m", "bleu", "--predictions", write(tmp_path / "e.txt", ""), "-r", good],
+            "missing": ["-m", "bleu", "--predictions", tmp_path / "nope.txt", "-r", good],
+            "unknown_metric": ["-m", "blue", "--predictions", good, "-r", good],
+            "bad_option": ["-m", "rouge", "--tokenize", "zh", "--predictions", good, "-r", good],
+            "jsonl_without_field": ["-m", "rouge", "--predictions",
+                                    write(tmp_path / "p.jsonl", '{"text": "a"}\n'), "-r", good],
+            "model_mode": ["-m", "accuracy", "--model", tmp_path, "--data", good]}[problem]
+    expected = {"empty": "e.txt: file is empty", "missing": "nope.txt: file not found",
+                "unknown_metric": "unknown metric 'blue' (did you mean 'bleu'?)",
+                "bad_option": "--tokenize does not apply to rouge",
+                "jsonl_without_field": "needs --field", "model_mode": "not available yet"}[problem]
+    result = cli("eval", *args)
+    assert result.exit_code == 2, result
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- the real command -------------------------------------------------------------------
+
+def _hftk() -> list[str]:
+    script = Path(sys.executable).with_name("hftk")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hf_toolkit"]
+
+
+def test_subprocess_hftk_eval(tmp_path):
+    hyp = _write_lines(tmp_path / "hyp.txt", ["the cat sat on the mat today", "a b c"])
+    ref = _write_lines(tmp_path / "ref.txt", ["the cat sat on a mat today", "a b c"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
+    done = subprocess.run([*_hftk(), "eval", "-m", "bleu", "-m", "rouge", "--predictions", hyp,
+                           "--references", ref, "--json"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)
+    from hf_toolkit.metrics import bleu, rouge
+
+    assert scores == {**bleu(_lines(hyp), [_lines(ref)]), **rouge(_lines(hyp), _lines(ref))}
+    mismatch = subprocess.run([*_hftk(), "eval", "-m", "bleu", "--predictions", hyp,
+                               "--references", write(tmp_path / "one.txt", "x\n")],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert mismatch.returncode == 2 and "2 lines" in mismatch.stderr
+
+
+def test_cli_import_stays_light():
+    """`hftk --help` must not import the metric libraries (or torch): it has to stay instant."""
+    code = ("import sys, hf_toolkit.cli, hf_toolkit.evaluation, hf_toolkit.metrics; "
+            "heavy = {'sacrebleu', 'rouge_score', 'sklearn', 'evaluate', 'torch', 'transformers', 'numpy'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
