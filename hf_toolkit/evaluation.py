@@ -156,6 +156,8 @@ def _reference_streams(paths: Sequence[Path], field: str | None, n_items: int,
             streams.append(items)
             continue
         per_item = [[item] if isinstance(item, str) else item for item in items]
+        if not all(isinstance(refs, list) and all(isinstance(r, str) for r in refs) for refs in per_item):
+            raise DataError(f"{path}: each reference must be a string or a list of strings")
         counts = {len(refs) for refs in per_item}
         if len(counts) > 1:
             raise DataError(f"{path}: items have different numbers of references {sorted(counts)}; "
