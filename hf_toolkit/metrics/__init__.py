@@ -42,7 +42,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hf_toolkit.errors import HftkError, did_you_mean
+from hf_toolkit.errors import DataError, HftkError, did_you_mean
 from hf_toolkit.metrics.classification import accuracy, f1, precision, recall
 from hf_toolkit.metrics.lm_perplexity import perplexity
 from hf_toolkit.metrics.rouge_metrics import rouge
@@ -113,8 +113,6 @@ def per_item_references(references) -> list:
         return list(references[0])
     lengths = {len(stream) for stream in references}
     if len(lengths) > 1:
-        from hf_toolkit.errors import DataError
-
         raise DataError(f"reference streams differ in length: {sorted(lengths)}")
     return [list(refs) for refs in zip(*references)]
 
