@@ -70,7 +70,8 @@ SetOption = Annotated[
         "Examples:\n\n"
         "  hftk finetune recipes/quickstart.yaml\n\n"
         "  hftk finetune recipes/quickstart.yaml --set training.max_steps=20 --set data.block_size=64\n\n"
-        "  hftk finetune recipes/gpt2-wikitext.yaml --set training.output_dir=runs/mine"
+        "  hftk finetune recipes/gpt2-wikitext.yaml --set training.output_dir=runs/mine\n\n"
+        "  hftk finetune recipes/quickstart.yaml --nproc 2      # 2 DDP processes (GPUs, or CPU with gloo)"
     )
 )
 @user_errors
@@ -78,22 +79,61 @@ def finetune(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe file.")],
     set_: SetOption = [],
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, then exit.")] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo).")
+    ] = 1,
 ) -> None:
     """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
-    if check:
-        from hf_toolkit.recipe import load_recipe
+    from hf_toolkit import launch
+    from hf_toolkit.recipe import load_recipe
 
-        load_recipe(recipe, set_)
+    if check or (nproc > 1 and not launch.in_distributed_launch()):
+        load_recipe(recipe, set_)  # report recipe mistakes once, before starting processes
+    if check:
         typer.echo(f"{recipe}: OK")
         return
+    if nproc > 1 and not launch.in_distributed_launch():
+        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_]]
+        raise typer.Exit(launch.relaunch(nproc, argv))
     from hf_toolkit.train import finetune as run_finetune
 
     _setup_logging()
     result = run_finetune(recipe, set_)
+    if not launch.is_main_process():
+        return
     typer.echo(f"Saved to {result.output_dir}")
     for key, value in result.metrics.items():
         if key.startswith(("eval_", "test_")) and not key.endswith(("_runtime", "_per_second")):
             typer.echo(f"  {key}: {value:.4f}")
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  hftk export runs/lora-gpt2 exported/gpt2-merged --merge\n\n"
+        "  hftk export runs/sentiment exported/sentiment-int8 --quantize int8\n\n"
+        "  hftk export runs/lora-gpt2 exported/gpt2-int8 --merge --quantize int8"
+    )
+)
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (or any local model directory).")],
+    output_dir: Annotated[Path, typer.Argument(help="New directory to write.")],
+    merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into the base weights.")] = False,
+    quantize: Annotated[
+        Optional[str], typer.Option(help="'int8': dynamically quantized copy for CPU inference.")
+    ] = None,
+) -> None:
+    """Write a deployable model: LoRA merged into plain weights, and/or an int8 CPU copy."""
+    from hf_toolkit.errors import HftkError
+    from hf_toolkit.export import export as run_export
+
+    if quantize not in (None, "int8"):
+        raise HftkError(f"--quantize: '{quantize}' is not supported; use --quantize int8")
+    report = run_export(run_dir, output_dir, merge=merge, quantize=quantize)
+    typer.echo(f"Wrote {report.output_dir}" + (" (LoRA merged; loads without peft)" if report.merged else ""))
+    for key, value in report.numbers.items():
+        typer.echo(f"  {key}: {value:.2f}")
 
 
 @app.command(
