@@ -1,0 +1,258 @@
+"""Masked-LM continued pretraining (BERT and any ``AutoModelForMaskedLM``): predict masked tokens.
+
+Reads top to bottom: the roles it needs, the recipe options it checks, how text becomes examples,
+the masking collator, the metrics (evaluation loss and perplexity = exp(loss)), then inference
+for ``hftk predict`` (fill-mask) and ``hftk eval --model`` (masked-token accuracy).
+
+Two ways to cut text into examples, as in transformers' ``run_mlm.py``:
+
+- packed (default): every text is tokenized with its special tokens (``[CLS] text [SEP]``), the
+  streams are concatenated and cut into blocks of ``data.block_size`` tokens (default
+  min(512, the model's context)); the last partial block is dropped;
+- ``data.line_by_line: true``: each non-empty text is one example, truncated to
+  ``data.max_length`` tokens (default min(512, the model's context)) and padded per batch.
+
+Masking happens in the collator, afresh for every batch: ``data.mlm_probability`` (default 0.15)
+of the non-special tokens are chosen; of those 80% become the mask token, 10% a random token,
+10% stay. ``data.whole_word_mask: true`` masks all pieces of a word together (WordPiece
+tokenizers, i.e. BERT's, whose continuation pieces start with ``##``).
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from hf_toolkit import data as data_lib
+from hf_toolkit import modeling
+from hf_toolkit.errors import DataError, HftkError, RecipeError
+from hf_toolkit.recipe import Recipe
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+ROLES = ("text",)
+OPTIONAL_ROLES = ()
+TRAINER = "Trainer"
+PEFT_TASK_TYPE = None  # peft has no masked-LM task type; LoRA wraps the model as is
+# `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
+EVAL_METRICS = ("accuracy",)
+DEFAULT_MLM_PROBABILITY = 0.15
+DEFAULT_LENGTH = 512
+CONTINUATION_PREFIX = "##"
+
+
+def auto_model():
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Options that contradict each other: block_size is for packed text, max_length for line_by_line."""
+    data = recipe.data
+    problems = []
+    if data.line_by_line and data.block_size is not None:
+        problems.append("data.block_size: packs text into blocks, but data.line_by_line is true; remove one of them")
+    if not data.line_by_line and data.max_length is not None:
+        problems.append(
+            "data.max_length: truncates each line with data.line_by_line: true; for packed text (the default) "
+            "set data.block_size instead"
+        )
+    if problems:
+        raise RecipeError(problems)
+
+
+def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+    """Task settings for the model config: none for a language model."""
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization
+
+
+def context_length(model) -> int:
+    return getattr(model.config, "max_position_embeddings", None) or DEFAULT_LENGTH
+
+
+def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+    """Tokenize every split: packed blocks of block_size, or one truncated example per line."""
+    if tokenizer.mask_token is None:
+        raise HftkError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot be used for masked-LM; "
+            "use a BERT-style tokenizer (e.g. model.tokenizer: bert-base-uncased) or task: causal-lm"
+        )
+    if recipe.data.whole_word_mask and not is_wordpiece(tokenizer):
+        raise HftkError(
+            "data.whole_word_mask: works with WordPiece tokenizers (BERT's, continuation pieces start with '##'); "
+            f"{type(tokenizer).__name__} is not one. Remove data.whole_word_mask"
+        )
+    length = recipe.data.max_length if recipe.data.line_by_line else recipe.data.block_size
+    length = length or min(DEFAULT_LENGTH, context_length(model))
+    if length > context_length(model):
+        key = "max_length" if recipe.data.line_by_line else "block_size"
+        raise DataError(f"data.{key}={length} is longer than the model's context ({context_length(model)} tokens); lower it")
+
+    def tokenize_lines(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["text"], truncation=True, max_length=length, return_special_tokens_mask=True)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["text"], return_special_tokens_mask=True)
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        out = {}
+        for key, rows in batch.items():
+            stream = list(chain.from_iterable(rows))
+            usable = len(stream) // length * length
+            out[key] = [stream[i : i + length] for i in range(0, usable, length)]
+        return out
+
+    prepared = {}
+    for name, dataset in splits.items():
+        dataset = dataset.filter(lambda row: bool(row["text"] and row["text"].strip()), desc=f"Dropping empty {name} texts")
+        if recipe.data.line_by_line:
+            prepared[name] = dataset.map(tokenize_lines, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
+        else:
+            tokens = dataset.map(tokenize, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
+            prepared[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {length}-token blocks")
+        if len(prepared[name]) == 0:
+            raise DataError(
+                f"data.{name}: no examples after tokenization (fewer tokens than one block of {length}); "
+                "add text, lower data.block_size, or set data.line_by_line: true"
+            )
+    return type(splits)(prepared)
+
+
+# --------------------------------------------------------------------------------------------
+# Masking and metrics
+
+
+def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+    """A collator that pads and masks each batch afresh (so every epoch sees new masks)."""
+    probability = recipe.data.mlm_probability if recipe.data.mlm_probability is not None else DEFAULT_MLM_PROBABILITY
+    collator_class = masking_collator_class()
+    return {
+        "data_collator": collator_class(
+            tokenizer=tokenizer, mlm_probability=probability, whole_word_mask=bool(recipe.data.whole_word_mask)
+        )
+    }
+
+
+def masking_collator_class():
+    """DataCollatorForLanguageModeling whose whole-word masking finds words from WordPiece '##' pieces.
+
+    transformers' whole-word masking reads an ``offset_mapping`` column, which the Trainer drops as
+    an unused model input; word boundaries are instead recovered from the tokens themselves.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    class WordPieceMaskingCollator(DataCollatorForLanguageModeling):
+        def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+            if self.whole_word_mask and offset_mapping is None:
+                offset_mapping = wordpiece_offsets(inputs.tolist(), self.tokenizer)
+            return super().torch_mask_tokens(inputs, special_tokens_mask=special_tokens_mask, offset_mapping=offset_mapping)
+
+    return WordPieceMaskingCollator
+
+
+def is_wordpiece(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "WordPiece"
+
+
+def wordpiece_offsets(rows: list[list[int]], tokenizer):
+    """Synthetic character offsets in which a '##' piece touches the piece before it and a word start does not."""
+    import numpy as np
+
+    offsets = np.zeros((len(rows), len(rows[0]) if rows else 0, 2), dtype=np.int64)
+    for r, ids in enumerate(rows):
+        end = 0
+        for t, token in enumerate(tokenizer.convert_ids_to_tokens(ids)):
+            start = end if token.startswith(CONTINUATION_PREFIX) else end + 1
+            end = start + 1
+            offsets[r, t] = (start, end)
+    return offsets
+
+
+def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Inference (hftk predict, hftk eval --model)
+
+
+def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[list[list[dict[str, Any]]]]:
+    """For each text, for each mask token in it (in order): the top-k {token, score, sequence}."""
+    import torch
+
+    mask = tokenizer.mask_token
+    for text in texts:
+        if mask is None or mask not in text:
+            raise HftkError(f"fill-mask input has no mask token {mask!r}: {text!r}; put {mask} where a word is missing")
+    results = []
+    for start in range(0, len(texts), batch_size):
+        batch_texts = texts[start : start + batch_size]
+        inputs = tokenizer(batch_texts, padding=True, truncation=True, max_length=context_length(model), return_tensors="pt")
+        with torch.no_grad():
+            probabilities = model(**inputs).logits.float().softmax(-1)
+        for row, text in enumerate(batch_texts):
+            positions = (inputs["input_ids"][row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+            per_mask = []
+            for position in positions:
+                scores, ids = probabilities[row, position].topk(top_k)
+                per_mask.append(
+                    [
+                        {
+                            "token": tokenizer.decode([token_id]).strip(),
+                            "score": float(score),
+                            "sequence": text.replace(mask, tokenizer.decode([token_id]).strip(), 1),
+                        }
+                        for score, token_id in zip(scores.tolist(), ids.tolist())
+                    ]
+                )
+            results.append(per_mask)
+    return results
+
+
+def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[int], list[int]]:
+    """(predicted token ids, original token ids) at masked positions, for masked-token accuracy.
+
+    A fixed, seeded ``mlm_probability`` share of each text's non-special tokens (the run's setting,
+    default 0.15) is replaced by the mask token; the model's top prediction is compared with the
+    original token. The same data gives the same masks every time.
+    """
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model, tokenizer = modeling.load_trained(AutoModelForMaskedLM, run_dir)
+    columns = recipe.data.columns if recipe is not None else {}
+    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, where="--data")
+    texts = [t for t in dataset["text"] if t and t.strip()]
+    if not texts:
+        raise DataError("--data: no non-empty text to mask")
+    probability = DEFAULT_MLM_PROBABILITY
+    if recipe is not None and recipe.data.mlm_probability is not None:
+        probability = recipe.data.mlm_probability
+    generator = torch.Generator().manual_seed(recipe.seed if recipe is not None else 0)
+    predictions, references = [], []
+    for start in range(0, len(texts), 16):
+        inputs = tokenizer(texts[start : start + 16], padding=True, truncation=True, max_length=min(DEFAULT_LENGTH, context_length(model)),
+                           return_tensors="pt", return_special_tokens_mask=True)
+        maskable = (inputs.pop("special_tokens_mask") == 0) & (inputs["attention_mask"] == 1)
+        chosen = (torch.rand(maskable.shape, generator=generator) < probability) & maskable
+        gold = inputs["input_ids"][chosen].tolist()
+        inputs["input_ids"][chosen] = tokenizer.mask_token_id
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        predictions += logits[chosen].argmax(-1).tolist()
+        references += gold
+    if not references:
+        raise DataError(f"--data: the texts are too short for any token to be masked at probability {probability}; give longer texts")
+    return predictions, references

@@ -1,0 +1,229 @@
+"""Text classification (sentiment and any single- or pair-text labels): BERT, GPT-2, any ``AutoModelForSequenceClassification``.
+
+Reads top to bottom: the roles it needs, the label set (read from the training split), the model
+it builds, how texts become token ids, and the metrics it reports.
+
+Labels may be integers (``0``/``1``, or ``1``..``5`` stars) or strings (``negative``/``positive``);
+a ``datasets.ClassLabel`` column (hub datasets such as GLUE) keeps its own names. The label set is
+the one seen in ``data.train`` (sorted), stored in the model config as ``id2label``/``label2id`` so a
+saved model prints names; a validation/test label outside it is a :class:`DataError`. A strongly
+imbalanced training set (largest class >= :data:`IMBALANCE_RATIO` x the smallest) gets a visible warning.
+
+Texts are truncated to ``data.max_length`` tokens (default: min(512, the model's context)) and
+padded per batch (dynamic padding). GPT-2 pads with its EOS token; ``GPT2ForSequenceClassification``
+reads the config's ``pad_token_id`` to find each text's last real token (set in ``modeling.load_model``).
+
+Evaluation reports accuracy and macro-averaged precision, recall and F1 (keys ``accuracy``,
+``precision``, ``recall``, ``f1``), computed by :mod:`hf_toolkit.metrics` (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from hf_toolkit import data as data_lib
+from hf_toolkit import metrics, modeling
+from hf_toolkit.errors import DataError
+from hf_toolkit.recipe import Recipe
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+ROLES = ("text", "label")
+OPTIONAL_ROLES = ("text_pair",)
+TRAINER = "Trainer"
+PEFT_TASK_TYPE = "SEQ_CLS"
+# `hftk eval --model` defaults: the metrics compute_metrics reports, macro-averaged.
+EVAL_METRICS = ("accuracy", "precision", "recall", "f1")
+EVAL_OPTIONS = {"average": "macro"}
+IMBALANCE_RATIO = 5
+DEFAULT_MAX_LENGTH = 512
+
+logger = logging.getLogger("hftk")
+
+
+def auto_model():
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+
+
+def label_names(splits: "DatasetDict") -> list[str]:
+    """The label set, in id order: a ClassLabel's names, else the sorted labels seen in train."""
+    from datasets import ClassLabel
+
+    feature = splits["train"].features["label"]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = set(splits["train"]["label"])
+    if None in values:
+        raise DataError("data.train: some rows have no label (null); drop them or give every row a label")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return [str(v) for v in sorted(values)]
+    if all(isinstance(v, str) for v in values):
+        return sorted(values)
+    kinds = sorted({type(v).__name__ for v in values})
+    raise DataError(
+        f"data.train: labels must be all integers or all strings (found {', '.join(kinds)}); "
+        "fix the label column so every row uses the same kind"
+    )
+
+
+def check_labels(splits: "DatasetDict", names: list[str]) -> None:
+    """Every validation/test label must be one of the training labels; warn on strong imbalance."""
+    from datasets import ClassLabel
+
+    known = set(names)
+    for split in ("validation", "test"):
+        if split not in splits or isinstance(splits[split].features["label"], ClassLabel):
+            continue
+        unknown = sorted({str(v) for v in splits[split]["label"]} - known, key=str)
+        if unknown:
+            raise DataError(
+                f"data.{split}: label(s) {', '.join(map(repr, unknown[:10]))} never occur in data.train "
+                f"(training labels: {', '.join(names)}); add training examples of them or drop those rows"
+            )
+    class_label = is_class_label(splits["train"])
+    counts = Counter(label_key(v, names, class_label) for v in splits["train"]["label"])
+    per_class = [counts[name] for name in names]
+    if min(per_class) == 0 or max(per_class) >= IMBALANCE_RATIO * min(per_class):
+        shown = ", ".join(f"{name}: {counts[name]}" for name in names)
+        logger.warning(
+            "WARNING: the training labels are strongly imbalanced (%s). Accuracy can look good while the "
+            "small classes are never predicted: watch the macro F1, and consider rebalancing the data.",
+            shown,
+        )
+
+
+def label_key(value: Any, names: list[str], class_label: bool) -> str:
+    """A label value as its name: a ClassLabel column holds ids into `names`, other columns the labels."""
+    return names[value] if class_label else str(value)
+
+
+def is_class_label(dataset: "Dataset") -> bool:
+    from datasets import ClassLabel
+
+    return isinstance(dataset.features["label"], ClassLabel)
+
+
+def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+    """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
+    names = label_names(splits)
+    if len(names) < 2:
+        raise DataError(f"data.train: only one label ({names[0]!r}); a classifier needs at least two")
+    check_labels(splits, names)
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+        "problem_type": "single_label_classification",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization
+
+
+def max_length_for(recipe_max_length: int | None, tokenizer, model) -> int:
+    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or DEFAULT_MAX_LENGTH
+    length = recipe_max_length or min(DEFAULT_MAX_LENGTH, context)
+    if length > context:
+        raise DataError(f"data.max_length={length} is longer than the model's context ({context} tokens); lower it")
+    return length
+
+
+def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+    """Tokenize text (and text_pair) with truncation; labels become ids. Padding happens per batch."""
+    max_length = max_length_for(recipe.data.max_length, tokenizer, model)
+    label2id = model.config.label2id
+    names = list(label2id)
+
+    def tokenizer_for(class_label: bool):
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            pairs = batch["text_pair"] if "text_pair" in batch else None
+            encoded = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
+            encoded["labels"] = [label2id[label_key(v, names, class_label)] for v in batch["label"]]
+            return encoded
+
+        return tokenize
+
+    return type(splits)(
+        {
+            name: dataset.map(
+                tokenizer_for(is_class_label(dataset)), batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}"
+            )
+            for name, dataset in splits.items()
+        }
+    )
+
+
+def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+    """Dynamic padding, and accuracy + macro precision/recall/F1 at every evaluation."""
+    from transformers import DataCollatorWithPadding
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return scores(logits.argmax(-1).tolist(), eval_prediction.label_ids.tolist())
+
+    return {"data_collator": DataCollatorWithPadding(tokenizer), "compute_metrics": compute_metrics}
+
+
+def scores(predictions: list[int], references: list[int]) -> dict[str, float]:
+    return metrics.compute(EVAL_METRICS, predictions, references, **EVAL_OPTIONS)
+
+
+def finish_metrics(metrics_: dict[str, float], prefix: str) -> dict[str, float]:
+    return metrics_
+
+
+# --------------------------------------------------------------------------------------------
+# Inference (hftk predict, hftk eval --model)
+
+
+def classify(model, tokenizer, texts: list[str], pairs: list[str] | None = None, *, max_length: int | None = None, batch_size: int = 32) -> list[list[float]]:
+    """Class probabilities for each text (pair), in label-id order."""
+    import torch
+
+    max_length = max_length_for(max_length, tokenizer, model)
+    model.eval()
+    probabilities: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        batch_pairs = pairs[start : start + batch_size] if pairs is not None else None
+        inputs = tokenizer(texts[start : start + batch_size], batch_pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        probabilities += logits.float().softmax(-1).tolist()
+    return probabilities
+
+
+def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[int], list[int]]:
+    """(predicted label ids, reference label ids) for `dataset` (columns as the run's recipe names them, or role names)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model, tokenizer = modeling.load_trained(AutoModelForSequenceClassification, run_dir)
+    columns = recipe.data.columns if recipe is not None else {}
+    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, OPTIONAL_ROLES, where="--data")
+    label2id = model.config.label2id
+    names = list(label2id)
+    class_label = is_class_label(dataset)
+    references = []
+    for value in dataset["label"]:
+        key = label_key(value, names, class_label)
+        if key not in label2id:
+            raise DataError(
+                f"--data: label {value!r} is not one the model was trained on ({', '.join(names)}); "
+                "drop those rows or map them to a known label"
+            )
+        references.append(label2id[key])
+    pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else None
+    max_length = recipe.data.max_length if recipe is not None else None
+    probabilities = classify(model, tokenizer, list(dataset["text"]), list(pairs) if pairs is not None else None, max_length=max_length)
+    predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
+    return predictions, references
