@@ -5,16 +5,24 @@ writes from the recipe's ``generation`` section) and are overridden by the optio
 passes. Decoder-only models are batched with left padding so every prompt ends right where its
 continuation starts; results hold the continuation only, never the prompt. A single prompt can
 stream its text as it is produced.
+
+A run directory trained by a task that encodes its inputs (summarization/translation:
+``data.source_prefix``, ``data.prompt_template``, source truncation) gets each prompt encoded the
+same way, read from the saved recipe; an encoder-decoder pair's decoder tokenizer
+(``decoder_tokenizer/``) decodes the output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import modeling
 from hf_toolkit.errors import HftkError
+
+if TYPE_CHECKING:
+    from hf_toolkit.recipe import Recipe
 
 # transformers' GenerationConfig default max_length (20 tokens, prompt included) is too short to be
 # useful; when neither the model nor the user set a length we generate this many new tokens.
@@ -84,25 +92,77 @@ def generate(
     import torch
     from transformers import set_seed
 
+    encode = prompt_encoder(reference, model, tokenizer)
+    writer = output_tokenizer(reference, tokenizer)
     config = generation_config(model, tokenizer, options)
     if seed is not None:
         set_seed(seed)
     per_prompt = config.num_return_sequences or 1
     streamer = None
     if on_text is not None and len(prompts) == 1 and (config.num_beams or 1) == 1 and per_prompt == 1:
-        streamer = _CallbackStreamer(tokenizer, on_text)
+        streamer = _CallbackStreamer(writer, on_text)
 
     results: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True)
+        inputs = encode(batch)
         with torch.inference_mode():
             output = model.generate(**inputs, generation_config=config, streamer=streamer)
         if not model.config.is_encoder_decoder:
             output = output[:, inputs["input_ids"].shape[1] :]
-        texts = tokenizer.batch_decode(output, skip_special_tokens=True)
+        texts = writer.batch_decode(output, skip_special_tokens=True)
         results += [Generated(batch[i // per_prompt], text) for i, text in enumerate(texts)]
     return results
+
+
+def read_run_recipe(reference) -> "Recipe | None":
+    """The recipe saved in a run directory (``hftk_recipe.yaml``), or None for other models.
+
+    Read as saved, without validating it again: its data files and local model paths were
+    relative to wherever training ran and need not exist here.
+    """
+    import yaml
+
+    from hf_toolkit.recipe import DataSection, ModelSection, Recipe, looks_local, resolve_path
+    from hf_toolkit.train import RECIPE_FILE
+
+    if not looks_local(str(reference)):
+        return None
+    path = resolve_path(str(reference)) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return Recipe.model_construct(
+        **{**saved, "model": ModelSection.model_construct(**saved["model"]), "data": DataSection.model_construct(**saved["data"])}
+    )
+
+
+def prompt_encoder(reference: str, model, tokenizer) -> Callable[[list[str]], Any]:
+    """prompts -> padded input tensors; a run whose task encodes its inputs (prefix, prompt
+    template, truncation) gets them encoded exactly as in training (the task's ``encode_prompts``)."""
+    from hf_toolkit.tasks import TASKS
+
+    recipe = read_run_recipe(reference)
+    task = TASKS[recipe.task] if recipe is not None and recipe.task in TASKS else None
+    if task is None or not hasattr(task, "encode_prompts"):
+        return lambda batch: tokenizer(batch, return_tensors="pt", padding=True)
+    return lambda batch: tokenizer.pad(
+        {"input_ids": task.encode_prompts(recipe, tokenizer, model, batch)}, return_tensors="pt", padding=True
+    )
+
+
+def output_tokenizer(reference: str, tokenizer):
+    """The tokenizer that decodes outputs: an encoder-decoder pair's own decoder tokenizer when saved."""
+    from hf_toolkit.recipe import looks_local, resolve_path
+    from hf_toolkit.tasks.seq2seq import DECODER_TOKENIZER_DIR
+
+    if looks_local(str(reference)) and (resolve_path(str(reference)) / DECODER_TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer
+
+        writer = AutoTokenizer.from_pretrained(str(resolve_path(str(reference)) / DECODER_TOKENIZER_DIR))
+        modeling.ensure_pad_token(writer)
+        return writer
+    return tokenizer
 
 
 class _CallbackStreamer:

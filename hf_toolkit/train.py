@@ -46,6 +46,8 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     recipe = load_recipe(recipe_path, overrides)
     task = get_task(recipe.task)
+    if hasattr(task, "check_recipe"):
+        task.check_recipe(recipe)
     args = training_arguments(recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
     generation_config = check_generation(recipe)
 
@@ -54,9 +56,12 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
     # Rank 0 tokenizes first and fills the datasets cache; other ranks then read it.
     with args.main_process_first(desc="loading and tokenizing data"):
         splits = data_lib.load_splits(recipe.data, task.ROLES, seed=recipe.seed, optional_roles=task.OPTIONAL_ROLES)
-        train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
-        tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
-        model = modeling.load_model(task.auto_model(), recipe.model, tokenizer, **task.model_config(recipe, splits))
+        if hasattr(task, "build_model"):  # the model shape depends on the recipe (seq2seq tasks)
+            tokenizer, model = task.build_model(recipe, splits)
+        else:
+            train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
+            tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
+            model = modeling.load_model(task.auto_model(), recipe.model, tokenizer, **task.model_config(recipe, splits))
         for key, value in generation_config.items():
             setattr(model.generation_config, key, value)
         if recipe.peft is not None:
@@ -70,7 +75,10 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
     for split in ("validation", "test"):
         if split in prepared:
             prefix = "eval" if split == "validation" else "test"
-            result = trainer.evaluate(prepared[split], metric_key_prefix=prefix)
+            if hasattr(task, "evaluate"):  # scored on examples, not on the prepared features
+                result = task.evaluate(trainer, recipe, splits[split], prepared[split], prefix)
+            else:
+                result = trainer.evaluate(prepared[split], metric_key_prefix=prefix)
             metrics.update(task.finish_metrics(result, prefix))
     if trainer.is_world_process_zero():
         save_run(trainer, recipe, args.output_dir, metrics)
@@ -93,6 +101,8 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
     training.setdefault("report_to", "none")
     training.setdefault("seed", recipe.seed)
     training.setdefault("eval_strategy", "epoch" if has_validation else "no")
+    for key, value in getattr(task, "TRAINING_DEFAULTS", {}).items():
+        training.setdefault(key, value)
     if not torch.cuda.is_available():
         training.setdefault("use_cpu", True)
     if training["eval_strategy"] != "no" and not has_validation:
@@ -160,7 +170,7 @@ def build_trainer(task, recipe: Recipe, args, model, tokenizer, prepared):
     """The task's Trainer class with the prepared splits and the task's collator and metrics."""
     import transformers
 
-    trainer_class = getattr(transformers, task.TRAINER)
+    trainer_class = task.trainer_class() if hasattr(task, "trainer_class") else getattr(transformers, task.TRAINER)
     return trainer_class(
         model=model,
         args=args,
@@ -183,17 +193,27 @@ def save_run(trainer, recipe: Recipe, output_dir: str, metrics: dict[str, float]
 
 
 def model_card(recipe: Recipe, metrics: dict[str, float]) -> str:
-    base = recipe.model.name_or_path or f"{recipe.model.config['model_type']} (from scratch)"
+    if recipe.model.is_pair:
+        base = f"{base_model_name(recipe.model.encoder)} + {base_model_name(recipe.model.decoder)} (EncoderDecoderModel)"
+    else:
+        base = base_model_name(recipe.model)
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float)))
     return (
         f"# {recipe.task} fine-tune of {base}\n\n"
         "Trained with hf_toolkit (`hftk finetune`); the resolved recipe is "
         f"`{RECIPE_FILE}`.\n\n"
-        f"```python\nfrom transformers import {task_auto_class_name(recipe.task)}, AutoTokenizer\n"
-        f"model = {task_auto_class_name(recipe.task)}.from_pretrained(\"<this dir>\")\n```\n\n"
+        f"```python\nfrom transformers import {task_auto_class_name(recipe)}, AutoTokenizer\n"
+        f"model = {task_auto_class_name(recipe)}.from_pretrained(\"<this dir>\")\n```\n\n"
         f"| metric | value |\n|---|---|\n{rows}\n"
     )
 
 
-def task_auto_class_name(task: str) -> str:
-    return get_task(task).auto_model().__name__
+def base_model_name(section) -> str:
+    """'gpt2', or 'gpt2 (from scratch)' for a model built from a config."""
+    return section.name_or_path or f"{section.config['model_type']} (from scratch)"
+
+
+def task_auto_class_name(recipe: Recipe) -> str:
+    task = get_task(recipe.task)
+    # A task whose model shape depends on the recipe (it has build_model) names that shape's class.
+    return (task.auto_model(recipe) if hasattr(task, "build_model") else task.auto_model()).__name__
