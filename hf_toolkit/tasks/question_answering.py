@@ -216,14 +216,15 @@ def finish_metrics(metrics_: dict[str, float], prefix: str) -> dict[str, float]:
 def evaluate(trainer, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
     """Loss over the windows, then SQuAD exact match / F1 over the questions (post-processed answers)."""
     s = settings(recipe)
-    encoding = encode(trainer.processing_class, examples["question"], examples["context"], s)
+    contexts = list(examples["context"])
+    encoding = encode(trainer.processing_class, list(examples["question"]), contexts, s)
     windows = [Feature(example, context_offsets(encoding, i)) for i, example in enumerate(encoding["overflow_to_sample_mapping"])]
     if len(windows) != len(features):
         raise AssertionError(f"{len(windows)} windows re-encoded but {len(features)} prepared")
     output = trainer.predict(features, metric_key_prefix=prefix)
     start_logits, end_logits = output.predictions[:2]
     answers = best_answers(
-        examples["context"], windows, start_logits, end_logits,
+        contexts, windows, start_logits, end_logits,
         n_best=s.n_best, max_answer_length=s.max_answer_length, version_2=s.version_2, null_score_threshold=s.null_score_threshold,
     )
     predictions, references = as_squad(examples, answers)

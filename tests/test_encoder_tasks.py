@@ -1,0 +1,422 @@
+"""End-to-end encoder tasks through the real CLI on tiny models built from config (CPU, seconds).
+
+masked-lm: loss falls, whole-word masking masks words whole, the output loads as AutoModelForMaskedLM.
+text-classification: a tiny BERT learns a separable toy task with string labels (names in the
+config), GPT-2 classification trains with its EOS pad token, label mistakes exit 2.
+question-answering: a tiny BERT learns to extract spans from a toy SQuAD-format set with a context
+longer than max_length (answer in the 2nd window) and SQuAD v2 unanswerable questions; the output
+loads as AutoModelForQuestionAnswering.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import shared_path, write
+
+TINY_BERT = "{model_type: bert, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}"
+POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "delightful"]
+NEGATIVE = ["bad", "awful", "terrible", "dreadful", "horrible", "poor", "boring", "dull"]
+FILLER = ["the", "movie", "plot", "actors", "film", "story", "music", "scenes", "was", "and", "really", "quite"]
+
+
+def bert_recipe(path: Path, task: str, data: str, training: str, extra_model: str = "") -> Path:
+    tokenizer = shared_path("tokenizers", "bert-base-uncased")
+    return write(
+        path,
+        f"task: {task}\nseed: 0\n"
+        f"model:\n  init: scratch\n  tokenizer: {tokenizer}\n  config: {TINY_BERT}\n{extra_model}"
+        f"data:\n{data}"
+        f"training:\n  output_dir: {path.parent / 'run'}\n  report_to: none\n  save_strategy: 'no'\n{training}",
+    )
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    return write(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def log_losses(run: Path) -> list[float]:
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+# --------------------------------------------------------------------------------------------
+# text-classification
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        positive = rng.random() < 0.5
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if positive else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words), "sentiment": "pos" if positive else "neg"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory):
+    from hf_toolkit.cli import app
+    from typer.testing import CliRunner
+
+    tmp = tmp_path_factory.mktemp("cls")
+    jsonl(tmp / "train.jsonl", sentiment_rows(240, 0))
+    jsonl(tmp / "dev.jsonl", sentiment_rows(60, 1))
+    recipe = bert_recipe(
+        tmp / "recipe.yaml", "text-classification",
+        f"  train: {tmp / 'train.jsonl'}\n  validation: {tmp / 'dev.jsonl'}\n"
+        "  columns: {text: sentence, label: sentiment}\n  max_length: 32\n",
+        "  num_train_epochs: 12\n  learning_rate: 3.0e-3\n  per_device_train_batch_size: 16\n  eval_strategy: 'no'\n  logging_steps: 10\n",
+    )
+    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return tmp / "run", tmp, result
+
+
+def test_classification_learns_a_separable_task(classifier_run):
+    run, _, result = classifier_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] >= 0.9, metrics
+    for key in ("eval_f1", "eval_precision", "eval_recall"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert "eval_accuracy" in result.stdout
+
+
+def test_classifier_stores_label_names_and_loads_in_plain_transformers(classifier_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run, _, _ = classifier_run
+    model = AutoModelForSequenceClassification.from_pretrained(run)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    logits = model(**tokenizer(["the movie was excellent and lovely", "terrible dull film"], return_tensors="pt", padding=True)).logits
+    assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ["pos", "neg"]
+
+
+def test_predict_json_returns_label_names_and_probabilities(classifier_run, cli):
+    run, _, _ = classifier_run
+    result = cli("predict", "--model", run, "--text", "a wonderful brilliant story", "--text", "an awful boring plot", "--json")
+    assert result.exit_code == 0, result
+    records = json.loads(result.stdout)
+    assert [r["label"] for r in records] == ["pos", "neg"]
+    for record in records:
+        assert set(record) == {"text", "label", "score", "probabilities"}
+        assert abs(sum(record["probabilities"].values()) - 1) < 1e-5
+        assert record["score"] == max(record["probabilities"].values()) > 0.5
+
+
+def test_predict_text_output_and_file_input(classifier_run, cli):
+    run, tmp, _ = classifier_run
+    plain = cli("predict", "--model", run, "--text", "superb acting")
+    assert plain.exit_code == 0, plain
+    assert plain.stdout.startswith("pos\t")
+    jsonl(tmp / "inputs.jsonl", [{"sentence": "a great film"}, {"sentence": "a dreadful film"}, {"sentence": "lovely music"}])
+    result = cli("predict", "--model", run, "--file", tmp / "inputs.jsonl", "--json")
+    assert result.exit_code == 0, result
+    assert [r["label"] for r in json.loads(result.stdout)] == ["pos", "neg", "pos"]
+
+
+def test_task_predict_gives_ids_that_metrics_score(classifier_run):
+    from datasets import Dataset
+
+    from hf_toolkit import metrics
+    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit.tasks import text_classification
+
+    run, _, _ = classifier_run
+    rows = sentiment_rows(40, 7)
+    predictions, references = text_classification.predict(run, read_run_recipe(run), Dataset.from_list(rows))
+    assert references == [1 if r["sentiment"] == "pos" else 0 for r in rows]
+    scores = metrics.compute(text_classification.EVAL_METRICS, predictions, references, **text_classification.EVAL_OPTIONS)
+    assert scores["accuracy"] >= 0.9
+
+
+def test_predict_rejects_qa_options_for_a_classifier(classifier_run, cli):
+    run, _, _ = classifier_run
+    result = cli("predict", "--model", run, "--question", "why?", "--context", "because")
+    assert result.exit_code == 2
+    assert "--question" in result.stderr and "text-classification" in result.stderr
+
+
+def test_unknown_validation_label_exits_2_before_training(tmp_path, cli):
+    jsonl(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 4)
+    jsonl(tmp_path / "dev.jsonl", [{"text": "meh", "label": "neutral"}])
+    recipe = bert_recipe(tmp_path / "r.yaml", "text-classification",
+                         f"  train: {tmp_path / 'train.jsonl'}\n  validation: {tmp_path / 'dev.jsonl'}\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "'neutral'" in result.stderr and "data.validation" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_label_column_names_the_columns(tmp_path, cli):
+    jsonl(tmp_path / "train.jsonl", [{"text": "good", "stars": 5}] * 4)
+    recipe = bert_recipe(tmp_path / "r.yaml", "text-classification", f"  train: {tmp_path / 'train.jsonl'}\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "label" in result.stderr and "stars" in result.stderr
+
+
+def test_imbalanced_labels_warn(tmp_path, caplog):
+    from datasets import Dataset, DatasetDict
+
+    from hf_toolkit.tasks import text_classification
+
+    rows = [{"text": "x", "label": 0}] * 50 + [{"text": "y", "label": 1}] * 5
+    with caplog.at_level("WARNING", logger="hftk"):
+        config = text_classification.model_config(None, DatasetDict(train=Dataset.from_list(rows)))
+    assert config["num_labels"] == 2 and config["id2label"] == {0: "0", 1: "1"}
+    assert "imbalanced" in caplog.text and "0: 50" in caplog.text
+
+
+def test_gpt2_classification_trains_with_a_pad_token(tmp_path, cli):
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = shared_path("tokenizers", "gpt2")
+    rows = [{"text": r["sentence"], "label": int(r["sentiment"] == "pos")} for r in sentiment_rows(64, 3)]
+    jsonl(tmp_path / "train.jsonl", rows)
+    recipe = write(
+        tmp_path / "gpt2.yaml",
+        "task: text-classification\n"
+        f"model:\n  init: scratch\n  tokenizer: {tokenizer}\n  config: {{model_type: gpt2, n_layer: 2, n_head: 2, n_embd: 32}}\n"
+        f"data:\n  train: {tmp_path / 'train.jsonl'}\n  validation_split: 0.25\n  max_length: 16\n"
+        f"training:\n  output_dir: {tmp_path / 'run'}\n  max_steps: 4\n  per_device_train_batch_size: 8\n  save_strategy: 'no'\n",
+    )
+    result = cli("finetune", recipe)
+    assert result.exit_code == 0, result
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    assert type(model).__name__ == "GPT2ForSequenceClassification"
+    assert model.config.pad_token_id == model.config.eos_token_id is not None
+    assert "eval_accuracy" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# masked-lm
+
+
+def test_masked_lm_loss_falls_and_output_loads(tmp_path, cli):
+    from transformers import AutoModelForMaskedLM
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.sample(FILLER, 6)) + " ." for _ in range(1200)]
+    write(tmp_path / "corpus.txt", "\n".join(lines) + "\n")
+    recipe = bert_recipe(
+        tmp_path / "mlm.yaml", "masked-lm",
+        f"  train: {tmp_path / 'corpus.txt'}\n  validation_split: 0.1\n  block_size: 32\n  mlm_probability: 0.2\n",
+        "  num_train_epochs: 3\n  learning_rate: 5.0e-3\n  per_device_train_batch_size: 16\n  logging_steps: 10\n",
+    )
+    result = cli("finetune", recipe)
+    assert result.exit_code == 0, result
+    run = tmp_path / "run"
+    losses = log_losses(run)
+    assert losses[-1] < 0.6 * losses[0], losses
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_perplexity"] < 30  # a 30k-token vocabulary starts near 30000
+    model = AutoModelForMaskedLM.from_pretrained(run)
+    assert type(model).__name__ == "BertForMaskedLM"
+
+    filled = cli("predict", "--model", run, "--text", "the movie [MASK] actors .", "--top-k", "3", "--json")
+    assert filled.exit_code == 0, filled
+    [record] = json.loads(filled.stdout)
+    assert len(record["fills"]) == 1 and len(record["fills"][0]) == 3
+    assert all(fill["sequence"].startswith("the movie ") and "[MASK]" not in fill["sequence"] for fill in record["fills"][0])
+    no_mask = cli("predict", "--model", run, "--text", "no mask here")
+    assert no_mask.exit_code == 2 and "[MASK]" in no_mask.stderr
+
+
+def test_whole_word_mask_masks_every_piece_of_a_word():
+    from transformers import AutoTokenizer
+
+    from hf_toolkit.tasks import masked_lm
+
+    tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
+    collator = masked_lm.masking_collator_class()(tokenizer=tokenizer, mlm_probability=0.4, whole_word_mask=True, seed=0)
+    text = "unbelievably antidisestablishmentarianism tokenization hyperparameters " * 4
+    encoded = tokenizer([text, text])
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    batch = collator([{"input_ids": ids} for ids in encoded["input_ids"]])
+    masked_any = False
+    for row in batch["labels"].tolist():
+        masked = [label != -100 for label in row]
+        masked_any |= any(masked)
+        word = []
+        for token, is_masked in zip(tokens + ["[END]"], masked + [False]):
+            if not token.startswith("##") and word:
+                assert len(set(word)) == 1, f"a word was partly masked: {tokens}"
+                word = []
+            word.append(is_masked)
+    assert masked_any
+
+
+def test_masked_lm_contradicting_options_exit_2(tmp_path, cli):
+    write(tmp_path / "c.txt", "a b c\n")
+    recipe = bert_recipe(tmp_path / "r.yaml", "masked-lm", f"  train: {tmp_path / 'c.txt'}\n  line_by_line: true\n  block_size: 64\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "data.block_size" in result.stderr and "line_by_line" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# question-answering
+
+NAMES = ["zorb", "quix", "plom", "vrell", "drax", "yelm", "kront", "snib", "frum", "glav"]
+
+
+def qa_rows(n: int, seed: int, *, unanswerable_every: int = 0, long_every: int = 0) -> list[dict]:
+    """Contexts of filler words with one 'the secret word is X .' sentence; the question asks for X.
+
+    Every `unanswerable_every`-th context has no secret sentence (SQuAD v2: answers empty); every
+    `long_every`-th context puts it after ~70 filler words, past the first 64-token window.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        before = rng.sample(FILLER, rng.randint(1, 6))
+        if long_every and i % long_every == 0:
+            before = [rng.choice(FILLER) for _ in range(70)]
+        after = rng.sample(FILLER, rng.randint(1, 6))
+        word = rng.choice(NAMES)
+        unanswerable = unanswerable_every and i % unanswerable_every == 1
+        prefix = " ".join(before) + " "
+        secret = "" if unanswerable else f"the secret word is {word} . "
+        context = prefix + secret + " ".join(after)
+        answers = {"text": [], "answer_start": []} if unanswerable else {"text": [word], "answer_start": [len(prefix) + len("the secret word is ")]}
+        rows.append({"id": f"q{seed}-{i}", "question": "what is the secret word ?", "context": context, "answers": answers})
+    return rows
+
+
+def squad_json(path: Path, rows: list[dict]) -> Path:
+    """The official nested SQuAD v2.0 layout."""
+    paragraphs = [
+        {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "is_impossible": not r["answers"]["text"],
+                                           "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}]}
+        for r in rows
+    ]
+    return write(path, json.dumps({"version": "v2.0", "data": [{"title": "toy", "paragraphs": paragraphs}]}))
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    from hf_toolkit.cli import app
+    from typer.testing import CliRunner
+
+    tmp = tmp_path_factory.mktemp("qa")
+    jsonl(tmp / "train.jsonl", qa_rows(400, 0, unanswerable_every=5, long_every=7))
+    dev = qa_rows(40, 1, unanswerable_every=5, long_every=7)
+    squad_json(tmp / "dev.json", dev)
+    recipe = bert_recipe(
+        tmp / "qa.yaml", "question-answering",
+        f"  train: {tmp / 'train.jsonl'}\n  validation: {tmp / 'dev.json'}\n"
+        "  max_length: 64\n  doc_stride: 24\n  max_answer_length: 5\n  version_2: true\n",
+        "  num_train_epochs: 4\n  learning_rate: 3.0e-3\n  per_device_train_batch_size: 16\n  eval_strategy: 'no'\n  logging_steps: 20\n",
+        extra_model="",
+    )
+    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return tmp / "run", dev
+
+
+def test_qa_learns_to_extract_spans_incl_long_contexts_and_no_answer(qa_run):
+    run, dev = qa_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_exact_match"] >= 80, metrics
+    assert metrics["eval_NoAns_exact_match"] >= 80, metrics  # unanswerable questions answered ""
+    assert "eval_loss" in metrics
+
+
+def test_qa_long_context_answer_found_in_second_window(qa_run):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit.tasks import question_answering
+
+    run, dev = qa_run
+    long_rows = [r for i, r in enumerate(dev) if i % 7 == 0 and r["answers"]["text"]]
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    settings = question_answering.settings(read_run_recipe(run))
+    for row in long_rows:
+        windows = question_answering.encode(tokenizer, [row["question"]], [row["context"]], settings)
+        assert len(windows["input_ids"]) >= 2  # the context really is cut into windows
+    model = AutoModelForQuestionAnswering.from_pretrained(run)
+    answers = question_answering.answer_questions(model, tokenizer, [r["question"] for r in long_rows], [r["context"] for r in long_rows], settings)
+    assert [a.text for a in answers] == [r["answers"]["text"][0] for r in long_rows]
+
+
+def test_qa_predict_json_answers_are_substrings_of_the_context(qa_run, cli):
+    run, dev = qa_run
+    args = []
+    for row in dev[:6]:
+        args += ["--question", row["question"], "--context", row["context"]]
+    result = cli("predict", "--model", run, *args, "--json")
+    assert result.exit_code == 0, result
+    records = json.loads(result.stdout)
+    assert len(records) == 6
+    for record, row in zip(records, dev[:6]):
+        assert set(record) == {"question", "context", "answer", "score", "start", "end"}
+        assert record["answer"] in record["context"]
+        if record["answer"]:
+            assert record["context"][record["start"] : record["end"]] == record["answer"]
+        assert record["answer"] == (row["answers"]["text"] or [""])[0]
+
+
+def test_qa_task_predict_scores_with_squad_metrics(qa_run):
+    from datasets import Dataset
+
+    from hf_toolkit import metrics
+    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit.tasks import question_answering
+
+    run, dev = qa_run
+    predictions, references = question_answering.predict(run, read_run_recipe(run), Dataset.from_list(dev))
+    assert set(predictions) == set(references) == {r["id"] for r in dev}
+    scores = metrics.compute(question_answering.EVAL_METRICS, predictions, references)
+    assert scores["exact_match"] >= 80
+
+
+def test_qa_output_loads_in_plain_transformers(qa_run):
+    from transformers import AutoModelForQuestionAnswering
+
+    run, _ = qa_run
+    assert type(AutoModelForQuestionAnswering.from_pretrained(run)).__name__ == "BertForQuestionAnswering"
+
+
+def test_qa_unanswerable_without_version_2_exits_2(tmp_path, cli):
+    jsonl(tmp_path / "train.jsonl", qa_rows(10, 0, unanswerable_every=3))
+    recipe = bert_recipe(tmp_path / "r.yaml", "question-answering", f"  train: {tmp_path / 'train.jsonl'}\n  max_length: 64\n  doc_stride: 16\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "version_2" in result.stderr
+
+
+def test_qa_misplaced_answer_start_exits_2(tmp_path, cli):
+    rows = qa_rows(4, 0)
+    rows[2]["answers"]["answer_start"] = [0]
+    jsonl(tmp_path / "train.jsonl", rows)
+    recipe = bert_recipe(tmp_path / "r.yaml", "question-answering", f"  train: {tmp_path / 'train.jsonl'}\n  max_length: 64\n  doc_stride: 16\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "answer_start" in result.stderr and rows[2]["id"] in result.stderr
+
+
+def test_qa_doc_stride_not_below_max_length_exits_2(tmp_path, cli):
+    jsonl(tmp_path / "train.jsonl", qa_rows(4, 0))
+    recipe = bert_recipe(tmp_path / "r.yaml", "question-answering", f"  train: {tmp_path / 'train.jsonl'}\n  max_length: 64\n  doc_stride: 64\n", "  max_steps: 1\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "data.doc_stride" in result.stderr
+
+
+def test_nested_squad_json_loads_as_rows(tmp_path):
+    from hf_toolkit.data import load_source
+    from hf_toolkit.recipe import DataSource
+
+    rows = qa_rows(6, 3, unanswerable_every=3)
+    dataset = load_source(DataSource(file=str(squad_json(tmp_path / "s.json", rows))))
+    assert len(dataset) == 6
+    assert dataset[0]["answers"] == rows[0]["answers"]
+    assert dataset[1]["answers"] == {"text": [], "answer_start": []}
+    assert dataset["context"] == [r["context"] for r in rows]
