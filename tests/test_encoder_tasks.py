@@ -420,3 +420,15 @@ def test_nested_squad_json_loads_as_rows(tmp_path):
     assert dataset[0]["answers"] == rows[0]["answers"]
     assert dataset[1]["answers"] == {"text": [], "answer_start": []}
     assert dataset["context"] == [r["context"] for r in rows]
+
+
+def test_settings_an_encoder_task_cannot_use_exit_2(tmp_path, cli):
+    jsonl(tmp_path / "train.jsonl", qa_rows(4, 0))
+    recipe = bert_recipe(
+        tmp_path / "r.yaml", "question-answering",
+        f"  train: {tmp_path / 'train.jsonl'}\n  null_score_threshold: 1.0\n", "  max_steps: 1\n",
+    )
+    write(recipe, recipe.read_text() + "generation: {num_beams: 4}\n")
+    result = cli("finetune", recipe)
+    assert result.exit_code == 2
+    assert "generation.num_beams" in result.stderr and "data.null_score_threshold" in result.stderr

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import data as data_lib
 from hf_toolkit import modeling
-from hf_toolkit.errors import DataError, HftkError, RecipeError
+from hf_toolkit.errors import DataError, HftkError
 from hf_toolkit.recipe import Recipe
+from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -50,9 +51,9 @@ def auto_model():
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """Options that contradict each other: block_size is for packed text, max_length for line_by_line."""
+    """Settings that cannot apply: block_size is for packed text, max_length for line_by_line; no generation."""
     data = recipe.data
-    problems = []
+    problems = generation_problems(recipe)
     if data.line_by_line and data.block_size is not None:
         problems.append("data.block_size: packs text into blocks, but data.line_by_line is true; remove one of them")
     if not data.line_by_line and data.max_length is not None:
@@ -60,8 +61,7 @@ def check_recipe(recipe: Recipe) -> None:
             "data.max_length: truncates each line with data.line_by_line: true; for packed text (the default) "
             "set data.block_size instead"
         )
-    if problems:
-        raise RecipeError(problems)
+    raise_problems(problems)
 
 
 def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import data as data_lib
 from hf_toolkit import metrics, modeling
-from hf_toolkit.errors import DataError, RecipeError
+from hf_toolkit.errors import DataError
 from hf_toolkit.recipe import Recipe
+from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def auto_model():
 
 def check_recipe(recipe: Recipe) -> None:
     """Option combinations that cannot work, before any data or model is loaded."""
-    s, problems = settings(recipe), []
+    s, problems = settings(recipe), generation_problems(recipe)
     if s.doc_stride >= s.max_length:
         problems.append(
             f"data.doc_stride: {s.doc_stride} tokens of overlap between windows must be less than "
@@ -79,8 +80,7 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if recipe.data.null_score_threshold is not None and not s.version_2:
         problems.append("data.null_score_threshold: only used for SQuAD v2 null answers; set data.version_2: true or remove it")
-    if problems:
-        raise RecipeError(problems)
+    raise_problems(problems)
 
 
 def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:

@@ -27,6 +27,7 @@ from hf_toolkit import data as data_lib
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe import Recipe
+from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -48,6 +49,11 @@ def auto_model():
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """A classifier does not generate text: a `generation` section would be ignored."""
+    raise_problems(generation_problems(recipe))
 
 
 # --------------------------------------------------------------------------------------------
