@@ -281,6 +281,43 @@ def eval_command(
     typer.echo(json.dumps(scores) if json_output else evaluation.format_table(scores))
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  hftk predict --model runs/sentiment-minilm --text 'a gorgeous, witty movie' --text 'a tedious mess'\n\n"
+        "  hftk predict --model runs/nli --text 'A man sleeps.' --text-pair 'A person rests.' --json\n\n"
+        "  hftk predict --model runs/squad --question 'Where is Normandy?' --context 'Normandy is a region in France.'\n\n"
+        "  hftk predict --model runs/mlm --text 'Paris is the [MASK] of France.' --top-k 3\n\n"
+        "  hftk predict --model runs/sentiment-minilm --file reviews.jsonl --json > predictions.json"
+    )
+)
+@user_errors
+def predict(
+    model: Annotated[str, typer.Option(help="Run directory, local model directory or hub id (classifier, QA or fill-mask).")],
+    text: Annotated[list[str], typer.Option(help="Text to classify, or with the mask token to fill. Repeatable.")] = [],
+    text_pair: Annotated[list[str], typer.Option(help="Second text of a pair, one per --text. Repeatable.")] = [],
+    question: Annotated[list[str], typer.Option(help="Question for a QA model. Repeatable.")] = [],
+    context: Annotated[list[str], typer.Option(help="Context for a QA model: one per --question, or one for all.")] = [],
+    file: Annotated[Optional[Path], typer.Option(help="json/jsonl/csv/tsv/parquet/txt file, one input a row (text[, text_pair] or question, context).")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Fill-mask: candidates per mask token.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass.")] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per input.")] = False,
+) -> None:
+    """Apply a classifier (label + probability), extractive QA model (answer span + score) or fill-mask model (top-k fillers)."""
+    import json
+
+    from hf_toolkit.prediction import Inputs, format_record
+    from hf_toolkit.prediction import predict as run_predict
+
+    inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file)
+    task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
+    if json_output:
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
+    else:
+        for record in records:
+            typer.echo(format_record(task, record))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -36,6 +36,8 @@ def load_source(source: DataSource) -> "Dataset":
         if suffix == ".txt":
             # Keep line breaks: packed causal-LM blocks should see the text as it is written.
             options["keep_linebreaks"] = True
+        if suffix == ".json" and _looks_like_squad(path):
+            return load_squad_json(path)
         try:
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
@@ -50,6 +52,60 @@ def load_source(source: DataSource) -> "Dataset":
             "  The Hugging Face hub may be unreachable: download the data and point data.train at a local file."
         ) from None
     return dataset
+
+
+# --------------------------------------------------------------------------------------------
+# The official SQuAD JSON layout (nested articles -> paragraphs -> questions)
+
+_SQUAD_START = re.compile(r'\A\s*\{\s*"(version|data)"')
+
+
+def _looks_like_squad(path) -> bool:
+    """A .json file that opens like SQuAD's ``{"version": ..., "data": [...]}`` (cheap: reads 4 KB)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return bool(_SQUAD_START.match(handle.read(4096)))
+
+
+def load_squad_json(path) -> "Dataset":
+    """Flatten a SQuAD v1.1/v2.0 file into rows ``id, title, context, question, answers``.
+
+    ``answers`` takes the ``datasets`` SQuAD layout ``{"text": [...], "answer_start": [...]}``;
+    unanswerable v2.0 questions (``is_impossible``) get empty lists. A ``data`` list that already
+    holds flat rows (``{"version": ..., "data": [{id, question, context, answers}, ...]}``, as in
+    transformers' test fixtures) is read as it is.
+    """
+    import json
+
+    from datasets import Dataset, Features, Sequence, Value
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    articles = document["data"] if isinstance(document, dict) and isinstance(document.get("data"), list) else None
+    if articles is None:
+        raise DataError(f'{path}: expected SQuAD JSON {{"version": ..., "data": [...]}}')
+    if articles and "paragraphs" not in articles[0]:
+        return Dataset.from_list(articles)
+    rows = []
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible", False) else qa["answers"]
+                rows.append({
+                    "id": str(qa["id"]),
+                    "title": str(article.get("title", "")),
+                    "context": paragraph["context"],
+                    "question": qa["question"],
+                    "answers": {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]},
+                })
+    if not rows:
+        raise DataError(f"{path}: no questions found in the SQuAD JSON")
+    features = Features({
+        "id": Value("string"), "title": Value("string"), "context": Value("string"), "question": Value("string"),
+        "answers": {"text": Sequence(Value("string")), "answer_start": Sequence(Value("int32"))},
+    })
+    return Dataset.from_list(rows, features=features)
 
 
 def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optional_roles: tuple[str, ...] = ()) -> "DatasetDict":
