@@ -37,8 +37,9 @@ Optional hooks (generic code checks ``hasattr(task, ...)``; a task without them 
   shape depends on the recipe (seq2seq: encoder-decoder, EncoderDecoderModel pair, decoder-only).
   The tokenizer returned reads the inputs and is saved at the top of the run directory. Such a
   task's ``auto_model(recipe)`` takes the recipe and names the class for its shape (model card);
-- ``check_recipe(recipe)``: raise RecipeError for task options that contradict each other
-  (e.g. masked-lm ``block_size`` with ``line_by_line``); called before any data or model is loaded;
+- ``check_recipe(recipe)``: raise RecipeError for settings the task cannot honour (options that
+  contradict each other, e.g. masked-lm ``block_size`` with ``line_by_line``; a ``generation``
+  section for a task that does not generate); called before any data or model is loaded;
 - ``evaluate(trainer, recipe, examples, features, prefix) -> metrics``: scores one split at the
   end of training instead of ``trainer.evaluate(features)``, for tasks scored on examples rather
   than on the features the model sees (question-answering: windows -> one answer per question).
