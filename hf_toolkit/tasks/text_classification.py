@@ -109,7 +109,14 @@ def check_labels(splits: "DatasetDict", names: list[str]) -> None:
 
 def label_key(value: Any, names: list[str], class_label: bool) -> str:
     """A label value as its name: a ClassLabel column holds ids into `names`, other columns the labels."""
-    return names[value] if class_label else str(value)
+    if not class_label:
+        return str(value)
+    if not 0 <= value < len(names):  # GLUE test splits carry -1: no gold label
+        raise DataError(
+            f"label id {value} is not one of the {len(names)} classes ({', '.join(names)}); a split without gold labels "
+            "(e.g. GLUE test, labels -1) cannot be used for training or evaluation: remove it from the recipe"
+        )
+    return names[value]
 
 
 def is_class_label(dataset: "Dataset") -> bool:
