@@ -372,10 +372,13 @@ def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
     from transformers import DataCollatorForSeq2Seq
 
     writer = target_tokenizer(recipe, tokenizer)
-    encoder_decoder = model_shape(model) != "decoder-only"
+    kind = model_shape(model)
+    encoder_decoder = kind != "decoder-only"
+    # With the model, the collator also builds decoder_input_ids from the labels (T5, BART...); an
+    # EncoderDecoderModel builds them itself and warns when given them.
     kwargs: dict[str, Any] = {
         "data_collator": DataCollatorForSeq2Seq(
-            tokenizer, model=model if encoder_decoder else None, label_pad_token_id=IGNORE_INDEX
+            tokenizer, model=model if kind == "seq2seq" else None, label_pad_token_id=IGNORE_INDEX
         )
     }
     if _predict_with_generate(recipe):
@@ -453,13 +456,21 @@ def trainer_class():
     from, and only the continuation is returned for scoring. Encoder-decoder models use
     Seq2SeqTrainer unchanged.
     """
+    import copy
+
     import torch
     from transformers import Seq2SeqTrainer
 
     class PromptSeq2SeqTrainer(Seq2SeqTrainer):
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
             if self.model.config.is_encoder_decoder or not self.args.predict_with_generate or prediction_loss_only:
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+                # Seq2SeqTrainer fills every unset generation setting with its default (max_length=20,
+                # ...) in the model's own config, which would then be saved; keep the recipe's.
+                kept = copy.deepcopy(self.model.generation_config)
+                try:
+                    return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+                finally:
+                    self.model.generation_config = kept
             inputs = self._prepare_inputs(inputs)
             with torch.no_grad(), self.compute_loss_context_manager():
                 loss = model(**inputs).loss.detach()
