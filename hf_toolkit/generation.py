@@ -14,7 +14,7 @@ same way, read from the saved recipe; an encoder-decoder pair's decoder tokenize
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,10 +81,12 @@ def generate(
     seed: int | None = None,
     batch_size: int = 8,
     on_text: Callable[[str], None] | None = None,
+    recipe: "Recipe | None" = None,
 ) -> list[Generated]:
     """Generate for every prompt; `num_return_sequences` results per prompt, in prompt order.
 
     `on_text` receives text as it is produced (single prompt, single sequence, no beams only).
+    `recipe` (default: the one saved in a run directory) says how the run encodes its prompts.
     """
     if not prompts:
         raise HftkError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
@@ -92,7 +94,7 @@ def generate(
     import torch
     from transformers import set_seed
 
-    encode = prompt_encoder(reference, model, tokenizer)
+    encode = prompt_encoder(reference, model, tokenizer, recipe)
     writer = output_tokenizer(reference, tokenizer)
     config = generation_config(model, tokenizer, options)
     if seed is not None:
@@ -115,15 +117,16 @@ def generate(
     return results
 
 
-def read_run_recipe(reference) -> "Recipe | None":
+def read_run_recipe(reference, overrides: Sequence[str] = ()) -> "Recipe | None":
     """The recipe saved in a run directory (``hftk_recipe.yaml``), or None for other models.
 
     Read as saved, without validating it again: its data files and local model paths were
-    relative to wherever training ran and need not exist here.
+    relative to wherever training ran and need not exist here. ``overrides`` (``--set k=v``)
+    are applied first; their keys are checked against the schema.
     """
     import yaml
 
-    from hf_toolkit.recipe import DataSection, ModelSection, Recipe, looks_local, resolve_path
+    from hf_toolkit.recipe import DataSection, ModelSection, Recipe, apply_override, check_override_key, looks_local, resolve_path
     from hf_toolkit.train import RECIPE_FILE
 
     if not looks_local(str(reference)):
@@ -132,17 +135,19 @@ def read_run_recipe(reference) -> "Recipe | None":
     if not path.is_file():
         return None
     saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for assignment in overrides:
+        check_override_key(apply_override(saved, assignment), assignment)
     return Recipe.model_construct(
         **{**saved, "model": ModelSection.model_construct(**saved["model"]), "data": DataSection.model_construct(**saved["data"])}
     )
 
 
-def prompt_encoder(reference: str, model, tokenizer) -> Callable[[list[str]], Any]:
+def prompt_encoder(reference: str, model, tokenizer, recipe: "Recipe | None" = None) -> Callable[[list[str]], Any]:
     """prompts -> padded input tensors; a run whose task encodes its inputs (prefix, prompt
     template, truncation) gets them encoded exactly as in training (the task's ``encode_prompts``)."""
     from hf_toolkit.tasks import TASKS
 
-    recipe = read_run_recipe(reference)
+    recipe = recipe if recipe is not None else read_run_recipe(reference)
     task = TASKS[recipe.task] if recipe is not None and recipe.task in TASKS else None
     if task is None or not hasattr(task, "encode_prompts"):
         return lambda batch: tokenizer(batch, return_tensors="pt", padding=True)

@@ -521,5 +521,5 @@ def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[st
         dataset = data_lib.flatten_translation(dataset, recipe.data, where="--data")
     columns = recipe.data.columns if recipe is not None else {}
     dataset = data_lib.select_eval_roles(dataset, columns, ROLES, OPTIONAL_ROLES, where="--data")
-    results = generation.generate(str(run_dir), list(dataset["source"]), {"num_return_sequences": 1})
+    results = generation.generate(str(run_dir), list(dataset["source"]), {"num_return_sequences": 1}, recipe=recipe)
     return [result.text.strip() for result in results], list(dataset["target"])
