@@ -202,7 +202,7 @@ def generate(
 def eval_command(
     metric: Annotated[list[str], typer.Option(
         "--metric", "-m", help="Metric to compute; repeat for several: bleu, chrf, ter, rouge, "
-        "squad, squad_v2, accuracy, precision, recall, f1, perplexity.")],
+        "squad, squad_v2, accuracy, precision, recall, f1, perplexity. Model mode default: the task's.")] = [],
     predictions: Annotated[Optional[Path], typer.Option(
         help="Predictions: text (one a line), JSONL (with --field), or SQuAD {id: answer} JSON.")] = None,
     references: Annotated[Optional[list[Path]], typer.Option(
@@ -229,10 +229,10 @@ def eval_command(
         help="A baseline system's predictions: paired bootstrap test (KEY_baseline, KEY_p_value).")] = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print ONE JSON object mapping metric keys to numbers.")] = False,
-    model: Annotated[Optional[Path], typer.Option(help="Model mode (not available yet): a run dir.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Model mode (not available yet): data to predict.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model mode: a run directory written by hftk finetune.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Model mode: data file to predict and score (the run's columns).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Model mode (not available yet): recipe override key=value.")] = None,
+        "--set", help="Model mode: override the run's recipe, e.g. --set data.columns.text=review.")] = None,
 ) -> None:
     """Score predictions against references with exact, offline metrics.
 
@@ -249,28 +249,38 @@ def eval_command(
       hftk eval -m squad --predictions predictions.json --references dev-v1.1.json
       hftk eval -m f1 -m accuracy --average macro --predictions labels.txt --references gold.txt
       hftk eval -m bleu --ci --compare baseline.de --predictions hyp.de --references ref.de
+      hftk eval --model runs/sentiment-minilm --data test.jsonl -m accuracy --json
+      hftk eval --model runs/xsum --data test.jsonl --set data.columns.source=document
     """
     import json
     import warnings
 
     from hf_toolkit import evaluation
 
-    if model is not None or data is not None or set_:
-        if predictions is not None:
-            raise HftkError("give either --predictions/--references (files mode) or "
-                            "--model/--data (model mode), not both")
-        evaluation.score_model(metric, model, data, overrides=set_ or ())
-        return
-    if predictions is None or not references:
-        raise HftkError("files mode needs --predictions FILE and --references FILE "
-                        "(see hftk eval --help)")
-    if chrf_plus_plus and chrf_word_order not in (None, 2):
-        raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
     # Only options the user set are passed, so an option for a metric not requested is an error.
     word_order = 2 if chrf_plus_plus else chrf_word_order
     chosen = {"tokenize": tokenize, "word_order": word_order, "use_stemmer": stemmer or None,
               "split_sentences": split_sentences or None, "average": average}
     options = {name: value for name, value in chosen.items() if value is not None}
+    if model is not None or data is not None or set_:
+        if predictions is not None or references:
+            raise HftkError("give either --predictions/--references (files mode) or "
+                            "--model/--data (model mode), not both")
+        if ci or compare is not None:
+            raise HftkError("--ci and --compare work in files mode: score the predictions file that "
+                            "model mode writes (DIR/eval/<data>.predictions.jsonl) with them")
+        result = evaluation.score_model(metric, model, data, overrides=set_ or (), **options)
+        if result.predictions_file is not None:
+            typer.echo(f"hftk: predictions written to {result.predictions_file}", err=True)
+        typer.echo(json.dumps(result.scores) if json_output else evaluation.format_table(result.scores))
+        return
+    if not metric:
+        raise HftkError("give at least one --metric (e.g. -m bleu); see hftk eval --help")
+    if predictions is None or not references:
+        raise HftkError("files mode needs --predictions FILE and --references FILE "
+                        "(see hftk eval --help)")
+    if chrf_plus_plus and chrf_word_order not in (None, 2):
+        raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = evaluation.score_files(metric, predictions, references,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hf_toolkit import metrics as metrics_lib
@@ -282,18 +283,71 @@ def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[
     return scores
 
 
-def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
-                overrides: Sequence[str] = (), **options) -> dict[str, float]:
-    """MODEL MODE HOOK (``hftk eval --model DIR --data F [--set k=v]``): not implemented yet.
+@dataclass
+class ModelScores:
+    scores: dict[str, float]
+    predictions_file: Path | None
+    scores_file: Path
 
-    Plan: load the run dir's saved recipe (task, column mapping; ``overrides`` as in
-    ``--set``), run the model over ``data`` (generation for generative tasks, prediction for
-    classification / QA), write the predictions next to the scores, then score them in memory
-    with ``hf_toolkit.metrics.compute(metrics, predictions, references, **options)`` (same
-    layouts as files mode: text streams, labels, or SQuAD ``{id: text}`` / ``{id: [golds]}``).
+
+def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
+                overrides: Sequence[str] = (), output_dir: Path | None = None, **options) -> ModelScores:
+    """``hftk eval --model DIR --data F``: run a trained model over F and score its predictions.
+
+    The task and column mapping come from the run's saved recipe (``overrides`` as ``--set``);
+    the task's ``predict`` makes the predictions (generation for generative tasks, labels or
+    answer spans otherwise) and its ``EVAL_METRICS`` are the default metrics. Predictions and
+    scores are written to ``output_dir`` (default: ``DIR/eval``) as ``<F's name>.predictions.jsonl``
+    and ``<F's name>.scores.json``.
     """
-    raise HftkError("model mode (--model/--data/--set) is not available yet; "
-                    "score a predictions file with --predictions and --references")
+    from hf_toolkit.data import load_source
+    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit.recipe import DataSource
+    from hf_toolkit.tasks import get_task
+    from hf_toolkit.train import RECIPE_FILE
+
+    if model_dir is None or data is None:
+        raise HftkError("model mode needs both --model RUN_DIR and --data FILE")
+    if not Path(model_dir).is_dir():
+        raise HftkError(f"--model: {model_dir} is not a directory (give a run directory written by hftk finetune)")
+    recipe = read_run_recipe(model_dir, overrides)
+    if recipe is None:
+        raise HftkError(
+            f"--model: {model_dir} has no {RECIPE_FILE}, so its task and columns are unknown; "
+            "give a run directory written by hftk finetune, or score a predictions file with --predictions/--references"
+        )
+    if not Path(data).is_file():
+        raise DataError(f"--data: file not found: {data}")
+    task = get_task(recipe.task)
+    names = metrics_lib.check_names(list(metrics) or list(task.EVAL_METRICS))
+    options = {**getattr(task, "EVAL_OPTIONS", {}), **options}
+    if "perplexity" in names:
+        options["model"] = str(model_dir)
+    try:
+        source = DataSource(file=str(data))
+    except ValueError as error:  # pydantic's ValidationError: unsupported extension
+        raise DataError(f"--data: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    dataset = load_source(source)
+    predictions, references = task.predict(model_dir, recipe, dataset)
+    scores = metrics_lib.compute(names, predictions, references, **options)
+
+    out = Path(output_dir) if output_dir is not None else Path(model_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    predictions_file = None
+    if references is not None:
+        predictions_file = out / f"{Path(data).stem}.predictions.jsonl"
+        predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _prediction_rows(predictions, references)), encoding="utf-8")
+    scores_file = out / f"{Path(data).stem}.scores.json"
+    scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    return ModelScores(scores, predictions_file, scores_file)
+
+
+def _prediction_rows(predictions, references) -> list[dict]:
+    if isinstance(predictions, dict):  # SQuAD: {id: answer}
+        return [{"id": key, "prediction_text": text, "answers": references[key]} for key, text in predictions.items()]
+    if references and isinstance(references[0], list) and len(references) != len(predictions):
+        references = list(zip(*references))  # sacreBLEU streams -> per item
+    return [{"prediction": p, "reference": r} for p, r in zip(predictions, references)]
 
 
 # --- output -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ GPT-2-style tokenizers a pad token (their EOS), which batching and sequence clas
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,11 +185,6 @@ def describe(model: "PreTrainedModel") -> str:
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
-
-
-def is_main_process() -> bool:
-    """True on rank 0 of a distributed run, and in a plain single-process run."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 # --------------------------------------------------------------------------------------------

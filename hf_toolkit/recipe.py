@@ -475,6 +475,20 @@ def apply_override(data: dict[str, Any], assignment: str) -> tuple[str, ...]:
     return path
 
 
+def check_override_key(path: tuple[str, ...], assignment: str) -> None:
+    """Reject a ``--set`` key the schema does not have (for recipes read back from a run)."""
+    model: type[BaseModel] | None = Recipe
+    for depth, part in enumerate(path):
+        if model is None:
+            return  # inside a free-form mapping (training, model.config)
+        if part not in model.model_fields:
+            dotted = ".".join(path[: depth + 1])
+            raise RecipeError([f"--set {assignment}: {dotted}: unknown key{did_you_mean(part, model.model_fields)}"], "--set")
+        if (model, part) == (DataSection, "columns") and depth + 1 < len(path) and path[depth + 1] not in ROLES:
+            raise RecipeError([f"--set {assignment}: unknown role '{path[depth + 1]}'{did_you_mean(path[depth + 1], ROLES)}; roles: {', '.join(ROLES)}"], "--set")
+        model = _section_for(path[: depth + 1])
+
+
 # --------------------------------------------------------------------------------------------
 # Validation
 

@@ -20,12 +20,13 @@ from hf_toolkit.errors import DataError
 from hf_toolkit.recipe import Recipe
 
 if TYPE_CHECKING:
-    from datasets import DatasetDict
+    from datasets import Dataset, DatasetDict
 
 ROLES = ("text",)
 OPTIONAL_ROLES = ()
 TRAINER = "Trainer"
 PEFT_TASK_TYPE = "CAUSAL_LM"
+EVAL_METRICS = ("perplexity",)
 
 
 def auto_model():
@@ -87,6 +88,14 @@ def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     if loss is not None:
         metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
     return metrics
+
+
+def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[str], None]:
+    """The texts of `dataset` for ``hftk eval --model``: perplexity runs the model over them itself."""
+    from hf_toolkit.data import select_eval_roles
+
+    rows = select_eval_roles(dataset, recipe.data.columns if recipe is not None else {}, ROLES, where="--data")
+    return list(rows["text"]), None
 
 
 def context_length(model) -> int:
