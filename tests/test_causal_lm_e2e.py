@@ -179,3 +179,19 @@ def test_help_is_fast_and_shows_examples():
         assert "hftk " in result.stdout and "Example" in result.stdout
     code = "import sys, hf_toolkit.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_eval_model_mode_scores_perplexity(shakespeare_run, cli, tmp_path):
+    run, _ = shakespeare_run
+    data = tmp_path / "held_out.jsonl"
+    texts = ["ROMEO: I will go.", "JULIET: Stay a while, my love."]
+    data.write_text("".join(json.dumps({"line": t}) + "\n" for t in texts))
+    result = cli("eval", "--model", run, "--data", data, "--set", "data.columns.text=line", "--json")
+    assert result.exit_code == 0, result
+    scores = json.loads(result.stdout)
+    from hf_toolkit.metrics import perplexity
+
+    assert scores["perplexity"] == pytest.approx(perplexity(texts, str(run))["perplexity"], rel=1e-9)
+    assert json.loads((run / "eval" / "held_out.scores.json").read_text()) == scores
+    missing = cli("eval", "--model", run, "--data", data)
+    assert missing.exit_code == 2 and "column 'text' (role text) not found" in missing.stderr

@@ -206,7 +206,7 @@ def test_user_errors_exit_2(cli, tmp_path, problem):
     expected = {"empty": "e.txt: file is empty", "missing": "nope.txt: file not found",
                 "unknown_metric": "unknown metric 'blue' (did you mean 'bleu'?)",
                 "bad_option": "--tokenize does not apply to rouge",
-                "jsonl_without_field": "needs --field", "model_mode": "not available yet"}[problem]
+                "jsonl_without_field": "needs --field", "model_mode": "has no hftk_recipe.yaml"}[problem]
     result = cli("eval", *args)
     assert result.exit_code == 2, result
     assert expected in result.stderr
