@@ -29,7 +29,10 @@ Evaluation during training generates with the model's generation config, i.e. th
 ``generation`` section (default ``max_new_tokens`` = ``data.max_target_length``), the same
 settings ``hftk generate`` and ``hftk eval --model`` read from the saved
 ``generation_config.json``. It reports the task's metrics plus ``gen_len``, the mean number of
-generated tokens before EOS.
+generated tokens before EOS. Its references are the label ids decoded back to text, so a target
+longer than ``data.max_target_length`` is scored cut short there, while ``hftk eval --model``
+scores against the text itself: keep max_target_length above the longest reference and the two
+agree.
 """
 
 from __future__ import annotations
