@@ -131,7 +131,7 @@ def test_task_predict_gives_ids_that_metrics_score(classifier_run):
     rows = sentiment_rows(40, 7)
     predictions, references = text_classification.predict(run, read_run_recipe(run), Dataset.from_list(rows))
     assert references == [1 if r["sentiment"] == "pos" else 0 for r in rows]
-    scores = metrics.compute(text_classification.EVAL_METRICS, predictions, references, **text_classification.EVAL_OPTIONS)
+    scores = metrics.compute(text_classification.EVAL_METRICS, predictions, references)
     assert scores["accuracy"] >= 0.9
 
 
@@ -234,7 +234,8 @@ def test_whole_word_mask_masks_every_piece_of_a_word():
     from hf_toolkit.tasks import masked_lm
 
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
-    collator = masked_lm.masking_collator_class()(tokenizer=tokenizer, mlm_probability=0.4, whole_word_mask=True, seed=0)
+    recipe = type("R", (), {"data": type("D", (), {"mlm_probability": 0.4, "whole_word_mask": True})()})()
+    collator = masked_lm.trainer_kwargs(recipe, tokenizer, None)["data_collator"]
     text = "unbelievably antidisestablishmentarianism tokenization hyperparameters " * 4
     encoded = tokenizer([text, text])
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
@@ -432,3 +433,15 @@ def test_settings_an_encoder_task_cannot_use_exit_2(tmp_path, cli):
     result = cli("finetune", recipe)
     assert result.exit_code == 2
     assert "generation.num_beams" in result.stderr and "data.null_score_threshold" in result.stderr
+
+
+def test_hftk_eval_model_mode_scores_qa_and_classification_runs(qa_run, classifier_run, cli):
+    qa, _ = qa_run
+    result = cli("eval", "--model", qa, "--data", qa.parent / "dev.json", "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout.strip().splitlines()[-1])["exact_match"] >= 80
+    classifier, tmp, _ = classifier_run
+    jsonl(tmp / "test.jsonl", sentiment_rows(40, 9))
+    result = cli("eval", "--metric", "accuracy", "--model", classifier, "--data", tmp / "test.jsonl", "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.9

@@ -21,8 +21,6 @@ For ``hftk eval --model DIR --data F`` (model mode):
   None) and return lists in the layout :func:`hf_toolkit.metrics.compute` takes for those
   metrics (strings for text metrics, labels, SQuAD id mappings). Generative tasks generate
   through :mod:`hf_toolkit.generation` with the run's saved generation config.
-- ``EVAL_OPTIONS`` (optional): keyword options for :func:`hf_toolkit.metrics.compute` that go
-  with ``EVAL_METRICS`` (text-classification: ``{"average": "macro"}``, as during training).
 
 Column mapping in model mode: :func:`hf_toolkit.data.select_eval_roles` takes a role's column
 from the run's ``data.columns`` when F has it, else the role's own name. The run's recipe is read

@@ -15,7 +15,8 @@ Two ways to cut text into examples, as in transformers' ``run_mlm.py``:
 Masking happens in the collator, afresh for every batch: ``data.mlm_probability`` (default 0.15)
 of the non-special tokens are chosen; of those 80% become the mask token, 10% a random token,
 10% stay. ``data.whole_word_mask: true`` masks all pieces of a word together (WordPiece
-tokenizers, i.e. BERT's, whose continuation pieces start with ``##``).
+tokenizers, i.e. BERT's, whose continuation pieces start with ``##``); every chosen word then
+becomes mask tokens (transformers' whole-word masking has no random replacement).
 """
 
 from __future__ import annotations
@@ -132,12 +133,10 @@ def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "Dataset
 def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
     """A collator that pads and masks each batch afresh (so every epoch sees new masks)."""
     probability = recipe.data.mlm_probability if recipe.data.mlm_probability is not None else DEFAULT_MLM_PROBABILITY
-    collator_class = masking_collator_class()
-    return {
-        "data_collator": collator_class(
-            tokenizer=tokenizer, mlm_probability=probability, whole_word_mask=bool(recipe.data.whole_word_mask)
-        )
-    }
+    whole_words = bool(recipe.data.whole_word_mask)
+    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_words else {}
+    collator = masking_collator_class()(tokenizer=tokenizer, mlm_probability=probability, whole_word_mask=whole_words, **replace)
+    return {"data_collator": collator}
 
 
 def masking_collator_class():
