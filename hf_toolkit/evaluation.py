@@ -320,7 +320,10 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
         raise DataError(f"--data: file not found: {data}")
     task = get_task(recipe.task)
     names = metrics_lib.check_names(list(metrics) or list(task.EVAL_METRICS))
-    options = {**getattr(task, "EVAL_OPTIONS", {}), **options}
+    # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
+    accepted = {option for name in names for option in metrics_lib.options_of(name)}
+    task_options = {k: v for k, v in getattr(task, "EVAL_OPTIONS", {}).items() if k in accepted}
+    options = {**task_options, **options}
     if "perplexity" in names:
         options["model"] = str(model_dir)
     try:

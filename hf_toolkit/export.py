@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -62,20 +61,13 @@ def export(run_dir: Path, output_dir: Path, *, merge: bool, quantize: str | None
 
 
 def load_for_export(run_dir: Path):
-    """(model, tokenizer): a PeftModel for adapter runs, else the plain model."""
+    """(model, tokenizer): a PeftModel for LoRA runs, else the plain model."""
     from transformers import AutoTokenizer
 
     config = modeling.load_config(str(run_dir))
     auto_class = auto_class_for(config)
     tokenizer = modeling.from_pretrained(AutoTokenizer, str(run_dir), "tokenizer")
-    adapter_file = run_dir / "adapter_config.json"
-    if not adapter_file.is_file():
-        return modeling.from_pretrained(auto_class, str(run_dir), "model").eval(), tokenizer
-    from peft import PeftModel
-
-    base_path = json.loads(adapter_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
-    base = modeling.from_pretrained(auto_class, base_path, "base model")
-    return PeftModel.from_pretrained(base, str(run_dir)).eval(), tokenizer
+    return modeling.load_model_dir(auto_class, str(run_dir)).eval(), tokenizer
 
 
 def auto_class_for(config):

@@ -42,7 +42,7 @@ def load_generator(reference: str):
 
     config = modeling.load_config(reference)
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = modeling.from_pretrained(auto_class, reference, "model")
+    model = modeling.load_model_dir(auto_class, reference)
     tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")
     modeling.ensure_pad_token(tokenizer)
     if not config.is_encoder_decoder:

@@ -118,15 +118,43 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
     return model
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+# A LoRA run saves only the adapter; the fine-tuned model's own config (label names, task head
+# sizes) goes here, because a config.json beside the adapter would make transformers look for
+# full weights.
+ADAPTER_MODEL_CONFIG_DIR = "model_config"
+
+
+def adapter_base(location: str) -> str | None:
+    """The base model a LoRA run directory adapts, or None when it is not an adapter directory."""
+    adapter = Path(location) / ADAPTER_CONFIG
+    if not adapter.is_file():
+        return None
+    return json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
 def load_config(reference: str) -> Any:
-    """The model config of a model dir, hub id, or LoRA run dir (whose config is its base model's)."""
+    """The model config of a model dir, hub id, or LoRA run dir (the fine-tuned model's config)."""
     from transformers import AutoConfig
 
     location, _ = locate(reference, "model")
-    adapter = Path(location) / "adapter_config.json"
-    if adapter.is_file():
-        reference = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-    return from_pretrained(AutoConfig, reference, "model config")
+    base = adapter_base(location)
+    if base is None:
+        return from_pretrained(AutoConfig, reference, "model config")
+    saved = Path(location) / ADAPTER_MODEL_CONFIG_DIR
+    return AutoConfig.from_pretrained(saved) if saved.is_dir() else from_pretrained(AutoConfig, base, "base model config")
+
+
+def load_model_dir(auto_class: Any, reference: str) -> "PreTrainedModel":
+    """A trained model from a model dir, hub id, or LoRA run dir (base + adapter, as a PeftModel)."""
+    location, _ = locate(reference, "model")
+    base = adapter_base(location)
+    if base is None:
+        return from_pretrained(auto_class, reference, "model")
+    from peft import PeftModel
+
+    base_model = from_pretrained(auto_class, base, "base model", config=load_config(reference))
+    return PeftModel.from_pretrained(base_model, location)
 
 
 def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
@@ -134,7 +162,7 @@ def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "P
     from transformers import AutoTokenizer
 
     reference = str(model_dir)
-    model = from_pretrained(auto_class, reference, "model")
+    model = load_model_dir(auto_class, reference)
     tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
     ensure_pad_token(tokenizer)
     model.eval()

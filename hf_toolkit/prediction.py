@@ -67,7 +67,7 @@ def infer_task(model_ref: str) -> str:
     """The task of a plain model directory, from its config's architectures."""
     from transformers import AutoConfig
 
-    config = modeling.from_pretrained(AutoConfig, model_ref, "model config")
+    config = modeling.load_config(model_ref)
     for architecture in config.architectures or []:
         for suffix, task in _ARCHITECTURE_TASKS.items():
             if architecture.endswith(suffix):

@@ -36,10 +36,10 @@ ROLES = ("text", "label")
 OPTIONAL_ROLES = ("text_pair",)
 TRAINER = "Trainer"
 PEFT_TASK_TYPE = "SEQ_CLS"
-# `hftk eval --model` defaults: the metrics compute_metrics reports. There they are macro-averaged;
-# `hftk eval` keeps the metrics' own default (binary) unless the user passes --average macro.
+# `hftk eval --model` defaults: the metrics compute_metrics reports, macro-averaged as in training
+# (an explicit --average wins).
 EVAL_METRICS = ("accuracy", "precision", "recall", "f1")
-TRAINING_METRIC_OPTIONS = {"average": "macro"}
+EVAL_OPTIONS = {"average": "macro"}
 IMBALANCE_RATIO = 5
 DEFAULT_MAX_LENGTH = 512
 
@@ -190,7 +190,7 @@ def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
 
 
 def scores(predictions: list[int], references: list[int]) -> dict[str, float]:
-    return metrics.compute(EVAL_METRICS, predictions, references, **TRAINING_METRIC_OPTIONS)
+    return metrics.compute(EVAL_METRICS, predictions, references, **EVAL_OPTIONS)
 
 
 def finish_metrics(metrics_: dict[str, float], prefix: str) -> dict[str, float]:
