@@ -182,8 +182,6 @@ def generate(
     streamed: list[str] = []
 
     def stream(text: str) -> None:
-        if not streamed:
-            typer.echo(prompts[0], nl=False)
         streamed.append(text)
         typer.echo(text, nl=False)
 
@@ -194,7 +192,7 @@ def generate(
         typer.echo(json.dumps([{"prompt": r.prompt, "text": r.text} for r in results], ensure_ascii=False, indent=2))
     elif not streamed:
         for r in results:
-            typer.echo(f"=== {r.prompt}\n{r.prompt}{r.text}\n")
+            typer.echo(f"=== {r.prompt}\n{r.prompt + r.text if r.continues_prompt else r.text}\n")
 
 
 @app.command("eval")

@@ -322,7 +322,8 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     names = metrics_lib.check_names(list(metrics) or list(task.EVAL_METRICS))
     # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
     accepted = {option for name in names for option in metrics_lib.options_of(name)}
-    task_options = {k: v for k, v in getattr(task, "EVAL_OPTIONS", {}).items() if k in accepted}
+    defaults = task.metric_options(recipe) if hasattr(task, "metric_options") else getattr(task, "EVAL_OPTIONS", {})
+    task_options = {k: v for k, v in defaults.items() if k in accepted}
     options = {**task_options, **options}
     if "perplexity" in names:
         options["model"] = str(model_dir)

@@ -33,6 +33,7 @@ DEFAULT_MAX_NEW_TOKENS = 50
 class Generated:
     prompt: str
     text: str
+    continues_prompt: bool = True  # False for summaries/translations: the text stands on its own
 
 
 def load_generator(reference: str):
@@ -94,7 +95,7 @@ def generate(
     import torch
     from transformers import set_seed
 
-    encode = prompt_encoder(reference, model, tokenizer, recipe)
+    encode, continues = prompt_encoder(reference, model, tokenizer, recipe)
     writer = output_tokenizer(reference, tokenizer)
     config = generation_config(model, tokenizer, options)
     if seed is not None:
@@ -103,6 +104,8 @@ def generate(
     streamer = None
     if on_text is not None and len(prompts) == 1 and (config.num_beams or 1) == 1 and per_prompt == 1:
         streamer = _CallbackStreamer(writer, on_text)
+        if continues:
+            on_text(prompts[0])
 
     results: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
@@ -113,7 +116,7 @@ def generate(
         if not model.config.is_encoder_decoder:
             output = output[:, inputs["input_ids"].shape[1] :]
         texts = writer.batch_decode(output, skip_special_tokens=True)
-        results += [Generated(batch[i // per_prompt], text) for i, text in enumerate(texts)]
+        results += [Generated(batch[i // per_prompt], text, continues) for i, text in enumerate(texts)]
     return results
 
 
@@ -142,18 +145,23 @@ def read_run_recipe(reference, overrides: Sequence[str] = ()) -> "Recipe | None"
     )
 
 
-def prompt_encoder(reference: str, model, tokenizer, recipe: "Recipe | None" = None) -> Callable[[list[str]], Any]:
-    """prompts -> padded input tensors; a run whose task encodes its inputs (prefix, prompt
-    template, truncation) gets them encoded exactly as in training (the task's ``encode_prompts``)."""
+def prompt_encoder(reference: str, model, tokenizer, recipe: "Recipe | None" = None) -> tuple[Callable[[list[str]], Any], bool]:
+    """(prompts -> padded input tensors, whether the output continues the prompt's text).
+
+    A run whose task encodes its inputs (prefix, prompt template, truncation) gets them encoded
+    exactly as in training (the task's ``encode_prompts``); its output then answers the prompt
+    rather than continuing it, as does every encoder-decoder model's.
+    """
     from hf_toolkit.tasks import TASKS
 
     recipe = recipe if recipe is not None else read_run_recipe(reference)
     task = TASKS[recipe.task] if recipe is not None and recipe.task in TASKS else None
     if task is None or not hasattr(task, "encode_prompts"):
-        return lambda batch: tokenizer(batch, return_tensors="pt", padding=True)
+        encode = lambda batch: tokenizer(batch, return_tensors="pt", padding=True)  # noqa: E731
+        return encode, not model.config.is_encoder_decoder
     return lambda batch: tokenizer.pad(
         {"input_ids": task.encode_prompts(recipe, tokenizer, model, batch)}, return_tensors="pt", padding=True
-    )
+    ), False
 
 
 def output_tokenizer(reference: str, tokenizer):

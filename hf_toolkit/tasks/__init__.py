@@ -18,6 +18,8 @@ For ``hftk eval --model DIR --data F`` (model mode):
   for summarization, ``("bleu", "chrf")`` for translation);
 - ``EVAL_OPTIONS`` (optional): metric options that go with ``EVAL_METRICS`` (text-classification:
   ``{"average": "macro"}``, as during training), passed to the chosen metrics that take them;
+  or ``metric_options(recipe)`` when they depend on the run (translation into Chinese: BLEU's
+  ``zh`` tokenizer);
 - ``predict(run_dir, recipe, dataset) -> (predictions, references)``: run the trained model over
   ``dataset`` (the rows of F; the task maps columns itself with the run's recipe, which may be
   None) and return lists in the layout :func:`hf_toolkit.metrics.compute` takes for those

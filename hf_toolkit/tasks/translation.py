@@ -19,6 +19,7 @@ from hf_toolkit.tasks.seq2seq import (  # noqa: F401  (the task contract, re-exp
     build_model,
     encode_prompts,
     finish_metrics,
+    metric_options,
     model_config,
     predict,
     prepare,
