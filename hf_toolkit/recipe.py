@@ -94,6 +94,16 @@ def looks_local(value: str) -> bool:
     )
 
 
+def existing_local(value: str | None) -> str | None:
+    """Validator for model/tokenizer references: a local path must exist (hub ids pass)."""
+    if value is not None and looks_local(value) and not resolve_path(value).exists():
+        raise ValueError(
+            f"'{value}' does not exist (looked at {resolve_path(value).absolute()}); "
+            "give an existing directory or a hub id such as 'gpt2'"
+        )
+    return value
+
+
 # --------------------------------------------------------------------------------------------
 # Schema
 
@@ -127,15 +137,7 @@ class ModelPart(Section):
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of this side's config.")
 
-    @field_validator("name_or_path", "tokenizer")
-    @classmethod
-    def _local_path_exists(cls, value: str | None) -> str | None:
-        if value is not None and looks_local(value) and not resolve_path(value).exists():
-            raise ValueError(
-                f"'{value}' does not exist (looked at {resolve_path(value).absolute()}); "
-                "give an existing directory or a hub id such as 'bert-base-uncased'"
-            )
-        return value
+    _local_path_exists = field_validator("name_or_path", "tokenizer")(staticmethod(existing_local))
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelPart":
@@ -176,15 +178,7 @@ class ModelSection(Section):
         None, description="Decoder of an EncoderDecoderModel (with encoder; summarization/translation only)."
     )
 
-    @field_validator("name_or_path", "tokenizer")
-    @classmethod
-    def _local_path_exists(cls, value: str | None) -> str | None:
-        if value is not None and looks_local(value) and not resolve_path(value).exists():
-            raise ValueError(
-                f"'{value}' does not exist (looked at {resolve_path(value).absolute()}); "
-                "give an existing directory or a hub id such as 'gpt2'"
-            )
-        return value
+    _local_path_exists = field_validator("name_or_path", "tokenizer")(staticmethod(existing_local))
 
     @property
     def is_pair(self) -> bool:
