@@ -27,6 +27,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -469,6 +470,28 @@ def apply_override(data: dict[str, Any], assignment: str) -> tuple[str, ...]:
     return path
 
 
+def location(loc: tuple[str, ...], lines: dict[tuple[str, ...], int], overridden: dict[tuple[str, ...], str], source: str) -> str:
+    """'file:line' (or '--set k=v') of the closest key path at or above `loc` that was written."""
+    for i in range(len(loc), 0, -1):
+        if loc[:i] in overridden:
+            return f"--set {overridden[loc[:i]]}"
+        if loc[:i] in lines:
+            return f"{source}:{lines[loc[:i]]}"
+    return source
+
+
+def locate_problems(error: RecipeError, path: str | Path, overrides: Sequence[str] = ()) -> RecipeError:
+    """Add file:line to problems found after loading (task checks) that start with a dotted key."""
+    source = str(path)
+    _, lines = parse_yaml(Path(path).read_text(encoding="utf-8"), source)
+    overridden = {tuple(a.partition("=")[0].strip().split(".")): a for a in overrides}
+    located = []
+    for problem in error.problems:
+        match = re.match(r"((?:model|data|training|generation|peft|precision|task)(?:\.\w+)*)\b", problem)
+        located.append(f"{location(tuple(match.group(1).split('.')), lines, overridden, source)}: {problem}" if match else problem)
+    return RecipeError(located, source)
+
+
 def check_override_key(path: tuple[str, ...], assignment: str) -> None:
     """Reject a ``--set`` key the schema does not have (for recipes read back from a run)."""
     model: type[BaseModel] | None = Recipe
@@ -512,12 +535,7 @@ def validate_recipe(
         overridden[apply_override(data, assignment)] = assignment
 
     def where(loc: tuple[str, ...]) -> str:
-        for i in range(len(loc), 0, -1):
-            if loc[:i] in overridden:
-                return f"--set {overridden[loc[:i]]}"
-            if loc[:i] in lines:
-                return f"{source}:{lines[loc[:i]]}"
-        return source
+        return location(loc, lines, overridden, source)
 
     problems: list[str] = []
     recipe = None

@@ -26,7 +26,7 @@ import yaml
 from hf_toolkit import data as data_lib
 from hf_toolkit import modeling
 from hf_toolkit.errors import RecipeError
-from hf_toolkit.recipe import Recipe, load_recipe
+from hf_toolkit.recipe import Recipe, load_recipe, locate_problems
 from hf_toolkit.tasks import get_task
 
 logger = logging.getLogger("hftk")
@@ -47,7 +47,10 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
     recipe = load_recipe(recipe_path, overrides)
     task = get_task(recipe.task)
     if hasattr(task, "check_recipe"):
-        task.check_recipe(recipe)
+        try:
+            task.check_recipe(recipe)
+        except RecipeError as error:
+            raise locate_problems(error, recipe_path, overrides) from None
     args = training_arguments(recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
     generation_config = check_generation(recipe)
 

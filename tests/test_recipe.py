@@ -162,3 +162,13 @@ def test_every_shipped_recipe_validates(cli, monkeypatch):
         assert header.startswith("#"), f"{recipe.name} must open with a comment"
         assert f"hftk finetune recipes/{recipe.name}" in text, f"{recipe.name} must show its command"
         assert "--set" in text, f"{recipe.name} must show an override example"
+
+
+def test_task_checks_name_file_and_line(recipe_dir, cli):
+    text = (
+        "task: masked-lm\nmodel:\n  init: scratch\n  train_tokenizer: {vocab_size: 300}\n"
+        "  config: {model_type: bert}\ndata:\n  train: corpus.txt\n  max_length: 32\n"
+    )
+    result = cli("finetune", write_recipe(recipe_dir, text))
+    assert result.exit_code == 2, result
+    assert "recipe.yaml:8: data.max_length: truncates each line with data.line_by_line" in result.stderr
