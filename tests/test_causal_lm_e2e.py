@@ -171,7 +171,7 @@ def test_missing_column_exits_2_before_model_load(tmp_path, cli, monkeypatch):
 
 
 def test_help_is_fast_and_shows_examples():
-    for args in ([], ["finetune"], ["generate"]):
+    for args in ([], ["finetune"], ["generate"], ["eval"], ["predict"], ["export"]):
         result = subprocess.run(
             [sys.executable, "-m", "hf_toolkit", *args, "--help"], capture_output=True, text=True, timeout=60
         )
