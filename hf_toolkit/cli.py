@@ -24,7 +24,7 @@ app = typer.Typer(
         "Examples:\n\n"
         "  hftk finetune recipes/quickstart.yaml\n\n"
         "  hftk finetune recipes/quickstart.yaml --set training.learning_rate=3e-4\n\n"
-        "  hftk generate --model runs/quickstart --prompt 'ROMEO:'\n\n"
+        "  hftk generate --model runs/quickstart --prompt 'Once upon a time'\n\n"
         "  hftk eval --metric bleu --predictions hyp.txt --references ref.txt"
     ),
     no_args_is_help=True,
@@ -139,10 +139,10 @@ def export(
 @app.command(
     epilog=(
         "Examples:\n\n"
-        "  hftk generate --model runs/quickstart --prompt 'ROMEO:'\n\n"
+        "  hftk generate --model runs/quickstart --prompt 'Once upon a time'\n\n"
         "  hftk generate --model gpt2 --prompt 'The quick brown fox jumps over the lazy' --max-length 50\n\n"
         "  hftk generate --model runs/quickstart --prompts-file prompts.txt --do-sample --top-p 0.9 --seed 0 --json\n\n"
-        "  hftk generate --model runs/quickstart --prompt 'To be' --num-beams 4 --num-return-sequences 2"
+        "  hftk generate --model runs/quickstart --prompt 'The little fox' --num-beams 4 --num-return-sequences 2"
     )
 )
 @user_errors

@@ -53,6 +53,12 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
             raise locate_problems(error, recipe_path, overrides) from None
     args = training_arguments(recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
     generation_config = check_generation(recipe)
+    if args.world_size > 1 and args.max_steps > 0 and args.process_index == 0:
+        logger.info(
+            "training.max_steps=%d fixes the step count: with %d processes each step sees %d times the data "
+            "(train by num_train_epochs for the step count to follow the process count)",
+            args.max_steps, args.world_size, args.world_size,
+        )
 
     # Seed before the model is built: the Trainer only seeds afterwards.
     set_seed(recipe.seed)
@@ -80,12 +86,31 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
             prefix = "eval" if split == "validation" else "test"
             if hasattr(task, "evaluate"):  # scored on examples, not on the prepared features
                 result = task.evaluate(trainer, recipe, splits[split], prepared[split], prefix)
+            elif split == "validation" and (last := evaluation_of_final_weights(trainer)) is not None:
+                result = last  # the Trainer just scored these weights on this split
             else:
                 result = trainer.evaluate(prepared[split], metric_key_prefix=prefix)
             metrics.update(task.finish_metrics(result, prefix))
     if trainer.is_world_process_zero():
         save_run(trainer, recipe, args.output_dir, metrics)
     return RunResult(Path(args.output_dir), metrics)
+
+
+def evaluation_of_final_weights(trainer) -> dict[str, float] | None:
+    """The in-training evaluation of the validation split at the last step, if there was one.
+
+    With ``eval_strategy: epoch`` (or steps that divide the total) the Trainer has already scored
+    the final weights; evaluating again would repeat the work (for seq2seq, all the generation).
+    Not when ``load_best_model_at_end`` swapped in other weights after that evaluation.
+    """
+    if trainer.args.load_best_model_at_end:
+        return None
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry.get("step") != trainer.state.global_step:
+                return None
+            return {key: value for key, value in entry.items() if key != "step"}
+    return None
 
 
 def training_arguments(recipe: Recipe, task, *, default_output_dir: str):

@@ -70,7 +70,7 @@ def classifier_run(tmp_path_factory):
         tmp / "recipe.yaml", "text-classification",
         f"  train: {tmp / 'train.jsonl'}\n  validation: {tmp / 'dev.jsonl'}\n"
         "  columns: {text: sentence, label: sentiment}\n  max_length: 32\n",
-        "  num_train_epochs: 12\n  learning_rate: 3.0e-3\n  per_device_train_batch_size: 16\n  eval_strategy: 'no'\n  logging_steps: 10\n",
+        "  num_train_epochs: 12\n  learning_rate: 3.0e-3\n  per_device_train_batch_size: 16\n  eval_strategy: epoch\n  logging_steps: 10\n",
     )
     result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -84,6 +84,15 @@ def test_classification_learns_a_separable_task(classifier_run):
     for key in ("eval_f1", "eval_precision", "eval_recall"):
         assert 0.0 <= metrics[key] <= 1.0
     assert "eval_accuracy" in result.stdout
+
+
+def test_final_validation_scores_are_the_last_epochs_not_a_second_pass(classifier_run):
+    run, _, _ = classifier_run
+    evaluations = [e for e in json.loads((run / "trainer_state.json").read_text())["log_history"] if "eval_loss" in e]
+    assert len(evaluations) == 12  # one per epoch; the end of training adds none
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] == evaluations[-1]["eval_accuracy"]
+    assert metrics["eval_loss"] == evaluations[-1]["eval_loss"]
 
 
 def test_classifier_stores_label_names_and_loads_in_plain_transformers(classifier_run):
