@@ -78,17 +78,19 @@ SetOption = Annotated[
 def finetune(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe file.")],
     set_: SetOption = [],
-    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe, then exit.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check the recipe (and the model config, training arguments), then exit.")
+    ] = False,
     nproc: Annotated[
         int, typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo).")
     ] = 1,
 ) -> None:
     """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
     from hf_toolkit import launch
-    from hf_toolkit.recipe import load_recipe
+    from hf_toolkit.train import check_run
 
     if check or (nproc > 1 and not launch.in_distributed_launch()):
-        load_recipe(recipe, set_)  # report recipe mistakes once, before starting processes
+        check_run(recipe, set_)  # report recipe mistakes once, before starting processes
     if check:
         typer.echo(f"{recipe}: OK")
         return

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import hub
 from hf_toolkit.errors import HftkError, ModelLoadError, RecipeError, did_you_mean
-from hf_toolkit.recipe import ModelSection, PeftSection, looks_local, resolve_path
+from hf_toolkit.recipe import ModelPart, ModelSection, PeftSection, looks_local, resolve_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -169,30 +169,83 @@ def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "P
     return model, tokenizer
 
 
-def build_config(section: ModelSection, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> Any:
-    """The model config: the checkpoint's (or a fresh one of config.model_type) plus overrides."""
-    from transformers import AutoConfig
+def base_config(section: ModelSection | ModelPart, key: str = "model") -> Any:
+    """The checkpoint's config, or a fresh one of ``config.model_type`` (no overrides, no weights).
 
-    overrides = dict(section.config)
+    ``key`` names the section in messages (``model``, ``model.encoder``, ``model.decoder``).
+    """
+    from transformers import CONFIG_MAPPING, AutoConfig
+
     if section.name_or_path is not None:
-        overrides.pop("model_type", None)
-        config = from_pretrained(AutoConfig, section.name_or_path, "model config")
-    else:
-        model_type = overrides.pop("model_type")
-        try:
-            config = AutoConfig.for_model(model_type)
-        except ValueError:
-            from transformers import CONFIG_MAPPING
-
-            raise RecipeError(
-                [f"model.config.model_type: unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"]
-            ) from None
-    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    unknown = [key for key in overrides if key not in known]
-    if unknown:
+        return from_pretrained(AutoConfig, section.name_or_path, "model config")
+    model_type = section.config["model_type"]
+    if model_type not in CONFIG_MAPPING:
         raise RecipeError(
-            [f"model.config.{key}: not a setting of {type(config).__name__}{did_you_mean(key, known)}" for key in unknown]
+            [f"{key}.config.model_type: unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"]
         )
+    return AutoConfig.for_model(model_type)
+
+
+def config_problems(config: Any, overrides: dict[str, Any], key: str) -> list[str]:
+    """Overrides that are not settings of `config`, or whose value has the wrong type.
+
+    A setting's type is its default's: numbers for numbers (an int is a fine float), true/false
+    for flags, text for text, lists and mappings for those. ``key`` is the recipe key
+    (``model.config``, ``model.encoder.config``) the problems are reported under.
+    """
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    problems = []
+    for name, value in overrides.items():
+        if name == "model_type":
+            continue
+        if name not in known:
+            problems.append(f"{key}.{name}: not a setting of {type(config).__name__}{did_you_mean(name, known)}")
+        elif (expected := _expected_type(getattr(config, name, None), value)) is not None:
+            problems.append(f"{key}.{name}: expected {expected} like {type(config).__name__}'s default "
+                            f"{getattr(config, name)!r} (got {value!r})")
+    return problems
+
+
+def _expected_type(default: Any, value: Any) -> str | None:
+    """What `value` should be, judged by the setting's `default`; None when it fits (or cannot be told)."""
+    if default is None or value is None:
+        return None
+    kinds = (
+        (bool, (bool,), "true or false"),
+        (int, (int,), "an integer"),
+        (float, (int, float), "a number"),
+        (str, (str,), "text"),
+        ((list, tuple), (list, tuple), "a list"),
+        (dict, (dict,), "a mapping"),
+    )
+    for default_types, accepted, name in kinds:
+        if isinstance(default, default_types):
+            fits = isinstance(value, accepted) and (default_types is bool or not isinstance(value, bool))
+            return None if fits else name
+    return None
+
+
+def check_configs(section: ModelSection) -> None:
+    """Recipe-time check of ``model.config`` (or each side's, for a pair) against the model's config class.
+
+    Loads only configs (a hub id that cannot be reached fails here, fast), no tokenizer or weights.
+    """
+    sides = [("model.encoder", section.encoder), ("model.decoder", section.decoder)] if section.is_pair else [("model", section)]
+    problems = []
+    for key, side in sides:
+        if side is not None and side.config:
+            problems += config_problems(base_config(side, key), side.config, f"{key}.config")
+    if problems:
+        raise RecipeError(problems)
+
+
+def build_config(section: ModelSection | ModelPart, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> Any:
+    """The model config: the checkpoint's (or a fresh one of config.model_type) plus overrides.
+
+    The overrides were checked with the recipe (:func:`check_configs`).
+    """
+    config = base_config(section)
+    overrides = {key: value for key, value in section.config.items() if key != "model_type"}
     for key, value in {**overrides, **config_kwargs}.items():
         setattr(config, key, value)
     if section.init == "scratch":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from types import ModuleType
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +41,49 @@ class RunResult:
     metrics: dict[str, float]
 
 
+@dataclass
+class CheckedRun:
+    """A recipe that passed every check that needs no data or weights, with what those checks built."""
+
+    recipe: Recipe
+    task: ModuleType
+    args: Any  # TrainingArguments or Seq2SeqTrainingArguments
+    generation: dict[str, Any]
+
+
+def check_run(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CheckedRun:
+    """Every check that runs before data or weights load; all problems at once, located in the recipe.
+
+    The recipe schema, then the task's own checks, the model config overrides (against the
+    model's config class), the training arguments and the generation settings.
+    """
+    recipe = load_recipe(recipe_path, overrides)
+    task = get_task(recipe.task)
+    problems: list[str] = []
+
+    def attempt(check, *args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except RecipeError as error:
+            problems.extend(error.problems)
+            return None
+
+    if hasattr(task, "check_recipe"):
+        attempt(task.check_recipe, recipe)
+    attempt(modeling.check_configs, recipe.model)
+    args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
+    generation = attempt(check_generation, recipe)
+    if problems:  # two checks may meet the same problem (an unknown model_type): report it once
+        raise locate_problems(RecipeError(list(dict.fromkeys(problems))), recipe_path, overrides)
+    return CheckedRun(recipe, task, args, generation)
+
+
 def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
     """Train the model a recipe describes and save it; return the run directory and final metrics."""
     from transformers import set_seed
 
-    recipe = load_recipe(recipe_path, overrides)
-    task = get_task(recipe.task)
-    if hasattr(task, "check_recipe"):
-        try:
-            task.check_recipe(recipe)
-        except RecipeError as error:
-            raise locate_problems(error, recipe_path, overrides) from None
-    args = training_arguments(recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
-    generation_config = check_generation(recipe)
+    checked = check_run(recipe_path, overrides)
+    recipe, task, args, generation_config = checked.recipe, checked.task, checked.args, checked.generation
     if args.world_size > 1 and args.max_steps > 0 and args.process_index == 0:
         logger.info(
             "training.max_steps=%d fixes the step count: with %d processes each step sees %d times the data "

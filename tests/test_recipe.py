@@ -9,6 +9,7 @@ import pytest
 
 from hf_toolkit.errors import RecipeError
 from hf_toolkit.recipe import load_recipe, resolve_path
+from hf_toolkit.train import check_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,6 +76,10 @@ MALFORMED = {
     "train and validation both": (edit("validation_split: 0.1", "validation_split: 0.1\n  validation: corpus.txt"), 6, "set data.validation or data.validation_split, not both"),
     "missing data section": ("task: causal-lm\nmodel: {name_or_path: ./}\n", 0, "data: required key is missing"),
     "invalid yaml": ("task: causal-lm\nmodel: [\n", 3, "not valid YAML"),
+    "unknown model config key": (edit("n_embd: 16", "n_embdd: 16"), 5, "model.config.n_embdd: not a setting of GPT2Config (did you mean 'n_embd'?)"),
+    "wrong model config type": (edit("n_layer: 1", "n_layer: one"), 5, "model.config.n_layer: expected an integer like GPT2Config's default 12 (got 'one')"),
+    "model config flag as number": (edit("n_embd: 16}", "n_embd: 16, scale_attn_weights: 1}"), 5, "model.config.scale_attn_weights: expected true or false"),
+    "eval without validation data": (edit("  validation_split: 0.1\n", "").replace("max_steps: 3", "max_steps: 3\n  eval_strategy: steps"), 13, "training.eval_strategy: 'steps' needs validation data"),
 }
 
 
@@ -154,8 +159,9 @@ def test_every_shipped_recipe_validates(cli, monkeypatch):
             continue
         # Hub recipes name models and datasets this machine cannot download: they must still
         # be valid except for hub access.
+        # Everything `hftk finetune --check` checks: schema, task options, model config, training arguments.
         try:
-            load_recipe(recipe)
+            check_run(recipe)
         except RecipeError as error:
             assert all("hub is unreachable" in p for p in error.problems), f"{recipe.name}: {error}"
         header = text.splitlines()[0]
@@ -172,3 +178,18 @@ def test_task_checks_name_file_and_line(recipe_dir, cli):
     result = cli("finetune", write_recipe(recipe_dir, text))
     assert result.exit_code == 2, result
     assert "recipe.yaml:8: data.max_length: truncates each line with data.line_by_line" in result.stderr
+
+
+def test_check_reports_every_pre_load_problem_at_once(recipe_dir, cli):
+    """--check runs what finetune runs before loading data: task options, model config, training, generation."""
+    text = (
+        "task: masked-lm\nmodel:\n  init: scratch\n  train_tokenizer: {vocab_size: 300}\n"
+        "  config: {model_type: bert, num_hidden_layers: 2, hiden_size: 32}\ndata:\n  train: corpus.txt\n  max_length: 32\n"
+        "training:\n  eval_strategy: epoch\n"
+    )
+    result = cli("finetune", write_recipe(recipe_dir, text), "--check")
+    assert result.exit_code == 2, result
+    assert "3 problems" in result.stderr
+    assert "recipe.yaml:8: data.max_length: truncates each line" in result.stderr
+    assert "recipe.yaml:5: model.config.hiden_size: not a setting of BertConfig (did you mean 'hidden_size'?)" in result.stderr
+    assert "recipe.yaml:10: training.eval_strategy: 'epoch' needs validation data" in result.stderr

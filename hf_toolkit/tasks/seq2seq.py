@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from hf_toolkit import data as data_lib
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit import modeling
-from hf_toolkit.errors import DataError, RecipeError, did_you_mean
+from hf_toolkit.errors import DataError, RecipeError
 from hf_toolkit.recipe import ModelPart, Recipe
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def shape(recipe: Recipe) -> str:
     """'pair' (model.encoder/decoder), 'seq2seq' (an encoder-decoder config) or 'decoder-only'."""
     if recipe.model.is_pair:
         return "pair"
-    return "seq2seq" if _base_config(recipe.model).is_encoder_decoder else "decoder-only"
+    return "seq2seq" if modeling.base_config(recipe.model).is_encoder_decoder else "decoder-only"
 
 
 def model_shape(model) -> str:
@@ -95,6 +95,11 @@ def model_shape(model) -> str:
     if type(model).__name__ == "EncoderDecoderModel" or getattr(model.config, "model_type", None) == "encoder-decoder":
         return "pair"
     return "seq2seq" if model.config.is_encoder_decoder else "decoder-only"
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Data options that do not fit the model's shape (reads the model config only, no weights)."""
+    check_shape_options(recipe, shape(recipe))
 
 
 def check_shape_options(recipe: Recipe, kind: str) -> None:
@@ -124,8 +129,7 @@ def build_model(recipe: Recipe, splits: "DatasetDict"):
     """(tokenizer, model) for the recipe's shape; the tokenizer is the one that reads sources."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    kind = shape(recipe)
-    check_shape_options(recipe, kind)
+    kind = shape(recipe)  # its options were checked with the recipe (check_recipe)
     texts = _tokenizer_training_texts(recipe, splits) if recipe.model.train_tokenizer is not None else None
     if kind == "pair":
         tokenizer, model = _build_pair(recipe, texts)
@@ -140,20 +144,6 @@ def build_model(recipe: Recipe, splits: "DatasetDict"):
     if recipe.generation.max_new_tokens is None and model.generation_config.max_new_tokens is None and model.generation_config.max_length is None:
         model.generation_config.max_new_tokens = max_target_length(recipe)
     return tokenizer, model
-
-
-def _base_config(section):
-    """The checkpoint's config, or a fresh one of config.model_type (no overrides, no weights)."""
-    from transformers import CONFIG_MAPPING, AutoConfig
-
-    if section.name_or_path is not None:
-        return modeling.from_pretrained(AutoConfig, section.name_or_path, "model config")
-    model_type = section.config["model_type"]
-    if model_type not in CONFIG_MAPPING:
-        raise RecipeError(
-            [f"model.config.model_type: unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"]
-        )
-    return AutoConfig.for_model(model_type)
 
 
 def _tokenizer_training_texts(recipe: Recipe, splits: "DatasetDict") -> list[str]:

@@ -17,6 +17,7 @@ from hf_toolkit.tasks.seq2seq import (  # noqa: F401  (the task contract, re-exp
     TRAINING_DEFAULTS,
     auto_model,
     build_model,
+    check_recipe,
     encode_prompts,
     finish_metrics,
     metric_options,
