@@ -9,7 +9,6 @@ exception is a bug and keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 

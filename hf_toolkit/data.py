@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 _HTML_TAG = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
+# Roles holding text that data.strip_html / data.normalize_whitespace clean.
+TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
 
 
 def load_source(source: DataSource) -> "Dataset":
@@ -135,7 +137,7 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
             splits[name] = splits[name].select(range(limit))
     if data.strip_html or data.normalize_whitespace:
         splits = splits.map(
-            _cleaner(data, [r for r in ("text", "text_pair", "source", "target", "question", "context") if r in roles + optional_roles]),
+            _cleaner(data, [r for r in TEXT_ROLES if r in roles + optional_roles]),
             desc="Cleaning text",
         )
     return splits
@@ -188,8 +190,18 @@ def _language_key(code: str, example: dict) -> str | None:
     return None
 
 
-def select_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, ...], optional_roles: tuple[str, ...] = (), *, where: str) -> "Dataset":
-    """Keep the columns the task needs and rename them to their role names."""
+RECIPE_MAPPING_HINT = "Map roles to columns in the recipe, e.g. data.columns: {{{role}: {column}}}"
+
+
+def select_roles(
+    dataset: "Dataset", columns: dict[str, str], roles: tuple[str, ...], optional_roles: tuple[str, ...] = (),
+    *, where: str, how_to_map: str = RECIPE_MAPPING_HINT,
+) -> "Dataset":
+    """Keep the columns the task needs and rename them to their role names.
+
+    `how_to_map` is the fix a missing column's message suggests, formatted with a missing
+    ``role`` and an existing ``column``.
+    """
     available = list(dataset.column_names)
     rename, missing = {}, []
     for role in roles + optional_roles:
@@ -205,21 +217,35 @@ def select_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, 
         ]
         raise DataError(
             f"{where}: " + "; ".join(lines) + f".\n  Columns in the file: {', '.join(available)}.\n"
-            f"  Map roles to columns in the recipe, e.g. data.columns: {{{missing[0][0]}: {available[0]}}}"
+            "  " + how_to_map.format(role=missing[0][0], column=available[0])
         )
     dataset = dataset.select_columns(list(rename))
     return dataset.rename_columns({c: r for c, r in rename.items() if c != r})
 
 
-def select_eval_roles(dataset: "Dataset", columns: dict[str, str], roles: tuple[str, ...], optional_roles: tuple[str, ...] = (), *, where: str) -> "Dataset":
-    """Like :func:`select_roles` for data scored by a trained run (``hftk eval --model``, ``hftk predict --file``).
+def eval_rows(
+    dataset: "Dataset", data: DataSection | None, roles: tuple[str, ...], optional_roles: tuple[str, ...] = (),
+    *, where: str, how_to_map: str,
+) -> "Dataset":
+    """Rows scored or predicted by a trained run (``hftk eval --model``, ``hftk predict --file``),
+    prepared as :func:`load_splits` prepared the run's splits: the translation format flattened,
+    role columns, text cleaned as the run's recipe (`data`, None for a plain model dir) says.
 
     A role's column is the one the run's recipe mapped it to when the file has that column, else
     the role's own name, so a file written with role names (``text``, ``label``) always works.
+    Called before any model loads, so a missing column fails fast.
     """
+    if len(dataset) == 0:
+        raise DataError(f"{where}: the file has no rows")
+    if data is not None:
+        dataset = flatten_translation(dataset, data, where=where)
+    columns = data.columns if data is not None else {}
     available = set(dataset.column_names)
     mapping = {role: columns[role] for role in roles + optional_roles if role in columns and columns[role] in available}
-    return select_roles(dataset, mapping, roles, optional_roles, where=where)
+    dataset = select_roles(dataset, mapping, roles, optional_roles, where=where, how_to_map=how_to_map)
+    if data is not None and (data.strip_html or data.normalize_whitespace):
+        dataset = dataset.map(_cleaner(data, [r for r in TEXT_ROLES if r in dataset.column_names]), desc="Cleaning text")
+    return dataset
 
 
 def _cleaner(data: DataSection, fields: list[str]):

@@ -300,7 +300,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     scores are written to ``output_dir`` (default: ``DIR/eval``) as ``<F's name>.predictions.jsonl``
     and ``<F's name>.scores.json``.
     """
-    from hf_toolkit.data import load_source
+    from hf_toolkit.data import eval_rows, load_source
     from hf_toolkit.generation import read_run_recipe
     from hf_toolkit.recipe import DataSource
     from hf_toolkit.tasks import get_task
@@ -331,7 +331,10 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
         source = DataSource(file=str(data))
     except ValueError as error:  # pydantic's ValidationError: unsupported extension
         raise DataError(f"--data: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    dataset = load_source(source)
+    dataset = eval_rows(
+        load_source(source), recipe.data, task.ROLES, task.OPTIONAL_ROLES, where=f"--data {data}",
+        how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}",
+    )
     predictions, references = task.predict(model_dir, recipe, dataset)
     scores = metrics_lib.compute(names, predictions, references, **options)
 

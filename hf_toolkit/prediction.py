@@ -65,7 +65,6 @@ def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int =
 
 def infer_task(model_ref: str) -> str:
     """The task of a plain model directory, from its config's architectures."""
-    from transformers import AutoConfig
 
     config = modeling.load_config(model_ref)
     for architecture in config.architectures or []:
@@ -111,7 +110,7 @@ def read_inputs(task: str, inputs: Inputs, recipe) -> Inputs:
 
 def add_file_rows(task: str, inputs: Inputs, recipe) -> None:
     """Rows of a json/jsonl/csv/tsv/parquet/txt file, columns named as the run's recipe maps them or by role."""
-    from hf_toolkit.data import load_source, select_eval_roles
+    from hf_toolkit.data import eval_rows, load_source
     from hf_toolkit.recipe import LOCAL_FILE_SUFFIXES, DataSource
 
     path = Path(inputs.file)
@@ -121,8 +120,10 @@ def add_file_rows(task: str, inputs: Inputs, recipe) -> None:
         raise DataError(f"--file: '{path}' has an unsupported extension; use one of {', '.join(LOCAL_FILE_SUFFIXES)}")
     dataset = load_source(DataSource.model_construct(file=str(path), path=None, name=None, split=None, data_files=None))
     roles, optional = {"text-classification": (("text",), ("text_pair",)), "question-answering": (("question", "context"), ()), "masked-lm": (("text",), ())}[task]
-    columns = recipe.data.columns if recipe is not None else {}
-    dataset = select_eval_roles(dataset, columns, roles, optional, where=f"--file {path}")
+    dataset = eval_rows(
+        dataset, recipe.data if recipe is not None else None, roles, optional, where=f"--file {path}",
+        how_to_map="Name the file's columns by role (" + ", ".join(roles + optional) + ")",
+    )
     if task == "question-answering":
         inputs.questions += list(dataset["question"])
         inputs.contexts += list(dataset["context"])

@@ -133,12 +133,14 @@ def test_task_predict_gives_ids_that_metrics_score(classifier_run):
     from datasets import Dataset
 
     from hf_toolkit import metrics
+    from hf_toolkit.data import eval_rows
     from hf_toolkit.generation import read_run_recipe
     from hf_toolkit.tasks import text_classification
 
     run, _, _ = classifier_run
-    rows = sentiment_rows(40, 7)
-    predictions, references = text_classification.predict(run, read_run_recipe(run), Dataset.from_list(rows))
+    rows, recipe = sentiment_rows(40, 7), read_run_recipe(run)
+    dataset = eval_rows(Dataset.from_list(rows), recipe.data, text_classification.ROLES, text_classification.OPTIONAL_ROLES, where="rows", how_to_map="")
+    predictions, references = text_classification.predict(run, recipe, dataset)
     assert references == [1 if r["sentiment"] == "pos" else 0 for r in rows]
     scores = metrics.compute(text_classification.EVAL_METRICS, predictions, references)
     assert scores["accuracy"] >= 0.9
@@ -377,11 +379,14 @@ def test_qa_task_predict_scores_with_squad_metrics(qa_run):
     from datasets import Dataset
 
     from hf_toolkit import metrics
+    from hf_toolkit.data import eval_rows
     from hf_toolkit.generation import read_run_recipe
     from hf_toolkit.tasks import question_answering
 
     run, dev = qa_run
-    predictions, references = question_answering.predict(run, read_run_recipe(run), Dataset.from_list(dev))
+    recipe = read_run_recipe(run)
+    dataset = eval_rows(Dataset.from_list(dev), recipe.data, question_answering.ROLES, question_answering.OPTIONAL_ROLES, where="dev", how_to_map="")
+    predictions, references = question_answering.predict(run, recipe, dataset)
     assert set(predictions) == set(references) == {r["id"] for r in dev}
     scores = metrics.compute(question_answering.EVAL_METRICS, predictions, references)
     assert scores["exact_match"] >= 80
@@ -436,12 +441,13 @@ def test_settings_an_encoder_task_cannot_use_exit_2(tmp_path, cli):
     jsonl(tmp_path / "train.jsonl", qa_rows(4, 0))
     recipe = bert_recipe(
         tmp_path / "r.yaml", "question-answering",
-        f"  train: {tmp_path / 'train.jsonl'}\n  null_score_threshold: 1.0\n", "  max_steps: 1\n",
+        f"  train: {tmp_path / 'train.jsonl'}\n  null_score_threshold: 1.0\n  normalize_whitespace: true\n", "  max_steps: 1\n",
     )
     write(recipe, recipe.read_text() + "generation: {num_beams: 4}\n")
     result = cli("finetune", recipe)
     assert result.exit_code == 2
     assert "generation.num_beams" in result.stderr and "data.null_score_threshold" in result.stderr
+    assert "data.normalize_whitespace: would change the contexts" in result.stderr
 
 
 def test_hftk_eval_model_mode_scores_qa_and_classification_runs(qa_run, classifier_run, cli):
@@ -454,3 +460,24 @@ def test_hftk_eval_model_mode_scores_qa_and_classification_runs(qa_run, classifi
     result = cli("eval", "--metric", "accuracy", "--model", classifier, "--data", tmp / "test.jsonl", "--json")
     assert result.exit_code == 0, result
     assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.9
+
+
+def test_eval_column_mistakes_fail_before_the_model_loads_and_set_maps_them(classifier_run, cli, monkeypatch):
+    from hf_toolkit import modeling
+
+    classifier, tmp, _ = classifier_run
+    rows = [{"review": r["sentence"], "sentiment": r["sentiment"]} for r in sentiment_rows(30, 11)]
+    jsonl(tmp / "reviews.jsonl", rows)
+    with monkeypatch.context() as patched:
+        def no_model(*args, **kwargs):
+            raise AssertionError("the model must not load before the columns are checked")
+
+        patched.setattr(modeling, "load_trained", no_model)
+        result = cli("eval", "--metric", "accuracy", "--model", classifier, "--data", tmp / "reviews.jsonl", "--json")
+    assert result.exit_code == 2, result
+    assert "column 'text' (role text) not found" in result.stderr
+    assert "--set data.columns.text=review" in result.stderr
+    mapped = cli("eval", "--metric", "accuracy", "--model", classifier, "--data", tmp / "reviews.jsonl",
+                 "--set", "data.columns.text=review", "--json")
+    assert mapped.exit_code == 0, mapped
+    assert json.loads(mapped.stdout.strip().splitlines()[-1])["accuracy"] >= 0.9

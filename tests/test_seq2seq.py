@@ -291,11 +291,16 @@ def learn_to_copy(tmp_path: Path, copy_data: Path, cli, shape: str, **kwargs) ->
     assert sum(t.strip() == s for t, s in zip(generated, sources)) >= 2, generated
 
     from hf_toolkit import metrics as metrics_lib
-    from hf_toolkit.tasks import get_task
     from datasets import load_dataset
 
+    from hf_toolkit.data import eval_rows
+    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit.tasks import get_task
+
     task = get_task("summarization")
-    predictions, references = task.predict(out, None, load_dataset("json", data_files=str(copy_data), split="train"))
+    recipe = read_run_recipe(out)
+    rows = eval_rows(load_dataset("json", data_files=str(copy_data), split="train"), recipe.data, task.ROLES, where="copy", how_to_map="")
+    predictions, references = task.predict(out, recipe, rows)
     assert references[0] == sources[0]
     assert metrics_lib.compute(task.EVAL_METRICS, predictions, references)["rougeL"] >= 0.9
     return out

@@ -92,10 +92,7 @@ def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[str], None]:
     """The texts of `dataset` for ``hftk eval --model``: perplexity runs the model over them itself."""
-    from hf_toolkit.data import select_eval_roles
-
-    rows = select_eval_roles(dataset, recipe.data.columns if recipe is not None else {}, ROLES, where="--data")
-    return list(rows["text"]), None
+    return list(dataset["text"]), None
 
 
 def context_length(model) -> int:

@@ -25,7 +25,6 @@ import math
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import data as data_lib
 from hf_toolkit import modeling
 from hf_toolkit.errors import DataError, HftkError
 from hf_toolkit.recipe import Recipe
@@ -230,12 +229,10 @@ def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[in
     import torch
     from transformers import AutoModelForMaskedLM
 
-    model, tokenizer = modeling.load_trained(AutoModelForMaskedLM, run_dir)
-    columns = recipe.data.columns if recipe is not None else {}
-    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, where="--data")
     texts = [t for t in dataset["text"] if t and t.strip()]
     if not texts:
         raise DataError("--data: no non-empty text to mask")
+    model, tokenizer = modeling.load_trained(AutoModelForMaskedLM, run_dir)
     probability = DEFAULT_MLM_PROBABILITY
     if recipe is not None and recipe.data.mlm_probability is not None:
         probability = recipe.data.mlm_probability

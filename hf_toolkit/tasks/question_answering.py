@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import data as data_lib
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe import Recipe
@@ -80,6 +79,12 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if recipe.data.null_score_threshold is not None and not s.version_2:
         problems.append("data.null_score_threshold: only used for SQuAD v2 null answers; set data.version_2: true or remove it")
+    for option in ("strip_html", "normalize_whitespace"):
+        if getattr(recipe.data, option):
+            problems.append(
+                f"data.{option}: would change the contexts and move every answer away from its answer_start; "
+                "clean the data (and its offsets) beforehand, or remove this option"
+            )
     raise_problems(problems)
 
 
@@ -272,8 +277,6 @@ def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[dict[st
     """({id: predicted answer}, {id: gold answers}) for `dataset`, the layout of the squad/squad_v2 metrics."""
     from transformers import AutoModelForQuestionAnswering
 
-    columns = recipe.data.columns if recipe is not None else {}
-    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, OPTIONAL_ROLES, where="--data")
     for value in dataset["answers"]:
         answer_lists(value)
     model, tokenizer = modeling.load_trained(AutoModelForQuestionAnswering, run_dir)

@@ -41,7 +41,6 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import data as data_lib
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit import modeling
 from hf_toolkit.errors import DataError, RecipeError
@@ -503,16 +502,10 @@ def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[str], list[str]]:
     """(generated texts, reference texts) for `dataset`, decoded as ``hftk generate`` does.
 
-    `dataset` holds the rows of the evaluation file: role columns, the columns the run's recipe
-    mapped, or the translation format (``data.source_lang``/``target_lang`` of the run).
+    `dataset` holds ``source`` and ``target`` columns (see :func:`hf_toolkit.data.eval_rows`).
     Generation settings are the run's saved ``generation_config.json``.
     """
     from hf_toolkit import generation
 
-    recipe = recipe if recipe is not None else generation.read_run_recipe(run_dir)
-    if recipe is not None:
-        dataset = data_lib.flatten_translation(dataset, recipe.data, where="--data")
-    columns = recipe.data.columns if recipe is not None else {}
-    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, OPTIONAL_ROLES, where="--data")
     results = generation.generate(str(run_dir), list(dataset["source"]), {"num_return_sequences": 1}, recipe=recipe)
     return [result.text.strip() for result in results], list(dataset["target"])

@@ -23,7 +23,6 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import data as data_lib
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe import Recipe
@@ -218,13 +217,10 @@ def classify(model, tokenizer, texts: list[str], pairs: list[str] | None = None,
 
 
 def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[int], list[int]]:
-    """(predicted label ids, reference label ids) for `dataset` (columns as the run's recipe names them, or role names)."""
+    """(predicted label ids, reference label ids) for `dataset` (role columns, see :func:`hf_toolkit.data.eval_rows`)."""
     from transformers import AutoModelForSequenceClassification
 
-    model, tokenizer = modeling.load_trained(AutoModelForSequenceClassification, run_dir)
-    columns = recipe.data.columns if recipe is not None else {}
-    dataset = data_lib.select_eval_roles(dataset, columns, ROLES, OPTIONAL_ROLES, where="--data")
-    label2id = model.config.label2id
+    label2id = modeling.load_config(str(run_dir)).label2id  # labels are checked before the weights load
     names = list(label2id)
     class_label = is_class_label(dataset)
     references = []
@@ -236,6 +232,7 @@ def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[in
                 "drop those rows or map them to a known label"
             )
         references.append(label2id[key])
+    model, tokenizer = modeling.load_trained(AutoModelForSequenceClassification, run_dir)
     pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else None
     max_length = recipe.data.max_length if recipe is not None else None
     probabilities = classify(model, tokenizer, list(dataset["text"]), list(pairs) if pairs is not None else None, max_length=max_length)
