@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 from hf_toolkit.errors import ModelLoadError
@@ -43,8 +44,12 @@ def cached(repo_id: str) -> bool:
 
 
 def unreachable_message(repo_id: str, what: str) -> str:
+    if "/" in repo_id:  # 'runs/mine' reads as a hub id when no such directory exists
+        local = f"there is no directory {Path(repo_id).absolute()} (write ./{repo_id} to mean a local one)"
+    else:
+        local = "it is not a local directory"
     return (
-        f"cannot load {what} '{repo_id}': it is not a local directory, the Hugging Face hub is unreachable "
+        f"cannot load {what} '{repo_id}': {local}, the Hugging Face hub is unreachable "
         "(offline or HF_HUB_OFFLINE=1) and it is not in the local cache.\n"
         "  Use a local directory instead (one holding config.json and the weights/tokenizer files), "
         f"e.g. ./models/{repo_id.split('/')[-1]},\n"
