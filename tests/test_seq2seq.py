@@ -344,3 +344,13 @@ def test_bert2gpt2_with_real_tokenizers_saves_and_uses_the_decoder_tokenizer(tmp
     generated = [row["text"].strip() for row in json.loads(result.stdout)]
     assert generated == [t.strip() for t in plain_transformers_generate(out, "pair", sources)]
     assert any(g == s for g, s in zip(generated, sources)), generated
+
+
+def test_summarization_and_translation_are_seq2seq_with_their_own_metrics():
+    from hf_toolkit.tasks import seq2seq, summarization, translation
+
+    for name in seq2seq.__all__:
+        assert getattr(summarization, name) is getattr(seq2seq, name), name
+        assert getattr(translation, name) is getattr(seq2seq, name), name
+    assert summarization.EVAL_METRICS == ("rouge",)
+    assert translation.EVAL_METRICS == ("bleu", "chrf")

@@ -49,6 +49,27 @@ from hf_toolkit.recipe import ModelPart, Recipe
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
+# The task contract (see hf_toolkit.tasks) that summarization and translation re-export.
+__all__ = [
+    "OPTIONAL_ROLES",
+    "PEFT_TASK_TYPE",
+    "ROLES",
+    "TASK_METRICS",
+    "TRAINER",
+    "TRAINING_DEFAULTS",
+    "auto_model",
+    "build_model",
+    "check_recipe",
+    "encode_prompts",
+    "finish_metrics",
+    "metric_options",
+    "model_config",
+    "predict",
+    "prepare",
+    "trainer_class",
+    "trainer_kwargs",
+]
+
 ROLES = ("source", "target")
 OPTIONAL_ROLES = ()
 TRAINER = "Seq2SeqTrainer"

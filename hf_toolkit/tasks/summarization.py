@@ -5,24 +5,7 @@ Everything but the metric is shared with translation in :mod:`hf_toolkit.tasks.s
 prompt template). Data roles: ``source`` (the document) and ``target`` (the summary).
 """
 
-from hf_toolkit.tasks.seq2seq import (  # noqa: F401  (the task contract, re-exported)
-    OPTIONAL_ROLES,
-    PEFT_TASK_TYPE,
-    ROLES,
-    TASK_METRICS,
-    TRAINER,
-    TRAINING_DEFAULTS,
-    auto_model,
-    build_model,
-    check_recipe,
-    encode_prompts,
-    finish_metrics,
-    metric_options,
-    model_config,
-    predict,
-    prepare,
-    trainer_class,
-    trainer_kwargs,
-)
+from hf_toolkit.tasks.seq2seq import *  # noqa: F403  (the task contract: seq2seq.__all__)
+from hf_toolkit.tasks.seq2seq import TASK_METRICS
 
 EVAL_METRICS = TASK_METRICS["summarization"]
