@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hf_toolkit import modeling
 from hf_toolkit.errors import HftkError
+from hf_toolkit.tasks.seq2seq import DECODER_TOKENIZER_DIR
 
 RUN_FILES = ("hftk_recipe.yaml", "metrics.json", "README.md")
 
@@ -54,6 +55,8 @@ def export(run_dir: Path, output_dir: Path, *, merge: bool, quantize: str | None
     for name in RUN_FILES:
         if (Path(run_dir) / name).is_file():
             shutil.copy(Path(run_dir) / name, output_dir / name)
+    if (Path(run_dir) / DECODER_TOKENIZER_DIR).is_dir():  # an encoder-decoder pair's second tokenizer
+        shutil.copytree(Path(run_dir) / DECODER_TOKENIZER_DIR, output_dir / DECODER_TOKENIZER_DIR)
     report = ExportReport(output_dir, merged=merge)
     if quantize is not None:
         report.numbers = quantize_int8(model, tokenizer, output_dir)

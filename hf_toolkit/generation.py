@@ -58,8 +58,6 @@ def generation_config(model, tokenizer, options: dict[str, Any]):
 
     config = copy.deepcopy(model.generation_config)
     given = {k: v for k, v in options.items() if v is not None}
-    if "max_length" in given and "max_new_tokens" in given:
-        raise HftkError("give --max-new-tokens or --max-length, not both")
     if "max_length" in given:
         config.max_new_tokens = None
     elif "max_new_tokens" not in given and config.max_new_tokens is None and config.max_length == 20:
@@ -72,6 +70,23 @@ def generation_config(model, tokenizer, options: dict[str, Any]):
     except ValueError as error:
         raise HftkError(f"impossible generation settings: {error}") from None
     return config
+
+
+def check_options(given: dict[str, Any]) -> None:
+    """Decoding options from the command line obey the rules of a recipe's `generation` section."""
+    from pydantic import ValidationError
+
+    from hf_toolkit.recipe import GenerationSection
+
+    if "max_length" in given and "max_new_tokens" in given:
+        raise HftkError("give --max-new-tokens or --max-length, not both")
+    try:
+        GenerationSection(**{k: v for k, v in given.items() if k in GenerationSection.model_fields})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise HftkError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']} (got {first['input']!r})") from None
+    if given.get("do_sample") is False and any(k in given for k in ("temperature", "top_k", "top_p")):
+        raise HftkError("--temperature, --top-k and --top-p shape sampling; drop them or use --do-sample instead of --greedy")
 
 
 def generate(
@@ -91,13 +106,17 @@ def generate(
     """
     if not prompts:
         raise HftkError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    check_options({k: v for k, v in options.items() if v is not None})
     model, tokenizer = load_generator(reference)
     import torch
     from transformers import set_seed
 
     encode, continues = prompt_encoder(reference, model, tokenizer, recipe)
     writer = output_tokenizer(reference, tokenizer)
+    # The model carries the settings itself: a config passed to generate() would have its unset
+    # fields (max_new_tokens=None under --max-length) filled back in from the model's.
     config = generation_config(model, tokenizer, options)
+    modeling.set_generation_config(model, config)
     if seed is not None:
         set_seed(seed)
     per_prompt = config.num_return_sequences or 1
@@ -112,7 +131,7 @@ def generate(
         batch = prompts[start : start + batch_size]
         inputs = encode(batch)
         with torch.inference_mode():
-            output = model.generate(**inputs, generation_config=config, streamer=streamer)
+            output = model.generate(**inputs, streamer=streamer)
         if not model.config.is_encoder_decoder:
             output = output[:, inputs["input_ids"].shape[1] :]
         texts = writer.batch_decode(output, skip_special_tokens=True)

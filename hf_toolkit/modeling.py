@@ -120,8 +120,8 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
 
 ADAPTER_CONFIG = "adapter_config.json"
 # A LoRA run saves only the adapter; the fine-tuned model's own config (label names, task head
-# sizes) goes here, because a config.json beside the adapter would make transformers look for
-# full weights.
+# sizes) and generation config (the recipe's `generation` section) go here, because a
+# config.json beside the adapter would make transformers look for full weights.
 ADAPTER_MODEL_CONFIG_DIR = "model_config"
 
 
@@ -152,9 +152,27 @@ def load_model_dir(auto_class: Any, reference: str) -> "PreTrainedModel":
     if base is None:
         return from_pretrained(auto_class, reference, "model")
     from peft import PeftModel
+    from transformers import GenerationConfig
 
     base_model = from_pretrained(auto_class, base, "base model", config=load_config(reference))
+    saved = Path(location) / ADAPTER_MODEL_CONFIG_DIR
+    if (saved / "generation_config.json").is_file():
+        base_model.generation_config = GenerationConfig.from_pretrained(saved)
     return PeftModel.from_pretrained(base_model, location)
+
+
+def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
+    """Beside a saved LoRA adapter: the fine-tuned model's config and generation config (see above)."""
+    base = model.get_base_model()
+    base.config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
+
+
+def set_generation_config(model: Any, config: Any) -> None:
+    """Make `config` the one ``model.generate()`` uses (a PeftModel generates with its base model's)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target.generation_config = config
 
 
 def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:

@@ -244,8 +244,8 @@ def save_run(trainer, recipe: Recipe, output_dir: str, metrics: dict[str, float]
     """Model, tokenizer and generation config, plus the resolved recipe, metrics and a model card."""
     out = Path(output_dir)
     trainer.save_model(str(out))
-    if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned config (labels, head sizes) too
-        trainer.model.get_base_model().config.save_pretrained(out / modeling.ADAPTER_MODEL_CONFIG_DIR)
+    if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned (generation) config too
+        modeling.save_adapter_model_config(trainer.model, out)
     trainer.save_state()
     (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False), encoding="utf-8")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

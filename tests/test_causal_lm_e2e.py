@@ -135,6 +135,22 @@ def test_beam_search_and_max_length(shakespeare_run, cli):
     assert len(tokenizer("ROMEO:" + text).input_ids) <= 10
 
 
+def test_max_length_overrides_the_runs_max_new_tokens(shakespeare_run, cli):
+    """The run saved max_new_tokens=12; --max-length 6 must cap prompt + continuation at 6 tokens."""
+    from transformers import AutoTokenizer
+
+    run, _ = shakespeare_run
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    prompt_tokens = len(tokenizer("ROMEO:").input_ids)
+    default = cli("generate", "--model", run, "--prompt", "ROMEO:", "--json")
+    capped = cli("generate", "--model", run, "--prompt", "ROMEO:", "--max-length", "6", "--json")
+    assert default.exit_code == capped.exit_code == 0, (default, capped)
+    default_ids = tokenizer(json.loads(default.stdout)[0]["text"]).input_ids
+    capped_ids = tokenizer(json.loads(capped.stdout)[0]["text"]).input_ids
+    assert len(default_ids) > 6 - prompt_tokens
+    assert len(capped_ids) <= 6 - prompt_tokens
+
+
 def test_impossible_generation_options_exit_2(shakespeare_run, cli):
     run, _ = shakespeare_run
     result = cli("generate", "--model", run, "--prompt", "x", "--num-return-sequences", "2")
@@ -142,6 +158,15 @@ def test_impossible_generation_options_exit_2(shakespeare_run, cli):
     assert "num_return_sequences" in result.stderr
     both = cli("generate", "--model", run, "--prompt", "x", "--max-length", "5", "--max-new-tokens", "5")
     assert both.exit_code == 2 and "not both" in both.stderr
+    # Checked like a recipe's generation section, with the option named:
+    for options, message in (
+        (["--do-sample", "--temperature", "0"], "--temperature: Input should be greater than 0"),
+        (["--top-p", "1.5"], "--top-p: Input should be less than or equal to 1"),
+        (["--greedy", "--top-k", "5"], "use --do-sample instead of --greedy"),
+    ):
+        result = cli("generate", "--model", run, "--prompt", "x", *options)
+        assert result.exit_code == 2, (options, result)
+        assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_trained_tokenizer_run_without_shared_data(tmp_path, tiny_corpus):

@@ -53,6 +53,7 @@ def lora_run(corpus, base_model) -> tuple[Path, subprocess.CompletedProcess]:
         model: {name_or_path: ./base}
         data: {train: train.txt, block_size: 32, validation_split: 0.1}
         peft: {r: 4, alpha: 8, dropout: 0.0}
+        generation: {max_new_tokens: 3, repetition_penalty: 1.3}
         training: {output_dir: lora, max_steps: 20, learning_rate: 1e-2, logging_steps: 5, save_strategy: "no", disable_tqdm: true}
         """))
     result = hftk("finetune", recipe, cwd=corpus)
@@ -82,6 +83,10 @@ def test_lora_run_generates_and_merged_export_matches(lora_run, corpus, cli):
 
     result = cli("export", run, corpus / "merged", "--merge")
     assert result.exit_code == 0, result
+    # The recipe's generation section travels with the adapter and into the merged model.
+    for saved in (run / "model_config", corpus / "merged"):
+        settings = json.loads((saved / "generation_config.json").read_text())
+        assert settings["max_new_tokens"] == 3 and settings["repetition_penalty"] == 1.3, saved
     code = textwrap.dedent(f"""
         import sys, torch
         from transformers import AutoModelForCausalLM
@@ -97,6 +102,17 @@ def test_lora_run_generates_and_merged_export_matches(lora_run, corpus, cli):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.split()[0]) < 1e-5
+
+
+def test_lora_run_generates_with_its_recipes_generation_settings(lora_run, cli):
+    from transformers import AutoTokenizer
+
+    run, _ = lora_run
+    result = cli("generate", "--model", run, "--prompt", "Once upon a time", "--json")
+    assert result.exit_code == 0, result
+    text = json.loads(result.stdout)[0]["text"]
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    assert 0 < len(tokenizer(text).input_ids) <= 3  # the run's max_new_tokens, not the base's default
 
 
 def test_export_quantize_int8_reports_size_and_latency(base_model, corpus, cli):
