@@ -654,6 +654,16 @@ GENERATION_TRAINING_KEYS = {
 }
 
 
+# TrainingArguments fields that only example scripts read (the Trainer ignores them): accepting
+# them would silently do nothing, so they are errors that say what hftk does instead.
+SCRIPT_TRAINING_KEYS = {
+    "do_train": "hftk finetune always trains",
+    "do_eval": "evaluation runs when there is validation data (data.validation or data.validation_split); "
+               "turn it off with training.eval_strategy: 'no'",
+    "do_predict": "data.test is scored at the end of training when the recipe sets it",
+}
+
+
 def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
     """Check `training` keys and value types against TrainingArguments; return (key, problem) pairs."""
     from transformers import Seq2SeqTrainingArguments
@@ -670,6 +680,11 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
             problems.append((key, f"set decoding in the recipe's generation section instead ({GENERATION_TRAINING_KEYS[key]}); "
                                   "it drives evaluation during training, hftk eval and hftk generate alike"))
             continue
+        if key in SCRIPT_TRAINING_KEYS:
+            problems.append((key, f"remove it: the Trainer does not read it, and {SCRIPT_TRAINING_KEYS[key]}"))
+            continue
+        if key == "resume_from_checkpoint" and isinstance(value, bool):
+            continue  # true: the newest checkpoint in output_dir (Trainer.train's own convention)
         message = _type_problem(value, hints[key])
         if message:
             problems.append((key, message))

@@ -72,6 +72,8 @@ def check_run(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = 
         attempt(task.check_recipe, recipe)
     attempt(modeling.check_configs, recipe.model)
     args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
+    if args is not None:
+        attempt(check_resume, args)
     generation = attempt(check_generation, recipe)
     if problems:  # two checks may meet the same problem (an unknown model_type): report it once
         raise locate_problems(RecipeError(list(dict.fromkeys(problems))), recipe_path, overrides)
@@ -109,7 +111,7 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
         logger.info(modeling.describe(model))
         prepared = task.prepare(recipe, splits, tokenizer, model)
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or None)
 
     metrics = dict(train_output.metrics)
     for split in ("validation", "test"):
@@ -175,6 +177,20 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
         return cls(**training)
     except (ValueError, TypeError) as error:
         raise RecipeError([f"training: {error}"]) from None
+
+
+def check_resume(args) -> None:
+    """``training.resume_from_checkpoint``: a checkpoint directory, or true for the newest one in output_dir."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = args.resume_from_checkpoint
+    if resume is True:
+        if not Path(args.output_dir).is_dir() or get_last_checkpoint(args.output_dir) is None:
+            raise RecipeError([f"training.resume_from_checkpoint: no checkpoint-* directory in {args.output_dir} to resume "
+                               "from; train with save_strategy 'steps' or 'epoch' first, or give a checkpoint path"])
+    elif resume and not Path(resume).is_dir():
+        raise RecipeError([f"training.resume_from_checkpoint: checkpoint directory not found: '{resume}' "
+                           f"(looked at {Path(resume).absolute()})"])
 
 
 def precision_flags(recipe: Recipe, training: dict[str, Any]) -> dict[str, bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 from hf_toolkit.train import evaluation_of_final_weights
@@ -34,3 +35,57 @@ def test_evaluates_again_when_the_last_evaluation_is_older_than_the_weights():
 def test_evaluates_again_without_any_evaluation_or_after_loading_the_best_model():
     assert evaluation_of_final_weights(fake_trainer([{"loss": 1.0, "step": 10}], 10)) is None
     assert evaluation_of_final_weights(fake_trainer(HISTORY, 10, load_best=True)) is None
+
+
+RESUMABLE = """\
+task: causal-lm
+seed: 0
+model:
+  init: scratch
+  train_tokenizer: {{vocab_size: 300}}
+  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
+data: {{train: {train}, block_size: 32}}
+training:
+  output_dir: run
+  max_steps: {steps}
+  per_device_train_batch_size: 4
+  logging_steps: 1
+  save_strategy: steps
+  save_steps: 2
+  disable_tqdm: true
+"""
+
+
+def test_resume_from_checkpoint_continues_the_saved_run(tmp_path, tiny_corpus, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = tiny_corpus.read_text()
+    (tmp_path / "a.txt").write_text(text[:6000])
+    (tmp_path / "b.txt").write_text(text[6000:12000])
+    (tmp_path / "first.yaml").write_text(RESUMABLE.format(train="a.txt", steps=4))
+    assert cli("finetune", "first.yaml").exit_code == 0
+    first = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+
+    # Other text and more steps: steps 1-4 come from the checkpoint, so their losses are the first run's.
+    (tmp_path / "second.yaml").write_text(RESUMABLE.format(train="b.txt", steps=6))
+    result = cli("finetune", "second.yaml", "--set", "training.resume_from_checkpoint=true")
+    assert result.exit_code == 0, result
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    losses = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+    assert [losses[s] for s in range(1, 5)] == [e["loss"] for e in first if "loss" in e]
+    assert set(losses) == set(range(1, 7))
+
+
+def test_resume_and_script_only_training_keys_are_checked(tmp_path, tiny_corpus, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    (tmp_path / "r.yaml").write_text(RESUMABLE.format(train="a.txt", steps=2))
+    result = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=true")
+    assert result.exit_code == 2
+    assert "training.resume_from_checkpoint: no checkpoint-* directory in run" in result.stderr
+    do_eval = cli("finetune", "r.yaml", "--check", "--set", "training.do_eval=true")
+    assert do_eval.exit_code == 2
+    assert "training.do_eval: remove it: the Trainer does not read it, and evaluation runs when there is validation data" in do_eval.stderr
+    missing = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=run/checkpoint-9")
+    assert missing.exit_code == 2 and "checkpoint directory not found: 'run/checkpoint-9'" in missing.stderr
