@@ -12,7 +12,7 @@ import html
 import re
 from typing import TYPE_CHECKING
 
-from hf_toolkit.errors import DataError, did_you_mean
+from hf_toolkit.errors import DataError, RecipeError, did_you_mean
 from hf_toolkit.recipe import DataSection, DataSource, resolve_path
 
 if TYPE_CHECKING:
@@ -188,6 +188,18 @@ def _language_key(code: str, example: dict) -> str | None:
         if key in example:
             return key
     return None
+
+
+def check_columns(data: DataSection, roles: tuple[str, ...], optional_roles: tuple[str, ...], task: str) -> None:
+    """``data.columns`` maps only roles the task reads: any other mapping would be silently unused."""
+    used = roles + optional_roles
+    problems = [
+        f"data.columns.{role}: task {task} reads no '{role}' column (its roles: {', '.join(used)}); remove it"
+        for role in data.columns
+        if role not in used
+    ]
+    if problems:
+        raise RecipeError(problems)
 
 
 RECIPE_MAPPING_HINT = "Map roles to columns in the recipe, e.g. data.columns: {{{role}: {column}}}"

@@ -471,12 +471,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> tuple[str, ...]:
 
 
 def location(loc: tuple[str, ...], lines: dict[tuple[str, ...], int], overridden: dict[tuple[str, ...], str], source: str) -> str:
-    """'file:line' (or '--set k=v') of the closest key path at or above `loc` that was written."""
+    """'file:line' (or '--set k=v') of the closest key path at or above `loc` that was written,
+    else of the first key written below it (a section that only ``--set peft.r=4`` created)."""
     for i in range(len(loc), 0, -1):
         if loc[:i] in overridden:
             return f"--set {overridden[loc[:i]]}"
         if loc[:i] in lines:
             return f"{source}:{lines[loc[:i]]}"
+    if loc:
+        for key, assignment in overridden.items():
+            if key[: len(loc)] == loc:
+                return f"--set {assignment}"
     return source
 
 
@@ -617,6 +622,11 @@ def _describe(item: dict[str, Any], where) -> str:
     message = item["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+        # A check across keys that names its key first ("peft: ...", "data.source_lang ...") is
+        # reported at that key's line.
+        named = re.match(r"(\w+(?:\.\w+)*)\b", message)
+        if named and named.group(1).split(".")[0] in Recipe.model_fields:
+            return f"{where(tuple(named.group(1).split('.')))}: {message}"
         dotted = ".".join(loc) if loc else "recipe"
     got = item.get("input")
     shown = "" if kind.startswith("value_error") or isinstance(got, dict) else f" (got {got!r})"

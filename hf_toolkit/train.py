@@ -54,8 +54,9 @@ class CheckedRun:
 def check_run(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CheckedRun:
     """Every check that runs before data or weights load; all problems at once, located in the recipe.
 
-    The recipe schema, then the task's own checks, the model config overrides (against the
-    model's config class), the training arguments and the generation settings.
+    The recipe schema, then the task's own checks, the roles ``data.columns`` maps, the model
+    config overrides (against the model's config class), the training arguments and the
+    generation settings.
     """
     recipe = load_recipe(recipe_path, overrides)
     task = get_task(recipe.task)
@@ -70,6 +71,7 @@ def check_run(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = 
 
     if hasattr(task, "check_recipe"):
         attempt(task.check_recipe, recipe)
+    attempt(data_lib.check_columns, recipe.data, task.ROLES, task.OPTIONAL_ROLES, recipe.task)
     attempt(modeling.check_configs, recipe.model)
     args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
     if args is not None:
