@@ -33,6 +33,7 @@ from hf_toolkit.tasks import get_task
 logger = logging.getLogger("hftk")
 RECIPE_FILE = "hftk_recipe.yaml"
 METRICS_FILE = "metrics.json"
+TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
@@ -113,7 +114,10 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
         logger.info(modeling.describe(model))
         prepared = task.prepare(recipe, splits, tokenizer, model)
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
-    train_output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or None)
+    resume = latest_checkpoint(args.output_dir) if args.resume_from_checkpoint is True else args.resume_from_checkpoint
+    if resume:
+        logger.info("resuming from %s", resume)
+    train_output = trainer.train(resume_from_checkpoint=resume or None)
 
     metrics = dict(train_output.metrics)
     for split in ("validation", "test"):
@@ -182,17 +186,30 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
 
 
 def check_resume(args) -> None:
-    """``training.resume_from_checkpoint``: a checkpoint directory, or true for the newest one in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """``training.resume_from_checkpoint``: a checkpoint directory, or true for the newest complete one in output_dir."""
     resume = args.resume_from_checkpoint
     if resume is True:
-        if not Path(args.output_dir).is_dir() or get_last_checkpoint(args.output_dir) is None:
-            raise RecipeError([f"training.resume_from_checkpoint: no checkpoint-* directory in {args.output_dir} to resume "
-                               "from; train with save_strategy 'steps' or 'epoch' first, or give a checkpoint path"])
-    elif resume and not Path(resume).is_dir():
-        raise RecipeError([f"training.resume_from_checkpoint: checkpoint directory not found: '{resume}' "
+        if latest_checkpoint(args.output_dir) is None:
+            raise RecipeError([f"training.resume_from_checkpoint: no complete checkpoint-* directory in {args.output_dir} "
+                               "to resume from; train with save_strategy 'steps' or 'epoch' first, or give a checkpoint path"])
+    elif resume and not (Path(resume) / TRAINER_STATE).is_file():
+        what = "has no trainer_state.json (a save cut short?)" if Path(resume).is_dir() else "not found"
+        raise RecipeError([f"training.resume_from_checkpoint: checkpoint directory {what}: '{resume}' "
                            f"(looked at {Path(resume).absolute()})"])
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    """The highest-numbered checkpoint-N in `output_dir` that was saved completely.
+
+    The Trainer's own choice (the highest number) may be a save that a kill cut short: it has no
+    trainer_state.json, which the Trainer writes last, and resuming from it crashes.
+    """
+    steps = []
+    for path in Path(output_dir).glob("checkpoint-*") if Path(output_dir).is_dir() else []:
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file():
+            steps.append((int(suffix), path))
+    return str(max(steps)[1]) if steps else None
 
 
 def precision_flags(recipe: Recipe, training: dict[str, Any]) -> dict[str, bool]:

@@ -61,6 +61,26 @@ def lora_run(corpus, base_model) -> tuple[Path, subprocess.CompletedProcess]:
     return corpus / "lora", result
 
 
+def test_full_finetune_of_a_saved_model_changes_every_parameter(base_model, corpus):
+    """Fine-tuning pretrained (saved) weights trains all of them: every tensor moves."""
+    import torch
+    from safetensors.torch import load_file
+
+    recipe = corpus / "full.yaml"
+    recipe.write_text(textwrap.dedent("""\
+        task: causal-lm
+        model: {name_or_path: ./base}
+        data: {train: train.txt, block_size: 32}
+        training: {output_dir: full, max_steps: 3, learning_rate: 1e-3, save_strategy: "no", disable_tqdm: true}
+        """))
+    result = hftk("finetune", recipe, cwd=corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = load_file(base_model / "model.safetensors"), load_file(corpus / "full" / "model.safetensors")
+    assert before.keys() == after.keys()
+    unchanged = [name for name in before if torch.equal(before[name], after[name])]
+    assert not unchanged, unchanged
+
+
 def test_lora_trains_only_adapters_and_saves_an_adapter(lora_run, base_model):
     run, result = lora_run
     assert "trainable" in result.stderr and "PeftModelForCausalLM" in result.stderr

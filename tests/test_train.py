@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from hf_toolkit.train import evaluation_of_final_weights
+from hf_toolkit.train import evaluation_of_final_weights, latest_checkpoint
 
 
 def fake_trainer(history: list[dict], global_step: int, load_best: bool = False):
@@ -66,6 +66,9 @@ def test_resume_from_checkpoint_continues_the_saved_run(tmp_path, tiny_corpus, c
     first = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     assert (tmp_path / "run" / "checkpoint-4").is_dir()
 
+    # A save cut short (no trainer_state.json) is skipped, not resumed from.
+    (tmp_path / "run" / "checkpoint-6").mkdir()
+    (tmp_path / "run" / "checkpoint-6" / "model.safetensors").write_bytes(b"")
     # Other text and more steps: steps 1-4 come from the checkpoint, so their losses are the first run's.
     (tmp_path / "second.yaml").write_text(RESUMABLE.format(train="b.txt", steps=6))
     result = cli("finetune", "second.yaml", "--set", "training.resume_from_checkpoint=true")
@@ -83,9 +86,39 @@ def test_resume_and_script_only_training_keys_are_checked(tmp_path, tiny_corpus,
     (tmp_path / "r.yaml").write_text(RESUMABLE.format(train="a.txt", steps=2))
     result = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=true")
     assert result.exit_code == 2
-    assert "training.resume_from_checkpoint: no checkpoint-* directory in run" in result.stderr
+    assert "training.resume_from_checkpoint: no complete checkpoint-* directory in run" in result.stderr
     do_eval = cli("finetune", "r.yaml", "--check", "--set", "training.do_eval=true")
     assert do_eval.exit_code == 2
     assert "training.do_eval: remove it: the Trainer does not read it, and evaluation runs when there is validation data" in do_eval.stderr
     missing = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=run/checkpoint-9")
     assert missing.exit_code == 2 and "checkpoint directory not found: 'run/checkpoint-9'" in missing.stderr
+    (tmp_path / "run" / "checkpoint-2").mkdir(parents=True)
+    partial = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=true")
+    assert partial.exit_code == 2 and "no complete checkpoint-* directory in run" in partial.stderr
+    named = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=run/checkpoint-2")
+    assert named.exit_code == 2 and "has no trainer_state.json" in named.stderr
+
+
+def test_latest_checkpoint_skips_saves_cut_short(tmp_path):
+    assert latest_checkpoint(str(tmp_path / "missing")) is None
+    for step, complete in ((5, True), (10, True), (15, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+
+
+def test_precision_auto_on_cuda_gpus(monkeypatch):
+    """The GPU branch, without a GPU: bf16 where the GPU supports it, else fp16."""
+    import torch
+
+    from hf_toolkit import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert train.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert train.resolve_precision("auto") == "fp16"
+    assert train.resolve_precision("fp16") == "fp16"  # allowed on a GPU
+    assert train.resolve_precision("fp32") == "fp32"
