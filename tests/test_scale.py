@@ -214,3 +214,25 @@ def test_precision_auto_and_conflicts(monkeypatch, tmp_path):
     with pytest.raises(RecipeError, match="fp16 needs a CUDA GPU"):
         train.precision_flags(validate_recipe({**base, "precision": "fp16"}), {})
     assert train.precision_flags(validate_recipe(base), {"bf16": True}) == {}
+
+
+@pytest.mark.gpu
+def test_precision_auto_trains_in_mixed_precision_on_a_gpu(corpus):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (this checks the real bf16/fp16 path)")
+    recipe = corpus / "gpu.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        task: causal-lm
+        precision: auto
+        model: {{init: scratch, train_tokenizer: {{vocab_size: 300}}, config: {TINY_GPT2}}}
+        data: {{train: train.txt, block_size: 32}}
+        training: {{output_dir: gpu, max_steps: 10, learning_rate: 1e-3, save_strategy: "no", disable_tqdm: true, logging_steps: 1}}
+        """))
+    result = hftk("finetune", recipe, cwd=corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = torch.load(corpus / "gpu" / "training_args.bin", weights_only=False)
+    assert args.bf16 == torch.cuda.is_bf16_supported() and args.fp16 == (not args.bf16)
+    losses = [e["loss"] for e in json.loads((corpus / "gpu" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert all(loss == loss for loss in losses) and losses[-1] < losses[0]  # finite (no NaN) and falling
