@@ -12,12 +12,15 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from hf_toolkit import hub
 from hf_toolkit.errors import DataError, RecipeError, did_you_mean
 from hf_toolkit.recipe import DataSection, DataSource, resolve_path
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
+# load_dataset builders for local files: `path: json` + data_files needs no hub.
+_PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 _HTML_TAG = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
@@ -25,8 +28,12 @@ _SPACES = re.compile(r"\s+")
 TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
 
 
-def load_source(source: DataSource) -> "Dataset":
-    """Load one split from a local file or from ``load_dataset`` arguments."""
+def load_source(source: DataSource, where: str = "data") -> "Dataset":
+    """Load one split from a local file or from ``load_dataset`` arguments (`where` names it in errors).
+
+    A hub dataset is read from the local cache alone when the hub cannot be reached: the datasets
+    library would otherwise retry for half a minute before giving up.
+    """
     import datasets
 
     if source.file is not None:
@@ -44,14 +51,20 @@ def load_source(source: DataSource) -> "Dataset":
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
             raise DataError(f"cannot read {source.file} as {_BUILDERS[suffix]}: {error}") from None
+    on_hub = source.path not in _PACKAGED_BUILDERS and not resolve_path(source.path).exists()
+    if on_hub and not hub.reachable():
+        hub.use_cache_only()
     try:
         dataset = datasets.load_dataset(
             source.path, source.name, split=source.split or "train", data_files=source.data_files
         )
     except (ConnectionError, FileNotFoundError) as error:
+        offline = on_hub and not hub.reachable()
         raise DataError(
-            f"cannot load dataset '{source.path}': {error}\n"
-            "  The Hugging Face hub may be unreachable: download the data and point data.train at a local file."
+            f"{where}: cannot load dataset '{source.path}': {error}\n"
+            + ("  The Hugging Face hub is unreachable (offline or HF_HUB_OFFLINE=1) and the dataset is not in the local cache: "
+               "download it where there is a network, or point the recipe at local files (json, jsonl, csv, tsv, parquet, txt)."
+               if offline else "  Check the dataset name, config name and split.")
         ) from None
     return dataset
 
@@ -122,10 +135,10 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
         source = getattr(data, name)
         if source is None:
             continue
-        dataset = load_source(source)
+        where = f"data.{name} ({_describe(source)})"
+        dataset = load_source(source, where)
         if len(dataset) == 0:
             raise DataError(f"data.{name}: {_describe(source)} has no rows")
-        where = f"data.{name} ({_describe(source)})"
         dataset = flatten_translation(dataset, data, where=where)
         splits[name] = select_roles(dataset, data.columns, roles, optional_roles, where=where)
     if data.validation_split is not None:

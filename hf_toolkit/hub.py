@@ -43,6 +43,15 @@ def cached(repo_id: str) -> bool:
     )
 
 
+def use_cache_only() -> None:
+    """Switch the hub clients in this process to the local cache (what HF_HUB_OFFLINE=1 does at startup)."""
+    import datasets
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+
+
 def unreachable_message(repo_id: str, what: str) -> str:
     if "/" in repo_id:  # 'runs/mine' reads as a hub id when no such directory exists
         local = f"there is no directory {Path(repo_id).absolute()} (write ./{repo_id} to mean a local one)"

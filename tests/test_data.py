@@ -93,3 +93,27 @@ def test_empty_file_is_a_data_error(tmp_path):
     path.write_text("")
     with pytest.raises(DataError, match="train.jsonl is empty"):
         load_splits(DataSection(train=str(path)), ("text",), seed=0)
+
+
+def test_hub_dataset_offline_fails_fast_naming_the_split(tmp_path, monkeypatch):
+    from hf_toolkit import hub
+
+    monkeypatch.setattr(hub, "use_cache_only", lambda: calls.append("cache only"))
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    calls: list[str] = []
+    data = DataSection(train={"path": "hftk-test/no-such-dataset", "name": "plain"})
+    with pytest.raises(DataError) as caught:
+        load_splits(data, ("text",), seed=0)
+    message = str(caught.value)
+    assert message.startswith("data.train (load_dataset('hftk-test/no-such-dataset', 'plain')): cannot load dataset")
+    assert "hub is unreachable" in message and "point the recipe at local files" in message
+    assert calls == ["cache only"]
+
+
+def test_packaged_builder_with_local_files_never_asks_the_hub(tmp_path, monkeypatch):
+    from hf_toolkit import hub
+
+    monkeypatch.setattr(hub, "reachable", lambda: pytest.fail("a local json file needs no hub probe"))
+    path = write_rows(tmp_path / "rows.jsonl", ROWS)
+    splits = load_splits(DataSection(train={"path": "json", "data_files": str(path)}, columns={"text": "sentence"}), ("text",), seed=0)
+    assert splits["train"]["text"][:2] == ["text number 0", "text number 1"]
