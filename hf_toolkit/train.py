@@ -95,7 +95,6 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
             "(train by num_train_epochs for the step count to follow the process count)",
             args.max_steps, args.world_size, args.world_size,
         )
-
     # Seed before the model is built: the Trainer only seeds afterwards.
     set_seed(recipe.seed)
     # Rank 0 tokenizes first and fills the datasets cache; other ranks then read it.
@@ -114,10 +113,7 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
         logger.info(modeling.describe(model))
         prepared = task.prepare(recipe, splits, tokenizer, model)
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
-    resume = latest_checkpoint(args.output_dir) if args.resume_from_checkpoint is True else args.resume_from_checkpoint
-    if resume:
-        logger.info("resuming from %s", resume)
-    train_output = trainer.train(resume_from_checkpoint=resume or None)
+    train_output = trainer.train(resume_from_checkpoint=resume_point(args))
 
     metrics = dict(train_output.metrics)
     for split in ("validation", "test"):
@@ -196,6 +192,14 @@ def check_resume(args) -> None:
         what = "has no trainer_state.json (a save cut short?)" if Path(resume).is_dir() else "not found"
         raise RecipeError([f"training.resume_from_checkpoint: checkpoint directory {what}: '{resume}' "
                            f"(looked at {Path(resume).absolute()})"])
+
+
+def resume_point(args) -> str | None:
+    """The checkpoint ``training.resume_from_checkpoint`` names (true: the newest complete one), or None."""
+    resume = latest_checkpoint(args.output_dir) if args.resume_from_checkpoint is True else args.resume_from_checkpoint
+    if resume:
+        logger.info("resuming from %s", resume)
+    return resume or None
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
