@@ -686,6 +686,10 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
             hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
             problems.append((key, f"unknown TrainingArguments key{hint}"))
             continue
+        if key == "seed":
+            problems.append((key, "set the recipe's top-level seed instead: it seeds weight initialisation and "
+                                  "data splits as well as the Trainer"))
+            continue
         if key in GENERATION_TRAINING_KEYS:
             problems.append((key, f"set decoding in the recipe's generation section instead ({GENERATION_TRAINING_KEYS[key]}); "
                                   "it drives evaluation during training, hftk eval and hftk generate alike"))

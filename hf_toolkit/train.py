@@ -162,7 +162,7 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
     training = dict(recipe.training)
     training.setdefault("output_dir", default_output_dir)
     training.setdefault("report_to", "none")
-    training.setdefault("seed", recipe.seed)
+    training["seed"] = recipe.seed  # one seed for the whole run (training.seed is rejected)
     training.setdefault("eval_strategy", "epoch" if has_validation else "no")
     for key, value in getattr(task, "TRAINING_DEFAULTS", {}).items():
         training.setdefault(key, value)
