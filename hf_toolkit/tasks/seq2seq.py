@@ -387,11 +387,13 @@ def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
     writer = target_tokenizer(recipe, tokenizer)
     kind = model_shape(model)
     encoder_decoder = kind != "decoder-only"
-    # With the model, the collator also builds decoder_input_ids from the labels (T5, BART...); an
-    # EncoderDecoderModel builds them itself and warns when given them.
+    # With the model, the collator also builds decoder_input_ids from the labels (shifted right
+    # after the decoder start token). An EncoderDecoderModel left to build them itself also masks
+    # every decoder position holding the pad id: when the start token is the pad token (GPT-2's
+    # <|endoftext|> is BOS, EOS and pad) training would hide the start token that generation shows.
     kwargs: dict[str, Any] = {
         "data_collator": DataCollatorForSeq2Seq(
-            tokenizer, model=model if kind == "seq2seq" else None, label_pad_token_id=IGNORE_INDEX
+            tokenizer, model=model if encoder_decoder else None, label_pad_token_id=IGNORE_INDEX
         )
     }
     if _predict_with_generate(recipe):
