@@ -674,6 +674,12 @@ SCRIPT_TRAINING_KEYS = {
 }
 
 
+# Keys whose type hint says text but which transformers also takes as true/false:
+# resume_from_checkpoint: true is the newest checkpoint in output_dir (Trainer.train's convention);
+# fsdp: true is the form transformers 5 asks for (the "full_shard auto_wrap" string is deprecated).
+ALSO_BOOLEAN_TRAINING_KEYS = ("resume_from_checkpoint", "fsdp")
+
+
 def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
     """Check `training` keys and value types against TrainingArguments; return (key, problem) pairs."""
     from transformers import Seq2SeqTrainingArguments
@@ -697,8 +703,8 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
         if key in SCRIPT_TRAINING_KEYS:
             problems.append((key, f"remove it: the Trainer does not read it, and {SCRIPT_TRAINING_KEYS[key]}"))
             continue
-        if key == "resume_from_checkpoint" and isinstance(value, bool):
-            continue  # true: the newest checkpoint in output_dir (Trainer.train's own convention)
+        if key in ALSO_BOOLEAN_TRAINING_KEYS and isinstance(value, bool):
+            continue
         message = _type_problem(value, hints[key])
         if message:
             problems.append((key, message))

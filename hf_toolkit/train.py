@@ -179,6 +179,11 @@ def training_arguments(recipe: Recipe, task, *, default_output_dir: str):
         return cls(**training)
     except (ValueError, TypeError) as error:
         raise RecipeError([f"training: {error}"]) from None
+    except ImportError as error:  # a setting whose package is missing
+        if "deepspeed" in training:
+            raise RecipeError(["training.deepspeed: needs the deepspeed package: pip install deepspeed "
+                               "(on a machine with CUDA), or remove the key"]) from None
+        raise RecipeError([f"training: a setting needs a package that is not installed: {error}"]) from None
 
 
 def check_resume(args) -> None:

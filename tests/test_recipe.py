@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -120,6 +121,20 @@ def test_set_overrides_apply_and_are_validated(recipe_dir):
     assert "--set training.max_step=5: training.max_step: unknown TrainingArguments key (did you mean 'max_steps'?)" in str(caught.value)
     with pytest.raises(RecipeError, match="expected dotted.key=value"):
         load_recipe(path, ["training.max_steps"])
+
+
+def test_training_keys_transformers_also_takes_as_booleans(recipe_dir, cli):
+    for assignment in ("training.fsdp=true", "training.resume_from_checkpoint=false"):
+        result = cli("finetune", write_recipe(recipe_dir, GOOD), "--check", "--set", assignment)
+        assert result.exit_code == 0, (assignment, result)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_deepspeed_without_its_package_is_a_user_error(recipe_dir, cli):
+    text = edit("max_steps: 3", "max_steps: 3\n  deepspeed: corpus.txt")
+    result = cli("finetune", write_recipe(recipe_dir, text), "--check")
+    assert result.exit_code == 2, result
+    assert "recipe.yaml:14: training.deepspeed: needs the deepspeed package: pip install deepspeed" in result.stderr
 
 
 def test_set_can_add_a_new_section(recipe_dir):
