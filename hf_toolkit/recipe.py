@@ -674,6 +674,23 @@ SCRIPT_TRAINING_KEYS = {
 }
 
 
+# TrainingArguments keys of transformers 4 that transformers 5 dropped, and what replaces them:
+# recipes copied from older scripts and tools get the new spelling instead of a distant did-you-mean.
+TRANSFORMERS_4_TRAINING_KEYS = {
+    "evaluation_strategy": "use eval_strategy",
+    "no_cuda": "use use_cpu: true",
+    "warmup_ratio": "use warmup_steps: a value below 1 is a fraction of the training steps (e.g. 0.1)",
+    "group_by_length": "use train_sampling_strategy: group_by_length",
+    "per_gpu_train_batch_size": "use per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "use per_device_eval_batch_size",
+    "push_to_hub_model_id": "use hub_model_id",
+    "include_inputs_for_metrics": "use include_for_metrics: [inputs]",
+    "overwrite_output_dir": "remove it (the Trainer writes into output_dir as it is)",
+    "save_safetensors": "remove it (weights are always saved as safetensors)",
+    "use_mps_device": "remove it (an Apple GPU is used when present; use_cpu: true avoids it)",
+}
+
+
 # Keys whose type hint says text but which transformers also takes as true/false:
 # resume_from_checkpoint: true is the newest checkpoint in output_dir (Trainer.train's convention);
 # fsdp: true is the form transformers 5 asks for (the "full_shard auto_wrap" string is deprecated).
@@ -688,6 +705,9 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
     hints = typing.get_type_hints(Seq2SeqTrainingArguments)
     problems = []
     for key, value in training.items():
+        if key not in fields and key in TRANSFORMERS_4_TRAINING_KEYS:
+            problems.append((key, f"a transformers 4 key that transformers 5 removed: {TRANSFORMERS_4_TRAINING_KEYS[key]}"))
+            continue
         if key not in fields:
             hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
             problems.append((key, f"unknown TrainingArguments key{hint}"))
