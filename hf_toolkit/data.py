@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 from hf_toolkit import hub
 from hf_toolkit.errors import DataError, RecipeError, did_you_mean
-from hf_toolkit.recipe import DataSection, DataSource, resolve_path
+from hf_toolkit.recipe import PACKAGED_BUILDERS, DataSection, DataSource, resolve_path
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-# load_dataset builders for local files: `path: json` + data_files needs no hub.
-_PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 _HTML_TAG = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
@@ -51,7 +49,7 @@ def load_source(source: DataSource, where: str = "data") -> "Dataset":
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
             raise DataError(f"cannot read {source.file} as {_BUILDERS[suffix]}: {error}") from None
-    on_hub = source.path not in _PACKAGED_BUILDERS and not resolve_path(source.path).exists()
+    on_hub = source.path not in PACKAGED_BUILDERS and not resolve_path(source.path).exists()
     if on_hub and not hub.reachable():
         hub.use_cache_only()
     try:

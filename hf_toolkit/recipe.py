@@ -21,6 +21,7 @@ reach files that live elsewhere: ``${VAR}`` expands an environment variable and
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import math
 import os
@@ -52,6 +53,8 @@ Task = Literal[
 ROLES = ("text", "text_pair", "label", "source", "target", "question", "context", "answers", "id")
 Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
 LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+# load_dataset builders that read local files (``path: json`` + ``data_files``): no hub involved.
+PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
 
 # Options of the `data` section that only some tasks read. Any other task rejects them, so that
 # a setting never silently does nothing.
@@ -264,7 +267,26 @@ class DataSource(Section):
                 )
             if not resolved.is_file():
                 raise ValueError(f"file not found: '{self.file}' (looked at {resolved.absolute()})")
+        if self.path in PACKAGED_BUILDERS:
+            missing = [pattern for pattern in _local_data_files(self.data_files) if not _matches_a_file(pattern)]
+            if missing:
+                raise ValueError(f"data_files: no file matches '{missing[0]}' (looked at {resolve_path(missing[0]).absolute()})")
         return self
+
+
+def _local_data_files(data_files: str | list[str] | dict[str, str | list[str]] | None) -> list[str]:
+    """The local paths and glob patterns in a load_dataset ``data_files`` value (URLs left out)."""
+    if data_files is None:
+        return []
+    if isinstance(data_files, dict):
+        return [p for value in data_files.values() for p in _local_data_files(value)]
+    patterns = [data_files] if isinstance(data_files, str) else list(data_files)
+    return [p for p in patterns if "://" not in p]
+
+
+def _matches_a_file(pattern: str) -> bool:
+    """True when a data_files path, or glob pattern (``data/*.jsonl``, ``data/**/*.csv``), names a file."""
+    return any(Path(match).is_file() for match in glob.glob(str(resolve_path(pattern)), recursive=True))
 
 
 class DataSection(Section):

@@ -79,6 +79,7 @@ MALFORMED = {
     "invalid yaml": ("task: causal-lm\nmodel: [\n", 3, "not valid YAML"),
     "seed inside training": (edit("max_steps: 3", "max_steps: 3\n  seed: 7"), 14, "training.seed: set the recipe's top-level seed instead"),
     "transformers 4 key": (edit("max_steps: 3", "max_steps: 3\n  evaluation_strategy: steps"), 14, "training.evaluation_strategy: a transformers 4 key that transformers 5 removed: use eval_strategy"),
+    "missing load_dataset data_files": (edit("train: corpus.txt", "train: {path: text, data_files: [corpus.txt, more/*.txt]}"), 7, "data.train: data_files: no file matches 'more/*.txt'"),
     "column of another task": (edit("block_size: 32", "block_size: 32\n  columns: {label: y}"), 10, "data.columns.label: task causal-lm reads no 'label' column (its roles: text)"),
     "lora on scratch weights": (GOOD + "peft: {r: 4}\n", 14, "peft: LoRA adapts pretrained weights"),
     "unknown model config key": (edit("n_embd: 16", "n_embdd: 16"), 5, "model.config.n_embdd: not a setting of GPT2Config (did you mean 'n_embd'?)"),
