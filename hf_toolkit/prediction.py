@@ -65,7 +65,6 @@ def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int =
 
 def infer_task(model_ref: str) -> str:
     """The task of a plain model directory, from its config's architectures."""
-
     config = modeling.load_config(model_ref)
     for architecture in config.architectures or []:
         for suffix, task in _ARCHITECTURE_TASKS.items():
