@@ -24,9 +24,12 @@ from hf_toolkit.errors import HftkError
 if TYPE_CHECKING:
     from hf_toolkit.recipe import Recipe
 
-# transformers' GenerationConfig default max_length (20 tokens, prompt included) is too short to be
-# useful; when neither the model nor the user set a length we generate this many new tokens.
+# transformers' default length (max_length 20, prompt included, whether a config writes it or leaves
+# it unset) is too short to be useful; when neither the model nor the user set a length, hftk
+# generates this many new tokens.
 DEFAULT_MAX_NEW_TOKENS = 50
+# GenerationConfig fields that only sampling reads.
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 @dataclass
@@ -60,8 +63,13 @@ def generation_config(model, tokenizer, options: dict[str, Any]):
     given = {k: v for k, v in options.items() if v is not None}
     if "max_length" in given:
         config.max_new_tokens = None
-    elif "max_new_tokens" not in given and config.max_new_tokens is None and config.max_length == 20:
+    elif "max_new_tokens" not in given and config.max_new_tokens is None and config.max_length in (None, 20):
         given["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    if given.get("do_sample") is False:
+        # --greedy over a model saved with sampling settings: those settings belong to the mode the
+        # user just turned off (check_options rejects --greedy with the user's own sampling options).
+        for name in SAMPLING_ONLY:
+            setattr(config, name, None)
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     try:
