@@ -320,6 +320,11 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
         raise DataError(f"--data: file not found: {data}")
     task = get_task(recipe.task)
     names = metrics_lib.check_names(list(metrics) or list(task.EVAL_METRICS))
+    fitting = [m for default in task.EVAL_METRICS for m in metrics_lib.family_of(default)]
+    unfit = [name for name in names if name not in fitting]
+    if unfit:
+        raise HftkError(f"--metric {unfit[0]}: does not score what a {recipe.task} run predicts; "
+                        f"use {', '.join(dict.fromkeys(fitting))}")
     # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
     accepted = {option for name in names for option in metrics_lib.options_of(name)}
     defaults = task.metric_options(recipe) if hasattr(task, "metric_options") else getattr(task, "EVAL_OPTIONS", {})

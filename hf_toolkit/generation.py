@@ -45,6 +45,10 @@ def load_generator(reference: str):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     config = modeling.load_config(reference)
+    task = modeling.prediction_head(config)
+    if task is not None:
+        raise HftkError(f"{reference} is a {task} model: it predicts rather than generates text; "
+                        f"use hftk predict --model {reference} (see hftk predict --help)")
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = modeling.load_model_dir(auto_class, reference)
     tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")

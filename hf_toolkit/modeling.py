@@ -145,6 +145,23 @@ def load_config(reference: str) -> Any:
     return AutoConfig.from_pretrained(saved) if saved.is_dir() else from_pretrained(AutoConfig, base, "base model config")
 
 
+# Heads that predict rather than generate (hftk predict's tasks), by architecture-name suffix.
+PREDICTION_HEADS = {
+    "ForSequenceClassification": "text-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForMaskedLM": "masked-lm",
+}
+
+
+def prediction_head(config: Any) -> str | None:
+    """The hftk predict task a model config's architecture serves, or None (a generative model)."""
+    for architecture in config.architectures or []:
+        for suffix, task in PREDICTION_HEADS.items():
+            if architecture.endswith(suffix):
+                return task
+    return None
+
+
 def load_model_dir(auto_class: Any, reference: str) -> "PreTrainedModel":
     """A trained model from a model dir, hub id, or LoRA run dir (base + adapter, as a PeftModel)."""
     location, _ = locate(reference, "model")

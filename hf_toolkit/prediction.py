@@ -24,12 +24,7 @@ from typing import Any
 from hf_toolkit import modeling
 from hf_toolkit.errors import DataError, HftkError
 
-PREDICT_TASKS = ("text-classification", "question-answering", "masked-lm")
-_ARCHITECTURE_TASKS = {
-    "ForSequenceClassification": "text-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForMaskedLM": "masked-lm",
-}
+PREDICT_TASKS = tuple(modeling.PREDICTION_HEADS.values())
 
 
 @dataclass
@@ -66,10 +61,9 @@ def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int =
 def infer_task(model_ref: str) -> str:
     """The task of a plain model directory, from its config's architectures."""
     config = modeling.load_config(model_ref)
-    for architecture in config.architectures or []:
-        for suffix, task in _ARCHITECTURE_TASKS.items():
-            if architecture.endswith(suffix):
-                return task
+    task = modeling.prediction_head(config)
+    if task is not None:
+        return task
     raise HftkError(
         f"cannot tell what {model_ref} predicts: its config.json lists architectures {config.architectures} and "
         "hftk predict needs a *ForSequenceClassification, *ForQuestionAnswering or *ForMaskedLM model "

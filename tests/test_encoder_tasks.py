@@ -481,3 +481,14 @@ def test_eval_column_mistakes_fail_before_the_model_loads_and_set_maps_them(clas
                  "--set", "data.columns.text=review", "--json")
     assert mapped.exit_code == 0, mapped
     assert json.loads(mapped.stdout.strip().splitlines()[-1])["accuracy"] >= 0.9
+
+
+def test_a_classifier_neither_generates_nor_takes_text_metrics(classifier_run, cli):
+    run, tmp, _ = classifier_run
+    generated = cli("generate", "--model", run, "--prompt", "a wonderful film")
+    assert generated.exit_code == 2, generated
+    assert "is a text-classification model: it predicts rather than generates text; use hftk predict" in generated.stderr
+    jsonl(tmp / "few.jsonl", sentiment_rows(5, 3))
+    scored = cli("eval", "--model", run, "--data", tmp / "few.jsonl", "-m", "rouge")
+    assert scored.exit_code == 2, scored
+    assert "--metric rouge: does not score what a text-classification run predicts; use accuracy, precision, recall, f1" in scored.stderr

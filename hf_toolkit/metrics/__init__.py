@@ -68,6 +68,13 @@ SACREBLEU_METRICS = ("bleu", "chrf", "ter")
 TEXT_METRICS = (*SACREBLEU_METRICS, "rouge")
 LABEL_METRICS = ("accuracy", "precision", "recall", "f1")
 SQUAD_METRICS = ("squad", "squad_v2")
+# Metrics that read the same kind of predictions (texts, labels, SQuAD answers, a language model).
+FAMILIES = (TEXT_METRICS, LABEL_METRICS, SQUAD_METRICS, ("perplexity",))
+
+
+def family_of(name: str) -> tuple[str, ...]:
+    """The metrics that score the same kind of predictions as ``name`` (``rouge`` -> text metrics)."""
+    return next(family for family in FAMILIES if name in family)
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 _DATA_PARAMETERS = {"predictions", "references", "texts"}
