@@ -224,8 +224,9 @@ def base_config(section: ModelSection | ModelPart, key: str = "model") -> Any:
 def config_problems(config: Any, overrides: dict[str, Any], key: str) -> list[str]:
     """Overrides that are not settings of `config`, or whose value has the wrong type.
 
-    A setting's type is its default's: numbers for numbers (an int is a fine float), true/false
-    for flags, text for text, lists and mappings for those. ``key`` is the recipe key
+    A setting's type is its default's kind: a number for numbers (ints and floats alike: many
+    configs write 0 or 4 as the default of a rate or ratio that takes 0.1 or 2.5), true/false for
+    flags, text for text, lists and mappings for those. ``key`` is the recipe key
     (``model.config``, ``model.encoder.config``) the problems are reported under.
     """
     known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
@@ -247,8 +248,7 @@ def _expected_type(default: Any, value: Any) -> str | None:
         return None
     kinds = (
         (bool, (bool,), "true or false"),
-        (int, (int,), "an integer"),
-        (float, (int, float), "a number"),
+        ((int, float), (int, float), "a number"),
         (str, (str,), "text"),
         ((list, tuple), (list, tuple), "a list"),
         (dict, (dict,), "a mapping"),

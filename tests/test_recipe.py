@@ -83,7 +83,7 @@ MALFORMED = {
     "column of another task": (edit("block_size: 32", "block_size: 32\n  columns: {label: y}"), 10, "data.columns.label: task causal-lm reads no 'label' column (its roles: text)"),
     "lora on scratch weights": (GOOD + "peft: {r: 4}\n", 14, "peft: LoRA adapts pretrained weights"),
     "unknown model config key": (edit("n_embd: 16", "n_embdd: 16"), 5, "model.config.n_embdd: not a setting of GPT2Config (did you mean 'n_embd'?)"),
-    "wrong model config type": (edit("n_layer: 1", "n_layer: one"), 5, "model.config.n_layer: expected an integer like GPT2Config's default 12 (got 'one')"),
+    "wrong model config type": (edit("n_layer: 1", "n_layer: one"), 5, "model.config.n_layer: expected a number like GPT2Config's default 12 (got 'one')"),
     "model config flag as number": (edit("n_embd: 16}", "n_embd: 16, scale_attn_weights: 1}"), 5, "model.config.scale_attn_weights: expected true or false"),
     "eval without validation data": (edit("  validation_split: 0.1\n", "").replace("max_steps: 3", "max_steps: 3\n  eval_strategy: steps"), 13, "training.eval_strategy: 'steps' needs validation data"),
 }
