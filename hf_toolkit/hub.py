@@ -5,7 +5,8 @@ client retries for half a minute before it gives up; instead we probe the hub en
 (1.5 s timeout, skipped when ``HF_HUB_OFFLINE`` is set) and, when it cannot be reached, use the
 local cache only, or stop at once with a message that says how to use a local directory.
 This module imports only ``huggingface_hub`` (a fraction of a second), never transformers, so
-the check runs before anything slow.
+the check runs before anything slow (``use_cache_only`` also switches the datasets library, which
+it imports then).
 """
 
 from __future__ import annotations
