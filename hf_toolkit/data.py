@@ -52,6 +52,7 @@ def load_source(source: DataSource, where: str = "data") -> "Dataset":
     on_hub = source.path not in PACKAGED_BUILDERS and not resolve_path(source.path).exists()
     if on_hub and not hub.reachable():
         hub.use_cache_only()
+        datasets.config.HF_HUB_OFFLINE = True  # datasets reads its own copy of the setting
     try:
         dataset = datasets.load_dataset(
             source.path, source.name, split=source.split or "train", data_files=source.data_files

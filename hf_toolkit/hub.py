@@ -5,8 +5,7 @@ client retries for half a minute before it gives up; instead we probe the hub en
 (1.5 s timeout, skipped when ``HF_HUB_OFFLINE`` is set) and, when it cannot be reached, use the
 local cache only, or stop at once with a message that says how to use a local directory.
 This module imports only ``huggingface_hub`` (a fraction of a second), never transformers, so
-the check runs before anything slow (``use_cache_only`` also switches the datasets library, which
-it imports then).
+the check runs before anything slow.
 """
 
 from __future__ import annotations
@@ -45,12 +44,10 @@ def cached(repo_id: str) -> bool:
 
 
 def use_cache_only() -> None:
-    """Switch the hub clients in this process to the local cache (what HF_HUB_OFFLINE=1 does at startup)."""
-    import datasets
+    """Switch huggingface_hub in this process to the local cache (what HF_HUB_OFFLINE=1 does at startup)."""
     from huggingface_hub import constants
 
     constants.HF_HUB_OFFLINE = True
-    datasets.config.HF_HUB_OFFLINE = True
 
 
 def unreachable_message(repo_id: str, what: str) -> str:

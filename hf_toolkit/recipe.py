@@ -677,39 +677,35 @@ def _unique(items: list[str]) -> list[str]:
 # training: checked against transformers.TrainingArguments
 
 
-# Seq2SeqTrainingArguments' decoding settings would make evaluation decode differently from the
-# saved generation_config.json; the recipe's `generation` section is the one place for them.
-GENERATION_TRAINING_KEYS = {
-    "generation_max_length": "generation.max_new_tokens",
-    "generation_num_beams": "generation.num_beams",
-    "generation_config": "generation.*",
-}
-
-
-# TrainingArguments fields that only example scripts read (the Trainer ignores them): accepting
-# them would silently do nothing, so they are errors that say what hftk does instead.
-SCRIPT_TRAINING_KEYS = {
-    "do_train": "hftk finetune always trains",
-    "do_eval": "evaluation runs when there is validation data (data.validation or data.validation_split); "
-               "turn it off with training.eval_strategy: 'no'",
-    "do_predict": "data.test is scored at the end of training when the recipe sets it",
-}
-
-
-# TrainingArguments keys of transformers 4 that transformers 5 dropped, and what replaces them:
-# recipes copied from older scripts and tools get the new spelling instead of a distant did-you-mean.
-TRANSFORMERS_4_TRAINING_KEYS = {
-    "evaluation_strategy": "use eval_strategy",
-    "no_cuda": "use use_cpu: true",
-    "warmup_ratio": "use warmup_steps: a value below 1 is a fraction of the training steps (e.g. 0.1)",
-    "group_by_length": "use train_sampling_strategy: group_by_length",
-    "per_gpu_train_batch_size": "use per_device_train_batch_size",
-    "per_gpu_eval_batch_size": "use per_device_eval_batch_size",
-    "push_to_hub_model_id": "use hub_model_id",
-    "include_inputs_for_metrics": "use include_for_metrics: [inputs]",
-    "overwrite_output_dir": "remove it (the Trainer writes into output_dir as it is)",
-    "save_safetensors": "remove it (weights are always saved as safetensors)",
-    "use_mps_device": "remove it (an Apple GPU is used when present; use_cpu: true avoids it)",
+# `training` keys hftk refuses, each with what to do instead; checked before "unknown key", so a
+# removed transformers 4 key gets its new spelling rather than a distant did-you-mean.
+_DECODING = "; it drives evaluation during training, hftk eval and hftk generate alike"
+_SCRIPT_ONLY = "remove it: the Trainer does not read it (only example scripts do), and "
+_REMOVED_IN_5 = "a transformers 4 key that transformers 5 removed: "
+REFUSED_TRAINING_KEYS = {
+    # Seq2SeqTrainingArguments' decoding settings would make evaluation decode differently from
+    # the saved generation_config.json: the recipe's `generation` section is the one place for them.
+    "generation_max_length": "set decoding in the recipe's generation section instead (generation.max_new_tokens)" + _DECODING,
+    "generation_num_beams": "set decoding in the recipe's generation section instead (generation.num_beams)" + _DECODING,
+    "generation_config": "set decoding in the recipe's generation section instead (generation.*)" + _DECODING,
+    # One seed for the run: it also seeds weight initialisation, before the Trainer exists.
+    "seed": "set the recipe's top-level seed instead: it seeds weight initialisation and data splits as well as the Trainer",
+    # Accepting these would silently do nothing.
+    "do_train": _SCRIPT_ONLY + "hftk finetune always trains",
+    "do_eval": _SCRIPT_ONLY + "evaluation runs when there is validation data (data.validation or "
+               "data.validation_split); turn it off with training.eval_strategy: 'no'",
+    "do_predict": _SCRIPT_ONLY + "data.test is scored at the end of training when the recipe sets it",
+    "evaluation_strategy": _REMOVED_IN_5 + "use eval_strategy",
+    "no_cuda": _REMOVED_IN_5 + "use use_cpu: true",
+    "warmup_ratio": _REMOVED_IN_5 + "use warmup_steps: a value below 1 is a fraction of the training steps (e.g. 0.1)",
+    "group_by_length": _REMOVED_IN_5 + "use train_sampling_strategy: group_by_length",
+    "per_gpu_train_batch_size": _REMOVED_IN_5 + "use per_device_train_batch_size",
+    "per_gpu_eval_batch_size": _REMOVED_IN_5 + "use per_device_eval_batch_size",
+    "push_to_hub_model_id": _REMOVED_IN_5 + "use hub_model_id",
+    "include_inputs_for_metrics": _REMOVED_IN_5 + "use include_for_metrics: [inputs]",
+    "overwrite_output_dir": _REMOVED_IN_5 + "remove it (the Trainer writes into output_dir as it is)",
+    "save_safetensors": _REMOVED_IN_5 + "remove it (weights are always saved as safetensors)",
+    "use_mps_device": _REMOVED_IN_5 + "remove it (an Apple GPU is used when present; use_cpu: true avoids it)",
 }
 
 
@@ -727,23 +723,12 @@ def check_training(training: dict[str, Any]) -> list[tuple[str, str]]:
     hints = typing.get_type_hints(Seq2SeqTrainingArguments)
     problems = []
     for key, value in training.items():
-        if key not in fields and key in TRANSFORMERS_4_TRAINING_KEYS:
-            problems.append((key, f"a transformers 4 key that transformers 5 removed: {TRANSFORMERS_4_TRAINING_KEYS[key]}"))
+        if key in REFUSED_TRAINING_KEYS:
+            problems.append((key, REFUSED_TRAINING_KEYS[key]))
             continue
         if key not in fields:
             hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
             problems.append((key, f"unknown TrainingArguments key{hint}"))
-            continue
-        if key == "seed":
-            problems.append((key, "set the recipe's top-level seed instead: it seeds weight initialisation and "
-                                  "data splits as well as the Trainer"))
-            continue
-        if key in GENERATION_TRAINING_KEYS:
-            problems.append((key, f"set decoding in the recipe's generation section instead ({GENERATION_TRAINING_KEYS[key]}); "
-                                  "it drives evaluation during training, hftk eval and hftk generate alike"))
-            continue
-        if key in SCRIPT_TRAINING_KEYS:
-            problems.append((key, f"remove it: the Trainer does not read it, and {SCRIPT_TRAINING_KEYS[key]}"))
             continue
         if key in ALSO_BOOLEAN_TRAINING_KEYS and isinstance(value, bool):
             continue

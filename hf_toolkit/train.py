@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml

@@ -139,6 +139,19 @@ def test_deepspeed_without_its_package_is_a_user_error(recipe_dir, cli):
     assert "recipe.yaml:14: training.deepspeed: needs the deepspeed package: pip install deepspeed" in result.stderr
 
 
+def test_refused_training_keys_say_true_things_about_this_transformers():
+    """Keys called removed are gone from TrainingArguments; the others exist (and would be accepted)."""
+    import dataclasses
+
+    from transformers import Seq2SeqTrainingArguments
+
+    from hf_toolkit.recipe import REFUSED_TRAINING_KEYS
+
+    fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    for key, message in REFUSED_TRAINING_KEYS.items():
+        assert (key in fields) != message.startswith("a transformers 4 key that transformers 5 removed"), key
+
+
 def test_set_can_add_a_new_section(recipe_dir):
     recipe = load_recipe(write_recipe(recipe_dir, GOOD), ["generation.max_new_tokens=7"])
     assert recipe.generation.max_new_tokens == 7

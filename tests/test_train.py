@@ -89,7 +89,7 @@ def test_resume_and_script_only_training_keys_are_checked(tmp_path, tiny_corpus,
     assert "training.resume_from_checkpoint: no complete checkpoint-* directory in run" in result.stderr
     do_eval = cli("finetune", "r.yaml", "--check", "--set", "training.do_eval=true")
     assert do_eval.exit_code == 2
-    assert "training.do_eval: remove it: the Trainer does not read it, and evaluation runs when there is validation data" in do_eval.stderr
+    assert "training.do_eval: remove it: the Trainer does not read it (only example scripts do), and evaluation runs when there is validation data" in do_eval.stderr
     missing = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=run/checkpoint-9")
     assert missing.exit_code == 2 and "checkpoint directory not found: 'run/checkpoint-9'" in missing.stderr
     (tmp_path / "run" / "checkpoint-2").mkdir(parents=True)

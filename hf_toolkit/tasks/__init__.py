@@ -22,12 +22,14 @@ For ``hftk eval --model DIR --data F`` (model mode):
   ``zh`` tokenizer);
 - ``predict(run_dir, recipe, dataset) -> (predictions, references)``: run the trained model over
   ``dataset`` (the rows of F with role columns, prepared by :func:`hf_toolkit.data.eval_rows`;
-  the run's recipe may be None for a plain model dir) and return lists in the layout :func:`hf_toolkit.metrics.compute` takes for those
+  the run's recipe may be None for a plain model dir) and return lists in the layout
+  :func:`hf_toolkit.metrics.compute` takes for those
   metrics (strings for text metrics, labels, SQuAD id mappings). Generative tasks generate
   through :mod:`hf_toolkit.generation` with the run's saved generation config.
 
 Column mapping in model mode: :func:`hf_toolkit.data.eval_rows` takes a role's column from the
-run's ``data.columns`` when F has it, else the role's own name, and cleans text as the run did. The run's recipe is read
+run's ``data.columns`` when F has it, else the role's own name, and cleans text as the run did.
+The run's recipe is read
 back with :func:`hf_toolkit.generation.read_run_recipe` (None for a plain Hugging Face model dir).
 
 Optional hooks (generic code checks ``hasattr(task, ...)``; a task without them gets the default):
