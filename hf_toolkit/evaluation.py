@@ -224,15 +224,17 @@ def _group(names: Sequence[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {"text": [], "labels": [], "squad": []}
     for name in names:
         if name == "perplexity":
-            raise HftkError("perplexity scores a model, not a predictions file: it needs model mode "
-                            "(--model DIR --data F), which is not available yet")
+            raise HftkError("perplexity scores a model, not a predictions file: run "
+                            "`hftk eval --model RUN --data FILE -m perplexity` (RUN: a causal-LM "
+                            "run directory written by hftk finetune; FILE: the texts to score)")
         kind = ("squad" if name in metrics_lib.SQUAD_METRICS else
                 "labels" if name in metrics_lib.LABEL_METRICS else "text")
         groups[kind].append(name)
     if groups["squad"] and (groups["text"] or groups["labels"]):
         other = (groups["text"] + groups["labels"])[0]
-        raise HftkError(f"'{groups['squad'][0]}' and '{other}' read different file formats; "
-                        "score them in two runs")
+        raise HftkError(f"'{groups['squad'][0]}' and '{other}' read different file formats (SQuAD "
+                        f"answers by question id vs one {'label' if other in groups['labels'] else 'text'} "
+                        "per line or JSONL row); score them in two runs")
     return {kind: names for kind, names in groups.items() if names}
 
 
@@ -248,6 +250,11 @@ def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[
     """
     names = metrics_lib.check_names(metrics)
     _check_options(names, options)
+    if options.get("tokenize") is not None:
+        # An unknown tokenizer or a missing optional package fails before any file is read.
+        from hf_toolkit.metrics.sacrebleu_metrics import check_tokenizer
+
+        check_tokenizer(options["tokenize"])
     if not references:
         raise HftkError("give at least one --references file")
     predictions = Path(predictions)

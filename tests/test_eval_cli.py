@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,44 @@ def test_chinese_rouge_and_bleu(cli, tmp_path):
                       "bleu": pytest.approx(100.0, abs=1e-9)}
 
 
+def test_chinese_bleu_without_tokenize_uses_zh_and_says_so(cli, tmp_path):
+    from sacrebleu.metrics import BLEU
+
+    refs = ["我们今天去北京天安门广场。", "今天天气很好，适合出去散步。", "他在大学学习计算机科学。"]
+    hyps = ["我们今天去北京天安门。", "今天天气很好，适合散步。", "他在大学学习计算机。"]
+    hyp, ref = _write_lines(tmp_path / "hyp.zh", hyps), _write_lines(tmp_path / "ref.zh", refs)
+    result = cli("eval", "-m", "bleu", "-m", "chrf", "--predictions", hyp, "--references", ref, "--json")
+    scores = _json_scores(result)
+    assert scores["bleu"] == BLEU(tokenize="zh").corpus_score(hyps, [refs]).score
+    assert scores["bleu"] > 60 and BLEU().corpus_score(hyps, [refs]).score == 0.0
+    assert "hftk: warning: predictions and references are Chinese: BLEU uses sacreBLEU's 'zh' " \
+           "tokenizer" in result.stderr
+    chosen = cli("eval", "-m", "bleu", "--tokenize", "13a", "--predictions", hyp, "--references", ref, "--json")
+    assert _json_scores(chosen) == {"bleu": 0.0} and "warning" not in chosen.stderr
+
+
+@pytest.mark.parametrize("tokenize, module, command", [
+    ("ja-mecab", "MeCab", 'pip install "sacrebleu[ja]"'),
+    ("ko-mecab", "mecab_ko", 'pip install "sacrebleu[ko]"'),
+])
+def test_tokenizer_without_its_extra_exits_2_with_the_pip_command(cli, tmp_path, monkeypatch,
+                                                                  tokenize, module, command):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    text = _write_lines(tmp_path / "t.txt", ["猫がいる。"])
+    result = cli("eval", "-m", "bleu", "--tokenize", tokenize, "--predictions", text, "--references", text)
+    assert result.exit_code == 2, result
+    assert f"BLEU tokenizer '{tokenize}' (--tokenize) needs" in result.stderr
+    assert f"install it with: {command}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_tokenizer_exits_2_listing_them_before_reading_files(cli, tmp_path):
+    result = cli("eval", "-m", "bleu", "--tokenize", "13A", "--predictions", tmp_path / "nope.txt",
+                 "--references", tmp_path / "nope.txt")
+    assert result.exit_code == 2, result
+    assert ("unknown BLEU tokenizer '13A' (did you mean '13a'?); choose one of: 13a, none, zh, intl, "
+            "char, ja-mecab, ko-mecab") in result.stderr
+
+
 def _official_squad(rows: list[dict]) -> dict:
     """The official nested SQuAD layout (data/paragraphs/qas) from HF-layout rows."""
     paragraphs: dict[str, list] = {}
@@ -153,6 +192,27 @@ def test_squad_missing_predictions_warn_and_score_zero(cli, normans, tmp_path):
     assert f"{len(rows) - 10} of {len(rows)} questions" in result.stderr
 
 
+def test_readme_key_clash_example_holds_in_files_mode(cli, normans):
+    """README's `--json` paragraph names a metric pair whose keys clash: files mode scores it so."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    paragraph = " ".join(readme.split("`--json` prints one object of metric keys")[1].split("\n\n")[0].split())
+    example = re.search(r"would produce the same key \(`-m (\w+) -m (\w+)`.*?prefixes the clashing "
+                        r"keys \(((?:`\w+`(?:, )?)+)\)", paragraph)
+    assert example, paragraph
+    first, second, keys = example.group(1), example.group(2), re.findall(r"`(\w+)`", example.group(3))
+    _, _, official, predictions, folder = normans
+    preds = write(folder / "readme_predictions.json", json.dumps(predictions))
+    scores = _json_scores(cli("eval", "-m", first, "-m", second, "--predictions", preds,
+                              "--references", official, "--json"))
+    assert keys and set(keys) <= set(scores)
+    # The pair README says takes two runs is refused in one, saying so.
+    refused = re.search(r"so `-m (\w+) -m (\w+)` takes two runs", paragraph)
+    assert refused, paragraph
+    result = cli("eval", "-m", refused.group(1), "-m", refused.group(2), "--predictions", preds,
+                 "--references", official)
+    assert result.exit_code == 2 and "score them in two runs" in result.stderr
+
+
 def test_classification_labels_from_text(cli, tmp_path):
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -193,7 +253,7 @@ def test_line_count_mismatch_exits_2(cli, wmt, tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["empty", "missing", "unknown_metric", "bad_option",
-                                     "jsonl_without_field", "model_mode"])
+                                     "jsonl_without_field", "model_mode", "perplexity_on_files"])
 def test_user_errors_exit_2(cli, tmp_path, problem):
     good = _write_lines(tmp_path / "good.txt", ["a b c"])
     args = {"empty": ["-m", "bleu", "--predictions", write(tmp_path / "e.txt", ""), "-r", good],
@@ -202,11 +262,13 @@ def test_user_errors_exit_2(cli, tmp_path, problem):
             "bad_option": ["-m", "rouge", "--tokenize", "zh", "--predictions", good, "-r", good],
             "jsonl_without_field": ["-m", "rouge", "--predictions",
                                     write(tmp_path / "p.jsonl", '{"text": "a"}\n'), "-r", good],
-            "model_mode": ["-m", "accuracy", "--model", tmp_path, "--data", good]}[problem]
+            "model_mode": ["-m", "accuracy", "--model", tmp_path, "--data", good],
+            "perplexity_on_files": ["-m", "perplexity", "--predictions", good, "-r", good]}[problem]
     expected = {"empty": "e.txt: file is empty", "missing": "nope.txt: file not found",
                 "unknown_metric": "unknown metric 'blue' (did you mean 'bleu'?)",
                 "bad_option": "--tokenize does not apply to rouge",
-                "jsonl_without_field": "needs --field", "model_mode": "has no hftk_recipe.yaml"}[problem]
+                "jsonl_without_field": "needs --field", "model_mode": "has no hftk_recipe.yaml",
+                "perplexity_on_files": "run `hftk eval --model RUN --data FILE -m perplexity`"}[problem]
     result = cli("eval", *args)
     assert result.exit_code == 2, result
     assert expected in result.stderr

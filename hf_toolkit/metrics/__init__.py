@@ -24,6 +24,10 @@ except a key equal to the metric's own name. So ``squad`` + ``f1`` gives ``f1`` 
 ``squad_exact_match`` and ``squad_f1``; ``squad`` + ``squad_v2`` gives ``squad_exact_match``,
 ``squad_f1``, ``squad_v2_exact_match``, ... Alone, every metric keeps the keys in the table.
 
+BLEU's tokenizer: without ``tokenize``, Chinese predictions and references are scored with
+sacreBLEU's ``zh`` tokenizer (with a warning), other text with ``13a`` (with a warning for
+Japanese or Korean); see :mod:`hf_toolkit.metrics.sacrebleu_metrics`.
+
 Reference layouts: ``bleu``/``chrf``/``ter``/``rouge`` in :func:`compute` take sacreBLEU's layout,
 one list per reference stream (a flat list of strings is one stream); the plain :func:`rouge`
 function takes one reference (or list of references) per prediction. ``squad``/``squad_v2`` take
@@ -43,6 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hf_toolkit.errors import DataError, HftkError, did_you_mean
+from hf_toolkit.metrics import sacrebleu_metrics
 from hf_toolkit.metrics.classification import accuracy, f1, precision, recall
 from hf_toolkit.metrics.lm_perplexity import perplexity
 from hf_toolkit.metrics.rouge_metrics import rouge
@@ -165,6 +170,9 @@ def compute(names: Sequence[str], predictions, references=None, *, ci: bool = Fa
     """
     names = check_names(names)
     routed = route_options(names, options)
+    if "bleu" in names and routed["bleu"].get("tokenize") is None:
+        # Decided once, so the --ci/--compare bootstrap uses the tokenizer the score uses.
+        routed["bleu"]["tokenize"] = sacrebleu_metrics.default_tokenize(predictions, references)
     results, extra = {}, {}
     for name in names:
         results[name] = _call(name, predictions, references, routed[name])

@@ -20,15 +20,13 @@ import re
 from collections.abc import Sequence
 
 from hf_toolkit.errors import DataError
+from hf_toolkit.metrics.cjk import CJK, CJK_RE
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-# Han (incl. extension A and compatibility ideographs), kana, Hangul syllables and jamo.
-_CJK = ("\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-        "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af\U00020000-\U0002ffff")
-_CJK_RE = re.compile(f"[{_CJK}]")
-# rouge-score keeps lowercase [a-z0-9] runs; CJK characters become one token each.
-_TOKEN_RE = re.compile(f"[a-z0-9]+|[{_CJK}]")
+# rouge-score keeps lowercase [a-z0-9] runs; CJK characters (Han, kana, Hangul: see .cjk)
+# become one token each.
+_TOKEN_RE = re.compile(f"[a-z0-9]+|[{CJK}]")
 # A sentence ends at . ! ? followed by whitespace, or at CJK 。！？ (no space needed there);
 # closing quotes and brackets stay with their sentence.
 _LATIN_END_RE = re.compile(r"([.!?][\"'”’)\]]*)\s+")
@@ -50,7 +48,7 @@ class CJKTokenizer:
     def tokenize(self, text: str) -> list[str]:
         from rouge_score import tokenize as rouge_tokenize
 
-        if not _CJK_RE.search(text):
+        if not CJK_RE.search(text):
             return rouge_tokenize.tokenize(text, self._stemmer)
         tokens = _TOKEN_RE.findall(text.lower())
         if self._stemmer is None:
