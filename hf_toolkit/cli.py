@@ -48,13 +48,18 @@ def user_errors(command):
 
 
 def _setup_logging() -> None:
-    """hftk's own progress messages on stderr (other libraries keep their logging settings)."""
+    """hftk's own progress messages on stderr (other libraries keep their logging settings).
+
+    One handler, however often a command runs in this process (tests call the CLI many times).
+    """
     import logging
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("hftk: %(message)s"))
     logger = logging.getLogger("hftk")
-    logger.addHandler(handler)
+    if not any(getattr(handler, "hftk", False) for handler in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("hftk: %(message)s"))
+        handler.hftk = True
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 
@@ -86,7 +91,7 @@ def finetune(
 ) -> None:
     """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
     from hf_toolkit import launch
-    from hf_toolkit.train import check_run
+    from hf_toolkit.checks import check_run
 
     if check or (nproc > 1 and not launch.in_distributed_launch()):
         check_run(recipe, set_)  # report recipe mistakes once, before starting processes
@@ -126,7 +131,6 @@ def export(
     ] = None,
 ) -> None:
     """Write a deployable model: LoRA merged into plain weights, and/or an int8 CPU copy."""
-    from hf_toolkit.errors import HftkError
     from hf_toolkit.export import export as run_export
 
     if quantize not in (None, "int8"):
@@ -167,7 +171,6 @@ def generate(
     """Generate text with a causal or seq2seq model; the output is the continuation only."""
     import json
 
-    from hf_toolkit.errors import HftkError
     from hf_toolkit.generation import generate as run_generate
 
     prompts = list(prompt)
@@ -252,42 +255,20 @@ def eval_command(
       hftk eval --model runs/xsum --data test.jsonl --set data.columns.source=document
     """
     import json
-    import warnings
 
     from hf_toolkit import evaluation
 
-    # Only options the user set are passed, so an option for a metric not requested is an error.
-    word_order = 2 if chrf_plus_plus else chrf_word_order
-    chosen = {"tokenize": tokenize, "word_order": word_order, "use_stemmer": stemmer or None,
-              "split_sentences": split_sentences or None, "average": average}
-    options = {name: value for name, value in chosen.items() if value is not None}
-    if model is not None or data is not None or set_:
-        if predictions is not None or references:
-            raise HftkError("give either --predictions/--references (files mode) or "
-                            "--model/--data (model mode), not both")
-        if ci or compare is not None:
-            raise HftkError("--ci and --compare work in files mode: score the predictions file that "
-                            "model mode writes (DIR/eval/<data>.predictions.jsonl) with them")
-        result = evaluation.score_model(metric, model, data, overrides=set_ or (), **options)
-        if result.predictions_file is not None:
-            typer.echo(f"hftk: predictions written to {result.predictions_file}", err=True)
-        typer.echo(json.dumps(result.scores) if json_output else evaluation.format_table(result.scores))
-        return
-    if not metric:
-        raise HftkError("give at least one --metric (e.g. -m bleu); see hftk eval --help")
-    if predictions is None or not references:
-        raise HftkError("files mode needs --predictions FILE and --references FILE "
-                        "(see hftk eval --help)")
-    if chrf_plus_plus and chrf_word_order not in (None, 2):
-        raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scores = evaluation.score_files(metric, predictions, references,
-                                        field=field, reference_field=reference_field,
-                                        compare=compare, ci=ci, **options)
-    for warning in caught:
-        typer.echo(f"hftk: warning: {warning.message}", err=True)
-    typer.echo(json.dumps(scores) if json_output else evaluation.format_table(scores))
+    result = evaluation.run_eval(
+        metric, predictions=predictions, references=references or (), field_name=field, reference_field=reference_field,
+        ci=ci, compare=compare, model=model, data=data, overrides=set_ or (), word_order=chrf_word_order,
+        chrf_plus_plus=chrf_plus_plus, tokenize=tokenize, use_stemmer=stemmer or None,
+        split_sentences=split_sentences or None, average=average,
+    )
+    for warning in result.warnings:
+        typer.echo(f"hftk: warning: {warning}", err=True)
+    if result.predictions_file is not None:
+        typer.echo(f"hftk: predictions written to {result.predictions_file}", err=True)
+    typer.echo(json.dumps(result.scores) if json_output else evaluation.format_table(result.scores))
 
 
 @app.command(
@@ -315,7 +296,7 @@ def predict(
     """Apply a classifier (label + probability), extractive QA model (answer span + score) or fill-mask model (top-k fillers)."""
     import json
 
-    from hf_toolkit.prediction import Inputs, format_record
+    from hf_toolkit.prediction import Inputs
     from hf_toolkit.prediction import predict as run_predict
 
     inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file)
@@ -324,7 +305,7 @@ def predict(
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
     else:
         for record in records:
-            typer.echo(format_record(task, record))
+            typer.echo(task.format_record(record))
 
 
 def main() -> None:

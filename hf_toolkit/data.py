@@ -1,9 +1,11 @@
 """Data: load the recipe's splits, map columns to task roles, clean text, carve a validation split.
 
 Splits come from local files (json, jsonl, csv, tsv, parquet, txt) or from ``datasets.load_dataset``
-arguments (a hub dataset for users with a network). Columns named in ``data.columns`` are renamed
-to the task's role names (``text``, ``label``, ``source``, ...) so task code only ever sees roles;
-a missing column is a :class:`~hf_toolkit.errors.DataError` that lists the columns that exist.
+arguments (a hub dataset for users with a network). A task may reshape the rows first (its
+``read_rows``: translation reads the ``{"translation": {...}}`` format), then columns named in
+``data.columns`` are renamed to the task's role names (``text``, ``label``, ``source``, ...) so
+task code only ever sees roles; a missing column is a :class:`~hf_toolkit.errors.DataError` that
+lists the columns that exist.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from collections.abc import Callable
+
 from hf_toolkit import hub
-from hf_toolkit.errors import DataError, RecipeError, did_you_mean
-from hf_toolkit.recipe import PACKAGED_BUILDERS, DataSection, DataSource, resolve_path
+from hf_toolkit.errors import DataError, did_you_mean
+from hf_toolkit.recipe.paths import resolve_path
+from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSection, DataSource
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -50,15 +55,11 @@ def load_source(source: DataSource, where: str = "data") -> "Dataset":
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
             raise DataError(f"cannot read {source.file} as {_BUILDERS[suffix]}: {error}") from None
     on_hub = source.path not in PACKAGED_BUILDERS and not resolve_path(source.path).exists()
-    if on_hub and not hub.reachable():
-        hub.use_cache_only()
-        datasets.config.HF_HUB_OFFLINE = True  # datasets reads its own copy of the setting
+    offline = on_hub and not hub.reachable()
     try:
-        dataset = datasets.load_dataset(
-            source.path, source.name, split=source.split or "train", data_files=source.data_files
-        )
+        with hub.cache_only(offline):
+            dataset = datasets.load_dataset(source.path, source.name, split=source.split or "train", data_files=source.data_files)
     except (ConnectionError, FileNotFoundError) as error:
-        offline = on_hub and not hub.reachable()
         raise DataError(
             f"{where}: cannot load dataset '{source.path}': {error}\n"
             + ("  The Hugging Face hub is unreachable (offline or HF_HUB_OFFLINE=1) and the dataset is not in the local cache: "
@@ -122,23 +123,29 @@ def load_squad_json(path) -> "Dataset":
     return Dataset.from_list(rows, features=features)
 
 
-def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optional_roles: tuple[str, ...] = ()) -> "DatasetDict":
+RowReader = Callable[..., "Dataset"]
+
+
+def _as_is(dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
+    return dataset
+
+
+def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optional_roles: tuple[str, ...] = (),
+                read_rows: RowReader = _as_is) -> "DatasetDict":
     """Load train/validation/test, keep and rename the role columns, clean text, carve validation.
 
-    `roles` must all be present; `optional_roles` are kept when present (e.g. ``text_pair``).
+    `roles` must all be present; `optional_roles` are kept when present (e.g. ``text_pair``);
+    `read_rows` is the task's reshaping of rows as loaded (see the module docstring).
     """
     from datasets import DatasetDict
 
     splits = DatasetDict()
-    for name in ("train", "validation", "test"):
-        source = getattr(data, name)
-        if source is None:
-            continue
-        where = f"data.{name} ({_describe(source)})"
+    for name, source in data.sources():
+        where = f"data.{name} ({source.describe()})"
         dataset = load_source(source, where)
         if len(dataset) == 0:
-            raise DataError(f"data.{name}: {_describe(source)} has no rows")
-        dataset = flatten_translation(dataset, data, where=where)
+            raise DataError(f"data.{name}: {source.describe()} has no rows")
+        dataset = read_rows(dataset, data, where=where)
         splits[name] = select_roles(dataset, data.columns, roles, optional_roles, where=where)
     if data.validation_split is not None:
         carved = splits["train"].train_test_split(test_size=data.validation_split, seed=seed)
@@ -153,65 +160,6 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
             desc="Cleaning text",
         )
     return splits
-
-
-def flatten_translation(dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
-    """Hugging Face translation format -> ``source`` / ``target`` columns.
-
-    Rows like ``{"translation": {"en": ..., "de": ...}}`` (WMT, OPUS) are read with
-    ``data.source_lang`` / ``data.target_lang`` as keys. A code with a region or script part
-    (``en_XX`` for mBART, ``eng_Latn`` for NLLB) falls back to its first part (``en``) when the
-    full code is not a key, as in transformers' ``run_translation.py``. Data without a
-    ``translation`` column is returned unchanged.
-    """
-    if "translation" not in dataset.column_names:
-        return dataset
-    if data.source_lang is None:
-        raise DataError(
-            f"{where}: rows hold a 'translation' mapping of language -> text; set data.source_lang and "
-            "data.target_lang to pick the pair (e.g. source_lang: en, target_lang: de)"
-        )
-    mapped = [role for role in ("source", "target") if role in data.columns]
-    if mapped:
-        raise DataError(
-            f"{where}: source and target come from the 'translation' column here; remove data.columns.{mapped[0]}"
-        )
-    first = dataset[0]["translation"]
-    if not isinstance(first, dict):
-        raise DataError(f"{where}: the 'translation' column must hold {{language: text}} mappings, got {type(first).__name__}")
-    keys = {lang: _language_key(lang, first) for lang in (data.source_lang, data.target_lang)}
-    for lang, key in keys.items():
-        if key is None:
-            raise DataError(
-                f"{where}: language '{lang}' is not in the 'translation' mappings (they hold {', '.join(first)}); "
-                "set data.source_lang/target_lang to two of those"
-            )
-    source_key, target_key = keys[data.source_lang], keys[data.target_lang]
-    dataset = dataset.map(
-        lambda row: {"source": row["translation"][source_key], "target": row["translation"][target_key]},
-        remove_columns=["translation"],
-        desc="Reading translation pairs",
-    )
-    return dataset
-
-
-def _language_key(code: str, example: dict) -> str | None:
-    for key in (code, re.split(r"[_-]", code)[0]):
-        if key in example:
-            return key
-    return None
-
-
-def check_columns(data: DataSection, roles: tuple[str, ...], optional_roles: tuple[str, ...], task: str) -> None:
-    """``data.columns`` maps only roles the task reads: any other mapping would be silently unused."""
-    used = roles + optional_roles
-    problems = [
-        f"data.columns.{role}: task {task} reads no '{role}' column (its roles: {', '.join(used)}); remove it"
-        for role in data.columns
-        if role not in used
-    ]
-    if problems:
-        raise RecipeError(problems)
 
 
 RECIPE_MAPPING_HINT = "Map roles to columns in the recipe, e.g. data.columns: {{{role}: {column}}}"
@@ -249,7 +197,7 @@ def select_roles(
 
 def eval_rows(
     dataset: "Dataset", data: DataSection | None, roles: tuple[str, ...], optional_roles: tuple[str, ...] = (),
-    *, where: str, how_to_map: str,
+    *, where: str, how_to_map: str, read_rows: RowReader = _as_is,
 ) -> "Dataset":
     """Rows scored or predicted by a trained run (``hftk eval --model``, ``hftk predict --file``),
     prepared as :func:`load_splits` prepared the run's splits: the translation format flattened,
@@ -262,7 +210,7 @@ def eval_rows(
     if len(dataset) == 0:
         raise DataError(f"{where}: the file has no rows")
     if data is not None:
-        dataset = flatten_translation(dataset, data, where=where)
+        dataset = read_rows(dataset, data, where=where)
     columns = data.columns if data is not None else {}
     available = set(dataset.column_names)
     mapping = {role: columns[role] for role in roles + optional_roles if role in columns and columns[role] in available}
@@ -292,7 +240,3 @@ def clean_text(text: str, *, strip_html: bool, normalize_whitespace: bool) -> st
     if normalize_whitespace:
         text = _SPACES.sub(" ", text).strip()
     return text
-
-
-def _describe(source: DataSource) -> str:
-    return source.file if source.file is not None else f"load_dataset({source.path!r}, {source.name!r})"

@@ -1,31 +1,66 @@
-"""User-fixable errors.
+"""User-fixable errors, and the problem records recipe checks produce.
 
 Everything a user can fix (a bad recipe key, a missing file or column, an impossible option)
 raises a subclass of :class:`HftkError`. The CLI prints ``str(error)`` on stderr and exits with
 status 2, with no traceback; any other exception is a bug and keeps its traceback (exit 1).
 
+Recipe checks describe each mistake as a :class:`Problem`: the dotted key path it concerns and
+a message. :mod:`hf_toolkit.recipe.problems` locates the key path in the YAML (file and line, or
+the ``--set`` that wrote it); a :class:`RecipeError` carries every problem of a recipe at once.
 Messages say what is wrong, where (file, line, key) and how to fix it.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 
 class HftkError(Exception):
     """A mistake the user can fix. ``str()`` is the whole message shown to them."""
 
 
-class RecipeError(HftkError):
-    """One or more problems in a recipe, all reported at once."""
+@dataclass(frozen=True)
+class Problem:
+    """One recipe mistake: the key path it concerns (``("data", "max_length")``; ``()`` for the
+    recipe as a whole), what is wrong and how to fix it, and once located, where it was written."""
 
-    def __init__(self, problems: list[str], source: str = "recipe"):
-        self.problems = list(problems)
+    key: tuple[str, ...]
+    message: str
+    where: str | None = None  # "recipe.yaml:8" or "--set data.max_length=4"
+
+    def __str__(self) -> str:
+        parts = [self.where] if self.where else []
+        parts += [".".join(self.key)] if self.key else []
+        return ": ".join(parts + [self.message])
+
+
+class RecipeError(HftkError):
+    """One or more problems in a recipe, all reported at once.
+
+    ``records`` holds the :class:`Problem` records; ``problems`` their text, one line each.
+    A plain string counts as an already-located problem about the whole recipe.
+    """
+
+    def __init__(self, problems: Sequence[Problem | str], source: str = "recipe"):
+        self.records = [p if isinstance(p, Problem) else Problem((), p) for p in problems]
+        self.problems = [str(p) for p in self.records]
         self.source = source
         count = f"{len(self.problems)} problem" + ("s" if len(self.problems) != 1 else "")
         body = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {count}:\n{body}")
+
+
+def problem(dotted: str, message: str) -> Problem:
+    """A Problem at a dotted key path: ``problem("data.max_length", "...")``."""
+    return Problem(tuple(dotted.split(".")) if dotted else (), message)
+
+
+def raise_problems(problems: Sequence[Problem]) -> None:
+    """Raise a RecipeError when there is any problem."""
+    if problems:
+        raise RecipeError(problems)
 
 
 class DataError(HftkError):

@@ -1,4 +1,4 @@
-"""Score prediction files (``hftk eval`` files mode); the hook for scoring a model (model mode).
+"""``hftk eval``: score prediction files (files mode), or a trained run over a data file (model mode).
 
 Files mode reads predictions and references, checks that they line up, and hands them to
 :func:`hf_toolkit.metrics.compute`; every number comes from the metric's reference
@@ -12,6 +12,10 @@ implementation. Accepted inputs:
   JSONL of ``{"id", "prediction_text"}``); references as the official SQuAD JSON
   (``data/paragraphs/qas``) or JSONL ``{"id", "answers": {"text": [...], "answer_start": [...]}}``.
 
+Model mode (:func:`score_model`) runs a run directory's model over a data file with its task's
+``predict`` and scores the predictions. :func:`run_eval` holds the rules that choose between the
+modes and their options; the CLI only passes what the user typed.
+
 Anything unusable raises :class:`DataError` naming the file and what to fix. Nothing heavy is
 imported here; the metrics import their libraries when called.
 """
@@ -21,11 +25,60 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit.errors import DataError, HftkError
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, float]
+    predictions_file: Path | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def run_eval(metrics: Sequence[str], *, predictions: Path | None = None, references: Sequence[Path] = (),
+             field_name: str | None = None, reference_field: str | None = None, ci: bool = False,
+             compare: Path | None = None, model: Path | None = None, data: Path | None = None,
+             overrides: Sequence[str] = (), word_order: int | None = None, chrf_plus_plus: bool = False,
+             **options) -> EvalResult:
+    """``hftk eval`` in files or model mode, by what is given; warnings are collected, not printed.
+
+    ``options`` are the metric options the user set (None: not set), so an option for a metric
+    that was not requested is an error rather than silently unused.
+    """
+    if chrf_plus_plus and word_order not in (None, 2):
+        raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
+    options["word_order"] = 2 if chrf_plus_plus else word_order
+    options = {name: value for name, value in options.items() if value is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _run_eval(metrics, predictions, references, field_name, reference_field, ci, compare, model, data,
+                           overrides, options)
+    result.warnings = [str(warning.message) for warning in caught]
+    return result
+
+
+def _run_eval(metrics, predictions, references, field_name, reference_field, ci, compare, model, data, overrides,
+              options) -> EvalResult:
+    if model is not None or data is not None or overrides:
+        if predictions is not None or references:
+            raise HftkError("give either --predictions/--references (files mode) or "
+                            "--model/--data (model mode), not both")
+        if ci or compare is not None:
+            raise HftkError("--ci and --compare work in files mode: score the predictions file that "
+                            "model mode writes (DIR/eval/<data>.predictions.jsonl) with them")
+        scored = score_model(metrics, model, data, overrides=overrides, **options)
+        return EvalResult(scored.scores, scored.predictions_file)
+    if not metrics:
+        raise HftkError("give at least one --metric (e.g. -m bleu); see hftk eval --help")
+    if predictions is None or not references:
+        raise HftkError("files mode needs --predictions FILE and --references FILE (see hftk eval --help)")
+    return EvalResult(score_files(metrics, predictions, references, field=field_name, reference_field=reference_field,
+                                  compare=compare, ci=ci, **options))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -303,54 +356,65 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
 
     The task and column mapping come from the run's saved recipe (``overrides`` as ``--set``);
     the task's ``predict`` makes the predictions (generation for generative tasks, labels or
-    answer spans otherwise) and its ``EVAL_METRICS`` are the default metrics. Predictions and
-    scores are written to ``output_dir`` (default: ``DIR/eval``) as ``<F's name>.predictions.jsonl``
-    and ``<F's name>.scores.json``.
+    answer spans otherwise) and its ``eval_metrics`` are the default metrics. Everything that
+    can be wrong with the request is found before the weights load. Predictions and scores are
+    written to ``output_dir`` (default: ``DIR/eval``) as ``<F's name>.predictions.jsonl`` and
+    ``<F's name>.scores.json``.
     """
+    from hf_toolkit import rundir
     from hf_toolkit.data import eval_rows, load_source
-    from hf_toolkit.generation import read_run_recipe
-    from hf_toolkit.recipe import DataSource
-    from hf_toolkit.tasks import get_task
-    from hf_toolkit.train import RECIPE_FILE
+    from hf_toolkit.generation import Generator
+    from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
+    from hf_toolkit.tasks import TASKS
 
     if model_dir is None or data is None:
         raise HftkError("model mode needs both --model RUN_DIR and --data FILE")
     if not Path(model_dir).is_dir():
         raise HftkError(f"--model: {model_dir} is not a directory (give a run directory written by hftk finetune)")
-    recipe = read_run_recipe(model_dir, overrides)
+    run = rundir.open_run(model_dir, overrides)
+    recipe = run.recipe
     if recipe is None:
         raise HftkError(
-            f"--model: {model_dir} has no {RECIPE_FILE}, so its task and columns are unknown; "
+            f"--model: {model_dir} has no {rundir.RECIPE_FILE}, so its task and columns are unknown; "
             "give a run directory written by hftk finetune, or score a predictions file with --predictions/--references"
         )
     if not Path(data).is_file():
         raise DataError(f"--data: file not found: {data}")
-    task = get_task(recipe.task)
-    names = metrics_lib.check_names(list(metrics) or list(task.EVAL_METRICS))
-    fitting = [m for default in task.EVAL_METRICS for m in metrics_lib.family_of(default)]
+    if Path(data).suffix.lower() not in LOCAL_FILE_SUFFIXES:
+        raise DataError(f"--data: '{data}' has an unsupported extension; use one of {', '.join(LOCAL_FILE_SUFFIXES)}")
+    task = TASKS[recipe.task]
+    names = metrics_lib.check_names(list(metrics) or list(task.eval_metrics))
+    fitting = [m for default in task.eval_metrics for m in metrics_lib.family_of(default)]
     unfit = [name for name in names if name not in fitting]
     if unfit:
         raise HftkError(f"--metric {unfit[0]}: does not score what a {recipe.task} run predicts; "
                         f"use {', '.join(dict.fromkeys(fitting))}")
     # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
     accepted = {option for name in names for option in metrics_lib.options_of(name)}
-    defaults = task.metric_options(recipe) if hasattr(task, "metric_options") else getattr(task, "EVAL_OPTIONS", {})
-    task_options = {k: v for k, v in defaults.items() if k in accepted}
-    options = {**task_options, **options}
-    if "perplexity" in names:
-        options["model"] = str(model_dir)
-    try:
-        source = DataSource(file=str(data))
-    except ValueError as error:  # pydantic's ValidationError: unsupported extension
-        raise DataError(f"--data: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    options = {**{k: v for k, v in task.metric_options(recipe).items() if k in accepted}, **options}
     dataset = eval_rows(
-        load_source(source), recipe.data, task.ROLES, task.OPTIONAL_ROLES, where=f"--data {data}",
+        load_source(DataSource(file=str(data))), recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
         how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}",
+        read_rows=task.read_rows,
     )
-    predictions, references = task.predict(model_dir, recipe, dataset)
+    config = rundir.load_config(run)
+    task.check_eval_rows(config, dataset)
+
+    if task.generates:
+        generator = Generator(run)
+        model, tokenizer = generator.model, generator.tokenizer
+
+        def generate(prompts: list[str]) -> list[str]:
+            return [result.text for result in generator.generate(prompts, {"num_return_sequences": 1})]
+    else:
+        model, tokenizer = rundir.load_model(run, config)
+        generate = _no_generation
+    predictions, references = task.predict(model, tokenizer, recipe, dataset, generate)
+    if "perplexity" in names:
+        options.update(model=model, tokenizer=tokenizer)
     scores = metrics_lib.compute(names, predictions, references, **options)
 
-    out = Path(output_dir) if output_dir is not None else Path(model_dir) / "eval"
+    out = Path(output_dir) if output_dir is not None else run.path(rundir.EVAL_DIR)
     out.mkdir(parents=True, exist_ok=True)
     predictions_file = None
     if references is not None:
@@ -359,6 +423,10 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     scores_file = out / f"{Path(data).stem}.scores.json"
     scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     return ModelScores(scores, predictions_file, scores_file)
+
+
+def _no_generation(prompts: list[str]) -> list[str]:
+    raise AssertionError("a task that does not generate asked for generation")
 
 
 def _prediction_rows(predictions, references) -> list[dict]:

@@ -17,11 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_toolkit import modeling
+from hf_toolkit import rundir
 from hf_toolkit.errors import HftkError
-from hf_toolkit.tasks.seq2seq import DECODER_TOKENIZER_DIR
-
-RUN_FILES = ("hftk_recipe.yaml", "metrics.json", "README.md")
 
 
 @dataclass
@@ -37,7 +34,8 @@ def export(run_dir: Path, output_dir: Path, *, merge: bool, quantize: str | None
         raise HftkError("nothing to do: give --merge (fold a LoRA adapter into the weights) and/or --quantize int8")
     if not Path(run_dir).is_dir():
         raise HftkError(f"run directory not found: {run_dir}")
-    is_adapter = (Path(run_dir) / "adapter_config.json").is_file()
+    run = rundir.open_run(str(run_dir))
+    is_adapter = run.adapter_base is not None
     if merge and not is_adapter:
         raise HftkError(f"--merge: {run_dir} has no LoRA adapter (adapter_config.json); export it with --quantize only")
     if is_adapter and not merge:
@@ -45,51 +43,23 @@ def export(run_dir: Path, output_dir: Path, *, merge: bool, quantize: str | None
     if Path(output_dir).exists() and any(Path(output_dir).iterdir()):
         raise HftkError(f"output directory {output_dir} is not empty; choose a new one")
 
-    model, tokenizer = load_for_export(Path(run_dir))
+    model, tokenizer = rundir.load_model(run)
+    model.to("cpu")
     if merge:
         model = model.merge_and_unload()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    for name in RUN_FILES:
-        if (Path(run_dir) / name).is_file():
-            shutil.copy(Path(run_dir) / name, output_dir / name)
-    if (Path(run_dir) / DECODER_TOKENIZER_DIR).is_dir():  # an encoder-decoder pair's second tokenizer
-        shutil.copytree(Path(run_dir) / DECODER_TOKENIZER_DIR, output_dir / DECODER_TOKENIZER_DIR)
+    for name in rundir.RUN_FILES:
+        if run.path(name).is_file():
+            shutil.copy(run.path(name), output_dir / name)
+    if run.path(rundir.DECODER_TOKENIZER_DIR).is_dir():  # an encoder-decoder pair's second tokenizer
+        shutil.copytree(run.path(rundir.DECODER_TOKENIZER_DIR), output_dir / rundir.DECODER_TOKENIZER_DIR)
     report = ExportReport(output_dir, merged=merge)
     if quantize is not None:
         report.numbers = quantize_int8(model, tokenizer, output_dir)
     return report
-
-
-def load_for_export(run_dir: Path):
-    """(model, tokenizer): a PeftModel for LoRA runs, else the plain model."""
-    from transformers import AutoTokenizer
-
-    config = modeling.load_config(str(run_dir))
-    auto_class = auto_class_for(config)
-    tokenizer = modeling.from_pretrained(AutoTokenizer, str(run_dir), "tokenizer")
-    return modeling.load_model_dir(auto_class, str(run_dir)).eval(), tokenizer
-
-
-def auto_class_for(config):
-    """The transformers Auto class that builds the architecture named in a config."""
-    import transformers
-
-    architecture = (config.architectures or [None])[0]
-    if architecture is None:
-        raise HftkError("the model config names no architecture; cannot tell which model class to export")
-    suffixes = {
-        "LMHeadModel": "AutoModelForCausalLM", "ForCausalLM": "AutoModelForCausalLM",
-        "ForMaskedLM": "AutoModelForMaskedLM", "ForSequenceClassification": "AutoModelForSequenceClassification",
-        "ForQuestionAnswering": "AutoModelForQuestionAnswering", "ForConditionalGeneration": "AutoModelForSeq2SeqLM",
-        "EncoderDecoderModel": "AutoModelForSeq2SeqLM",
-    }
-    for suffix, auto_name in suffixes.items():
-        if architecture.endswith(suffix):
-            return getattr(transformers, auto_name)
-    return transformers.AutoModel
 
 
 def quantize_int8(model, tokenizer, output_dir: Path) -> dict[str, float]:

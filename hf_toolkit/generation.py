@@ -6,23 +6,26 @@ passes. Decoder-only models are batched with left padding so every prompt ends r
 continuation starts; results hold the continuation only, never the prompt. A single prompt can
 stream its text as it is produced.
 
-A run directory trained by a task that encodes its inputs (summarization/translation:
-``data.source_prefix``, ``data.prompt_template``, source truncation) gets each prompt encoded the
-same way, read from the saved recipe; an encoder-decoder pair's decoder tokenizer
-(``decoder_tokenizer/``) decodes the output.
+A run whose task encodes its inputs (summarization/translation: ``data.source_prefix``,
+``data.prompt_template``, source truncation) gets each prompt encoded the same way
+(``Task.encode_prompts``); an encoder-decoder pair's decoder tokenizer decodes the output
+(:func:`hf_toolkit.rundir.output_tokenizer`). ``hftk eval --model`` generates through
+:class:`Generator` too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import modeling
+from hf_toolkit import rundir
 from hf_toolkit.errors import HftkError
+from hf_toolkit.tasks import TASKS
+from hf_toolkit.tasks.base import Task
 
 if TYPE_CHECKING:
-    from hf_toolkit.recipe import Recipe
+    from hf_toolkit.rundir import Run
 
 # transformers' default length (max_length 20, prompt included, whether a config writes it or leaves
 # it unset) is too short to be useful; when neither the model nor the user set a length, hftk
@@ -37,26 +40,6 @@ class Generated:
     prompt: str
     text: str
     continues_prompt: bool = True  # False for summaries/translations: the text stands on its own
-
-
-def load_generator(reference: str):
-    """(model, tokenizer) ready for generation; seq2seq or causal picked from the model config."""
-    modeling.locate(reference, "model")  # fail fast on a missing dir or unreachable hub, before importing transformers
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    config = modeling.load_config(reference)
-    task = modeling.prediction_head(config)
-    if task is not None:
-        raise HftkError(f"{reference} is a {task} model: it predicts rather than generates text; "
-                        f"use hftk predict --model {reference} (see hftk predict --help)")
-    auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = modeling.load_model_dir(auto_class, reference)
-    tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")
-    modeling.ensure_pad_token(tokenizer)
-    if not config.is_encoder_decoder:
-        tokenizer.padding_side = "left"
-    model.eval()
-    return model, tokenizer
 
 
 def generation_config(model, tokenizer, options: dict[str, Any]):
@@ -88,7 +71,7 @@ def check_options(given: dict[str, Any]) -> None:
     """Decoding options from the command line obey the rules of a recipe's `generation` section."""
     from pydantic import ValidationError
 
-    from hf_toolkit.recipe import GenerationSection
+    from hf_toolkit.recipe.schema import GenerationSection
 
     if "max_length" in given and "max_new_tokens" in given:
         raise HftkError("give --max-new-tokens or --max-length, not both")
@@ -101,6 +84,68 @@ def check_options(given: dict[str, Any]) -> None:
         raise HftkError("--temperature, --top-k and --top-p shape sampling; drop them or use --do-sample instead of --greedy")
 
 
+class Generator:
+    """A loaded generative model with the encoding of its run: prompts in, texts out."""
+
+    def __init__(self, run: "Run"):
+        config = rundir.load_config(run)
+        task = rundir.task_name(run, config)
+        if task is not None and TASKS[task].predicts:
+            raise HftkError(f"{run.reference} is a {task} model: it predicts rather than generates text; "
+                            f"use hftk predict --model {run.reference} (see hftk predict --help)")
+        self.run, self.recipe = run, run.recipe
+        self.task: Task | None = TASKS[task] if run.recipe is not None else None
+        self.model, self.tokenizer = rundir.load_model(run, config)
+        if not self.model.config.is_encoder_decoder:
+            self.tokenizer.padding_side = "left"
+        self.writer = rundir.output_tokenizer(run, self.tokenizer)
+
+    @property
+    def continues_prompt(self) -> bool:
+        """Whether an output continues its prompt's text (a language model) or answers it."""
+        if self.task is not None:
+            return self.task.continues_prompt
+        return not self.model.config.is_encoder_decoder
+
+    def encode(self, prompts: list[str]):
+        """Padded input tensors for `prompts`, encoded as the run's training encoded its inputs."""
+        ids = (self.task.encode_prompts(self.recipe, self.tokenizer, self.model, prompts) if self.task is not None
+               else self.tokenizer(prompts)["input_ids"])
+        return self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True).to(self.model.device)
+
+    def generate(self, prompts: list[str], options: dict[str, Any], *, seed: int | None = None, batch_size: int = 8,
+                 on_text: Callable[[str], None] | None = None) -> list[Generated]:
+        """`num_return_sequences` results per prompt, in prompt order (see :func:`generate`)."""
+        import torch
+        from transformers import set_seed
+
+        # The model carries the settings itself: a config passed to generate() would have its unset
+        # fields (max_new_tokens=None under --max-length) filled back in from the model's.
+        config = generation_config(self.model, self.tokenizer, options)
+        target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        target.generation_config = config  # a PeftModel generates with its base model's config
+        if seed is not None:
+            set_seed(seed)
+        per_prompt = config.num_return_sequences or 1
+        continues = self.continues_prompt
+        streamer = None
+        if on_text is not None and len(prompts) == 1 and (config.num_beams or 1) == 1 and per_prompt == 1:
+            streamer = _CallbackStreamer(self.writer, on_text)
+            if continues:
+                on_text(prompts[0])
+        results: list[Generated] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            inputs = self.encode(batch)
+            with torch.inference_mode():
+                output = self.model.generate(**inputs, streamer=streamer)
+            if not self.model.config.is_encoder_decoder:
+                output = output[:, inputs["input_ids"].shape[1] :]
+            texts = self.writer.batch_decode(output, skip_special_tokens=True)
+            results += [Generated(batch[i // per_prompt], text, continues) for i, text in enumerate(texts)]
+        return results
+
+
 def generate(
     reference: str,
     prompts: list[str],
@@ -109,104 +154,16 @@ def generate(
     seed: int | None = None,
     batch_size: int = 8,
     on_text: Callable[[str], None] | None = None,
-    recipe: "Recipe | None" = None,
 ) -> list[Generated]:
     """Generate for every prompt; `num_return_sequences` results per prompt, in prompt order.
 
     `on_text` receives text as it is produced (single prompt, single sequence, no beams only).
-    `recipe` (default: the one saved in a run directory) says how the run encodes its prompts.
     """
     if not prompts:
         raise HftkError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
     check_options({k: v for k, v in options.items() if v is not None})
-    model, tokenizer = load_generator(reference)
-    import torch
-    from transformers import set_seed
-
-    encode, continues = prompt_encoder(reference, model, tokenizer, recipe)
-    writer = output_tokenizer(reference, tokenizer)
-    # The model carries the settings itself: a config passed to generate() would have its unset
-    # fields (max_new_tokens=None under --max-length) filled back in from the model's.
-    config = generation_config(model, tokenizer, options)
-    modeling.set_generation_config(model, config)
-    if seed is not None:
-        set_seed(seed)
-    per_prompt = config.num_return_sequences or 1
-    streamer = None
-    if on_text is not None and len(prompts) == 1 and (config.num_beams or 1) == 1 and per_prompt == 1:
-        streamer = _CallbackStreamer(writer, on_text)
-        if continues:
-            on_text(prompts[0])
-
-    results: list[Generated] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        inputs = encode(batch)
-        with torch.inference_mode():
-            output = model.generate(**inputs, streamer=streamer)
-        if not model.config.is_encoder_decoder:
-            output = output[:, inputs["input_ids"].shape[1] :]
-        texts = writer.batch_decode(output, skip_special_tokens=True)
-        results += [Generated(batch[i // per_prompt], text, continues) for i, text in enumerate(texts)]
-    return results
-
-
-def read_run_recipe(reference, overrides: Sequence[str] = ()) -> "Recipe | None":
-    """The recipe saved in a run directory (``hftk_recipe.yaml``), or None for other models.
-
-    Read as saved, without validating it again: its data files and local model paths were
-    relative to wherever training ran and need not exist here. ``overrides`` (``--set k=v``)
-    are applied first; their keys are checked against the schema.
-    """
-    import yaml
-
-    from hf_toolkit.recipe import DataSection, ModelSection, Recipe, apply_override, check_override_key, looks_local, resolve_path
-    from hf_toolkit.train import RECIPE_FILE
-
-    if not looks_local(str(reference)):
-        return None
-    path = resolve_path(str(reference)) / RECIPE_FILE
-    if not path.is_file():
-        return None
-    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for assignment in overrides:
-        check_override_key(apply_override(saved, assignment), assignment)
-    return Recipe.model_construct(
-        **{**saved, "model": ModelSection.model_construct(**saved["model"]), "data": DataSection.model_construct(**saved["data"])}
-    )
-
-
-def prompt_encoder(reference: str, model, tokenizer, recipe: "Recipe | None" = None) -> tuple[Callable[[list[str]], Any], bool]:
-    """(prompts -> padded input tensors, whether the output continues the prompt's text).
-
-    A run whose task encodes its inputs (prefix, prompt template, truncation) gets them encoded
-    exactly as in training (the task's ``encode_prompts``); its output then answers the prompt
-    rather than continuing it, as does every encoder-decoder model's.
-    """
-    from hf_toolkit.tasks import TASKS
-
-    recipe = recipe if recipe is not None else read_run_recipe(reference)
-    task = TASKS[recipe.task] if recipe is not None and recipe.task in TASKS else None
-    if task is None or not hasattr(task, "encode_prompts"):
-        encode = lambda batch: tokenizer(batch, return_tensors="pt", padding=True)  # noqa: E731
-        return encode, not model.config.is_encoder_decoder
-    return lambda batch: tokenizer.pad(
-        {"input_ids": task.encode_prompts(recipe, tokenizer, model, batch)}, return_tensors="pt", padding=True
-    ), False
-
-
-def output_tokenizer(reference: str, tokenizer):
-    """The tokenizer that decodes outputs: an encoder-decoder pair's own decoder tokenizer when saved."""
-    from hf_toolkit.recipe import looks_local, resolve_path
-    from hf_toolkit.tasks.seq2seq import DECODER_TOKENIZER_DIR
-
-    if looks_local(str(reference)) and (resolve_path(str(reference)) / DECODER_TOKENIZER_DIR).is_dir():
-        from transformers import AutoTokenizer
-
-        writer = AutoTokenizer.from_pretrained(str(resolve_path(str(reference)) / DECODER_TOKENIZER_DIR))
-        modeling.ensure_pad_token(writer)
-        return writer
-    return tokenizer
+    run = rundir.open_run(reference)
+    return Generator(run).generate(prompts, options, seed=seed, batch_size=batch_size, on_text=on_text)
 
 
 class _CallbackStreamer:

@@ -1,31 +1,47 @@
 """Hugging Face hub access that fails fast and clearly when there is no network.
 
 Hub ids keep the real ``from_pretrained`` path for users with a network. Without one, the hub
-client retries for half a minute before it gives up; instead we probe the hub endpoint once
-(1.5 s timeout, skipped when ``HF_HUB_OFFLINE`` is set) and, when it cannot be reached, use the
-local cache only, or stop at once with a message that says how to use a local directory.
+client retries for half a minute before it gives up; instead we probe the hub endpoint (1.5 s
+timeout, skipped when ``HF_HUB_OFFLINE`` is set; a result is reused for a minute, not for the
+life of the process) and, when it cannot be reached, load from the local cache only (per call
+for models, inside :func:`cache_only` for datasets), or stop at once with a message that says
+how to use a local directory.
 This module imports only ``huggingface_hub`` (a fraction of a second), never transformers, so
 the check runs before anything slow.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hf_toolkit.errors import ModelLoadError
 
 
-@functools.cache
+PROBE_TTL_SECONDS = 60.0
+_probed: dict[str, tuple[float, bool]] = {}
+
+
 def reachable() -> bool:
     """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer within 1.5 s."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(constants.ENDPOINT)
+    endpoint = constants.ENDPOINT
+    when, answer = _probed.get(endpoint, (float("-inf"), False))
+    if time.monotonic() - when > PROBE_TTL_SECONDS:
+        answer = _probe(endpoint)
+        _probed[endpoint] = (time.monotonic(), answer)
+    return answer
+
+
+def _probe(endpoint: str) -> bool:
+    url = urlparse(endpoint)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=1.5).close()
         return True
@@ -43,11 +59,22 @@ def cached(repo_id: str) -> bool:
     )
 
 
-def use_cache_only() -> None:
-    """Switch huggingface_hub in this process to the local cache (what HF_HUB_OFFLINE=1 does at startup)."""
+@contextlib.contextmanager
+def cache_only(active: bool = True) -> Iterator[None]:
+    """Within the block, huggingface_hub and datasets read the local cache only (as HF_HUB_OFFLINE=1
+    does); the previous setting is restored after it."""
+    import datasets
     from huggingface_hub import constants
 
-    constants.HF_HUB_OFFLINE = True
+    if not active:
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True  # datasets reads its own copy
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def unreachable_message(repo_id: str, what: str) -> str:

@@ -1,21 +1,24 @@
-"""Models and tokenizers: from a hub id, a local directory, or built from a config (``init: scratch``).
+"""Building models and tokenizers for training: from a hub id, a local directory, or from a
+config (``init: scratch``); checking a recipe's config overrides; LoRA adapters.
 
 Hub ids go through :mod:`hf_toolkit.hub`, which fails fast and clearly without a network.
+Trained models are loaded back by :mod:`hf_toolkit.rundir`, which uses :func:`from_pretrained`.
 
-Also here: training a small byte-level BPE tokenizer for from-scratch runs, and giving
-GPT-2-style tokenizers a pad token (their EOS), which batching and sequence classification need.
+Also here: training a small byte-level BPE tokenizer for from-scratch runs, giving GPT-2-style
+tokenizers a pad token (their EOS), which batching and sequence classification need, and
+:func:`context_length`, the one place that reads a model's context size from its config.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_toolkit import hub
-from hf_toolkit.errors import HftkError, ModelLoadError, RecipeError, did_you_mean
-from hf_toolkit.recipe import ModelPart, ModelSection, PeftSection, looks_local, resolve_path
+from hf_toolkit.errors import HftkError, ModelLoadError, Problem, did_you_mean
+from hf_toolkit.recipe.paths import looks_local, resolve_path
+from hf_toolkit.recipe.schema import ModelPart, ModelSection, PeftSection
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -40,15 +43,33 @@ def locate(reference: str, what: str) -> tuple[str, bool]:
     return reference, hub.require(reference, what)
 
 
+# Files without which a local directory cannot give a config, or a tokenizer.
+_CONFIG_FILES = ("config.json", "adapter_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
+
+
 def from_pretrained(loader: Any, reference: str, what: str, **kwargs: Any) -> Any:
     """Call ``loader.from_pretrained`` on a local path or hub id, with clear errors when offline."""
     location, cache_only = locate(reference, what)
+    expected = _TOKENIZER_FILES if what.endswith("tokenizer") else _CONFIG_FILES
+    if Path(location).is_dir() and not any((Path(location) / name).is_file() for name in expected):
+        raise ModelLoadError(f"cannot load {what} from '{reference}': the directory has none of {', '.join(expected)}; "
+                             "give a directory written by save_pretrained (or hftk finetune)")
     try:
         return loader.from_pretrained(location, local_files_only=cache_only, **kwargs)
-    except OSError as error:
-        if cache_only:
-            raise ModelLoadError(hub.unreachable_message(reference, what)) from None
-        raise ModelLoadError(f"cannot load {what} from '{reference}': {error}") from None
+    except OSError:
+        if not cache_only:
+            raise
+        raise ModelLoadError(hub.unreachable_message(reference, what)) from None
+
+
+def context_length(config: Any) -> int | None:
+    """The longest input the model takes, in tokens, from its config (None when it names none)."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,6 +90,15 @@ def load_tokenizer(section: ModelSection, train_texts: Iterable[str] | None = No
         reference = section.tokenizer or section.name_or_path
         assert reference is not None  # the recipe schema guarantees one of them
         tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_tokenizer_from(reference: str) -> "PreTrainedTokenizerBase":
+    """A tokenizer from a hub id or local directory, with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
     ensure_pad_token(tokenizer)
     return tokenizer
 
@@ -118,92 +148,6 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
     return model
 
 
-ADAPTER_CONFIG = "adapter_config.json"
-# A LoRA run saves only the adapter; the fine-tuned model's own config (label names, task head
-# sizes) and generation config (the recipe's `generation` section) go here, because a
-# config.json beside the adapter would make transformers look for full weights.
-ADAPTER_MODEL_CONFIG_DIR = "model_config"
-
-
-def adapter_base(location: str) -> str | None:
-    """The base model a LoRA run directory adapts, or None when it is not an adapter directory."""
-    adapter = Path(location) / ADAPTER_CONFIG
-    if not adapter.is_file():
-        return None
-    return json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-
-
-def load_config(reference: str) -> Any:
-    """The model config of a model dir, hub id, or LoRA run dir (the fine-tuned model's config)."""
-    from transformers import AutoConfig
-
-    location, _ = locate(reference, "model")
-    base = adapter_base(location)
-    if base is None:
-        return from_pretrained(AutoConfig, reference, "model config")
-    saved = Path(location) / ADAPTER_MODEL_CONFIG_DIR
-    return AutoConfig.from_pretrained(saved) if saved.is_dir() else from_pretrained(AutoConfig, base, "base model config")
-
-
-# Heads that predict rather than generate (hftk predict's tasks), by architecture-name suffix.
-PREDICTION_HEADS = {
-    "ForSequenceClassification": "text-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForMaskedLM": "masked-lm",
-}
-
-
-def prediction_head(config: Any) -> str | None:
-    """The hftk predict task a model config's architecture serves, or None (a generative model)."""
-    for architecture in config.architectures or []:
-        for suffix, task in PREDICTION_HEADS.items():
-            if architecture.endswith(suffix):
-                return task
-    return None
-
-
-def load_model_dir(auto_class: Any, reference: str) -> "PreTrainedModel":
-    """A trained model from a model dir, hub id, or LoRA run dir (base + adapter, as a PeftModel)."""
-    location, _ = locate(reference, "model")
-    base = adapter_base(location)
-    if base is None:
-        return from_pretrained(auto_class, reference, "model")
-    from peft import PeftModel
-    from transformers import GenerationConfig
-
-    base_model = from_pretrained(auto_class, base, "base model", config=load_config(reference))
-    saved = Path(location) / ADAPTER_MODEL_CONFIG_DIR
-    if (saved / "generation_config.json").is_file():
-        base_model.generation_config = GenerationConfig.from_pretrained(saved)
-    return PeftModel.from_pretrained(base_model, location)
-
-
-def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
-    """Beside a saved LoRA adapter: the fine-tuned model's config and generation config (see above)."""
-    base = model.get_base_model()
-    base.config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
-    if getattr(base, "generation_config", None) is not None:
-        base.generation_config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
-
-
-def set_generation_config(model: Any, config: Any) -> None:
-    """Make `config` the one ``model.generate()`` uses (a PeftModel generates with its base model's)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    target.generation_config = config
-
-
-def load_trained(auto_class: Any, model_dir: Any) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """(model in eval mode, tokenizer) of a run directory, local model dir or hub id, for inference."""
-    from transformers import AutoTokenizer
-
-    reference = str(model_dir)
-    model = load_model_dir(auto_class, reference)
-    tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
-    ensure_pad_token(tokenizer)
-    model.eval()
-    return model, tokenizer
-
-
 def base_config(section: ModelSection | ModelPart, key: str = "model") -> Any:
     """The checkpoint's config, or a fresh one of ``config.model_type`` (no overrides, no weights).
 
@@ -215,13 +159,20 @@ def base_config(section: ModelSection | ModelPart, key: str = "model") -> Any:
         return from_pretrained(AutoConfig, section.name_or_path, "model config")
     model_type = section.config["model_type"]
     if model_type not in CONFIG_MAPPING:
-        raise RecipeError(
-            [f"{key}.config.model_type: unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"]
-        )
+        raise UnknownModelType(Problem((*key.split("."), "config", "model_type"),
+                                       f"unknown model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}"))
     return AutoConfig.for_model(model_type)
 
 
-def config_problems(config: Any, overrides: dict[str, Any], key: str) -> list[str]:
+class UnknownModelType(HftkError):
+    """``config.model_type`` names no transformers model; ``problem`` says where."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def override_problems(config: Any, overrides: dict[str, Any], key: str) -> list[Problem]:
     """Overrides that are not settings of `config`, or whose value has the wrong type.
 
     A setting's type is its default's kind: a number for numbers (ints and floats alike: many
@@ -235,10 +186,10 @@ def config_problems(config: Any, overrides: dict[str, Any], key: str) -> list[st
         if name == "model_type":
             continue
         if name not in known:
-            problems.append(f"{key}.{name}: not a setting of {type(config).__name__}{did_you_mean(name, known)}")
+            problems.append(Problem((*key.split("."), name), f"not a setting of {type(config).__name__}{did_you_mean(name, known)}"))
         elif (expected := _expected_type(getattr(config, name, None), value)) is not None:
-            problems.append(f"{key}.{name}: expected {expected} like {type(config).__name__}'s default "
-                            f"{getattr(config, name)!r} (got {value!r})")
+            problems.append(Problem((*key.split("."), name), f"expected {expected} like {type(config).__name__}'s default "
+                                                            f"{getattr(config, name)!r} (got {value!r})"))
     return problems
 
 
@@ -260,29 +211,59 @@ def _expected_type(default: Any, value: Any) -> str | None:
     return None
 
 
-def check_configs(section: ModelSection) -> None:
+def config_problems(section: ModelSection, auto_class: Any) -> list[Problem]:
     """Recipe-time check of ``model.config`` (or each side's, for a pair) against the model's config class.
 
-    Loads only configs (a hub id that cannot be reached fails here, fast), no tokenizer or weights.
+    Overrides must be settings of the config class with values of the right kind; then the model
+    is built from the config on the meta device (no memory, no weights), so values that break the
+    model's own rules (``hidden_size`` not a multiple of ``num_attention_heads``) are found here
+    rather than after the data has loaded. Loads only configs: a hub id that cannot be reached
+    fails fast. `auto_class` builds a single model; a pair's sides build as encoder and decoder.
     """
-    sides = [("model.encoder", section.encoder), ("model.decoder", section.decoder)] if section.is_pair else [("model", section)]
+    from transformers import AutoModel, AutoModelForCausalLM
+
     problems = []
-    for key, side in sides:
-        if side is not None and side.config:
-            problems += config_problems(base_config(side, key), side.config, f"{key}.config")
-    if problems:
-        raise RecipeError(problems)
+    for key, part in section.parts():
+        if not part.config:
+            continue
+        try:
+            config = base_config(part, key)
+        except UnknownModelType as error:
+            problems.append(error.problem)
+            continue
+        found = override_problems(config, part.config, f"{key}.config")
+        if not found:
+            builder = auto_class if key == "model" else AutoModel if key == "model.encoder" else AutoModelForCausalLM
+            found = _build_problems(builder, _with_overrides(config, part.config), f"{key}.config")
+        problems += found
+    return problems
+
+
+def _build_problems(auto_class: Any, config: Any, key: str) -> list[Problem]:
+    """The model's own objection to `config`, from building it on the meta device."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            auto_class.from_config(config)
+    except ValueError as error:  # transformers' models reject impossible shapes with ValueError
+        return [Problem(tuple(key.split(".")), f"{error} (the model cannot be built from these settings)")]
+    return []
+
+
+def _with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    for name, value in overrides.items():
+        if name != "model_type":
+            setattr(config, name, value)
+    return config
 
 
 def build_config(section: ModelSection | ModelPart, tokenizer: "PreTrainedTokenizerBase", **config_kwargs: Any) -> Any:
     """The model config: the checkpoint's (or a fresh one of config.model_type) plus overrides.
 
-    The overrides were checked with the recipe (:func:`check_configs`).
+    The overrides were checked with the recipe (:func:`config_problems`).
     """
-    config = base_config(section)
-    overrides = {key: value for key, value in section.config.items() if key != "model_type"}
-    for key, value in {**overrides, **config_kwargs}.items():
-        setattr(config, key, value)
+    config = _with_overrides(base_config(section), {**section.config, **config_kwargs})
     if section.init == "scratch":
         config.vocab_size = len(tokenizer)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

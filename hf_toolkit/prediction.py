@@ -1,10 +1,10 @@
 """``hftk predict``: apply a trained non-generative model (classifier, extractive QA, fill-mask) to inputs.
 
 The task comes from the run directory's ``hftk_recipe.yaml``; for a plain Hugging Face model
-directory (or hub id) it is inferred from ``config.architectures`` (``*ForSequenceClassification``,
-``*ForQuestionAnswering``, ``*ForMaskedLM``). Inputs come from the command line or a data file;
-the ML work is done by the task modules' inference functions, so ``hftk predict`` and
-``hftk eval --model`` compute predictions the same way. Every input gives one plain-data record:
+directory (or hub id) from ``config.architectures`` (:data:`hf_toolkit.rundir.ARCHITECTURES`).
+Inputs come from the command line or a data file, as rows of the task's input roles; the task's
+``predict_records`` turns them into one plain-data record per input and ``format_record`` into a
+line for the terminal, so ``hftk predict`` and ``hftk eval --model`` compute predictions the same way:
 
 - text-classification: ``{"text", ["text_pair"], "label", "score", "probabilities": {label: p}}``
 - question-answering: ``{"question", "context", "answer", "score", "start", "end"}``, where
@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit import modeling
+from hf_toolkit import rundir
 from hf_toolkit.errors import DataError, HftkError
+from hf_toolkit.tasks import TASKS
+from hf_toolkit.tasks.base import Task
 
-PREDICT_TASKS = tuple(modeling.PREDICTION_HEADS.values())
+# Command-line option of each input role.
+OPTIONS = {"text": "--text", "text_pair": "--text-pair", "question": "--question", "context": "--context"}
 
 
 @dataclass
@@ -37,161 +40,77 @@ class Inputs:
     contexts: list[str] = field(default_factory=list)
     file: Path | None = None
 
+    def by_role(self) -> dict[str, list[str]]:
+        given = {"text": self.texts, "text_pair": self.text_pairs, "question": self.questions, "context": self.contexts}
+        return {role: list(values) for role, values in given.items() if values}
 
-def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int = 16) -> tuple[str, list[dict[str, Any]]]:
-    """(task name, one record per input) for a run directory, local model dir or hub id."""
-    from hf_toolkit.generation import read_run_recipe
 
-    modeling.locate(model_ref, "model")
-    recipe = read_run_recipe(model_ref)
-    task = recipe.task if recipe is not None else infer_task(model_ref)
-    if task not in PREDICT_TASKS:
+def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int = 16) -> tuple[Task, list[dict[str, Any]]]:
+    """(the model's task, one record per input) for a run directory, local model dir or hub id."""
+    run = rundir.open_run(model_ref)
+    config = rundir.load_config(run)
+    name = rundir.task_name(run, config)
+    if name is None:
         raise HftkError(
-            f"{model_ref} is a {task} model; hftk predict applies {', '.join(PREDICT_TASKS)} models. "
-            f"For text generation use: hftk generate --model {model_ref} --prompt '...'"
+            f"cannot tell what {model_ref} predicts: its config.json lists architectures {config.architectures} and "
+            "hftk predict needs a *ForSequenceClassification, *ForQuestionAnswering or *ForMaskedLM model "
+            "(for text generation use hftk generate)"
         )
-    inputs = read_inputs(task, inputs, recipe)
-    if task == "text-classification":
-        return task, classify(model_ref, recipe, inputs, batch_size=batch_size)
-    if task == "question-answering":
-        return task, answer(model_ref, recipe, inputs, batch_size=batch_size)
-    return task, fill_mask(model_ref, inputs, top_k=top_k, batch_size=batch_size)
+    task = TASKS[name]
+    if not task.predicts:
+        predicting = ", ".join(t.name for t in TASKS.values() if t.predicts)
+        raise HftkError(f"{model_ref} is a {name} model; hftk predict applies {predicting} models. "
+                        f"For text generation use: hftk generate --model {model_ref} --prompt '...'")
+    rows = read_inputs(task, inputs, run.recipe)
+    model, tokenizer = rundir.load_model(run, config)
+    return task, task.predict_records(model, tokenizer, run.recipe, rows, top_k=top_k, batch_size=batch_size)
 
 
-def infer_task(model_ref: str) -> str:
-    """The task of a plain model directory, from its config's architectures."""
-    config = modeling.load_config(model_ref)
-    task = modeling.prediction_head(config)
-    if task is not None:
-        return task
-    raise HftkError(
-        f"cannot tell what {model_ref} predicts: its config.json lists architectures {config.architectures} and "
-        "hftk predict needs a *ForSequenceClassification, *ForQuestionAnswering or *ForMaskedLM model "
-        "(for text generation use hftk generate)"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def read_inputs(task: str, inputs: Inputs, recipe) -> Inputs:
-    """Check that the inputs suit the task and add the rows of --file."""
-    wanted = "--question and --context" if task == "question-answering" else "--text"
-    if task == "question-answering" and inputs.texts:
-        raise HftkError(f"this is a question-answering model: give {wanted} (or --file), not --text")
-    if task != "question-answering" and (inputs.questions or inputs.contexts):
-        raise HftkError(f"this is a {task} model: give --text (or --file), not --question/--context")
-    if task == "masked-lm" and inputs.text_pairs:
-        raise HftkError("--text-pair is for text-classification models; a fill-mask model takes --text only")
-    if inputs.text_pairs and len(inputs.text_pairs) != len(inputs.texts):
-        raise HftkError(f"{len(inputs.texts)} --text but {len(inputs.text_pairs)} --text-pair; give one --text-pair per --text")
-    if task == "question-answering":
-        if len(inputs.contexts) == 1 and len(inputs.questions) > 1:
-            inputs.contexts = inputs.contexts * len(inputs.questions)
-        if len(inputs.questions) != len(inputs.contexts):
-            raise HftkError(
-                f"{len(inputs.questions)} --question but {len(inputs.contexts)} --context; give one --context per "
-                "--question, or one --context for all of them"
-            )
+def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
+    """The inputs as rows of the task's input roles (command line first, then --file), checked."""
+    required, optional = task.input_roles
+    rows = inputs.by_role()
+    wanted = " and ".join(OPTIONS[role] for role in required)
+    unused = [role for role in rows if role not in required + optional]
+    if unused:
+        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {OPTIONS[unused[0]]}")
+    if "question" in required and len(rows.get("context", [])) == 1 and len(rows.get("question", [])) > 1:
+        rows["context"] = rows["context"] * len(rows["question"])  # one context for all questions
+    counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
+    if len(set(counts.values())) > 1:
+        shown = " but ".join(f"{count} {OPTIONS[role]}" for role, count in counts.items())
+        raise HftkError(f"{shown}; give one of each per input" + (
+            " (or one --context for all questions)" if "context" in counts else ""))
     if inputs.file is not None:
-        add_file_rows(task, inputs, recipe)
-    if not (inputs.texts or inputs.questions):
+        add_file_rows(task, rows, inputs.file, recipe)
+    if not any(rows.get(role) for role in required):
         raise HftkError(f"nothing to predict: give {wanted}, or --file with one input per row")
-    return inputs
+    return rows
 
 
-def add_file_rows(task: str, inputs: Inputs, recipe) -> None:
+def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) -> None:
     """Rows of a json/jsonl/csv/tsv/parquet/txt file, columns named as the run's recipe maps them or by role."""
     from hf_toolkit.data import eval_rows, load_source
-    from hf_toolkit.recipe import LOCAL_FILE_SUFFIXES, DataSource
+    from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
 
-    path = Path(inputs.file)
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"--file: file not found: {path}")
     if path.suffix.lower() not in LOCAL_FILE_SUFFIXES:
         raise DataError(f"--file: '{path}' has an unsupported extension; use one of {', '.join(LOCAL_FILE_SUFFIXES)}")
-    dataset = load_source(DataSource.model_construct(file=str(path), path=None, name=None, split=None, data_files=None))
-    roles, optional = {"text-classification": (("text",), ("text_pair",)), "question-answering": (("question", "context"), ()), "masked-lm": (("text",), ())}[task]
+    required, optional = task.input_roles
     dataset = eval_rows(
-        dataset, recipe.data if recipe is not None else None, roles, optional, where=f"--file {path}",
-        how_to_map="Name the file's columns by role (" + ", ".join(roles + optional) + ")",
+        load_source(DataSource(file=str(path))), recipe.data if recipe is not None else None, required, optional,
+        where=f"--file {path}", how_to_map="Name the file's columns by role (" + ", ".join(required + optional) + ")",
     )
-    if task == "question-answering":
-        inputs.questions += list(dataset["question"])
-        inputs.contexts += list(dataset["context"])
-        return
-    if inputs.texts and bool(inputs.text_pairs) != ("text_pair" in dataset.column_names):
-        raise HftkError("mix of inputs with and without a text pair: give --text-pair for every --text, or none, as in --file")
-    inputs.texts += list(dataset["text"])
-    if "text_pair" in dataset.column_names:
-        inputs.text_pairs += list(dataset["text_pair"])
+    present = [role for role in required + optional if role in dataset.column_names]
+    if rows and set(present) != set(rows):
+        raise HftkError(f"mix of inputs with and without {', '.join(sorted(set(present) ^ set(rows)))}: give the same "
+                        "inputs on the command line as in --file")
+    for role in present:
+        rows.setdefault(role, []).extend(dataset[role])
 
 
-# --------------------------------------------------------------------------------------------
-# Per task
-
-
-def classify(model_ref: str, recipe, inputs: Inputs, *, batch_size: int) -> list[dict[str, Any]]:
-    from transformers import AutoModelForSequenceClassification
-
-    from hf_toolkit.tasks import text_classification
-
-    model, tokenizer = modeling.load_trained(AutoModelForSequenceClassification, model_ref)
-    pairs = inputs.text_pairs or None
-    max_length = recipe.data.max_length if recipe is not None else None
-    probabilities = text_classification.classify(model, tokenizer, inputs.texts, pairs, max_length=max_length, batch_size=batch_size)
-    names = [model.config.id2label[i] for i in range(len(probabilities[0]))] if probabilities else []
-    records = []
-    for i, p in enumerate(probabilities):
-        best = max(range(len(p)), key=p.__getitem__)
-        record: dict[str, Any] = {"text": inputs.texts[i]}
-        if pairs is not None:
-            record["text_pair"] = pairs[i]
-        record.update(label=names[best], score=p[best], probabilities=dict(zip(names, p)))
-        records.append(record)
-    return records
-
-
-def answer(model_ref: str, recipe, inputs: Inputs, *, batch_size: int) -> list[dict[str, Any]]:
-    from transformers import AutoModelForQuestionAnswering
-
-    from hf_toolkit.tasks import question_answering
-
-    model, tokenizer = modeling.load_trained(AutoModelForQuestionAnswering, model_ref)
-    answers = question_answering.answer_questions(
-        model, tokenizer, inputs.questions, inputs.contexts, question_answering.settings(recipe), batch_size=batch_size
-    )
-    return [
-        {"question": q, "context": c, "answer": a.text, "score": a.score, "start": a.start, "end": a.end}
-        for q, c, a in zip(inputs.questions, inputs.contexts, answers)
-    ]
-
-
-def fill_mask(model_ref: str, inputs: Inputs, *, top_k: int, batch_size: int) -> list[dict[str, Any]]:
-    from transformers import AutoModelForMaskedLM
-
-    from hf_toolkit.tasks import masked_lm
-
-    model, tokenizer = modeling.load_trained(AutoModelForMaskedLM, model_ref)
-    fills = masked_lm.fill_mask(model, tokenizer, inputs.texts, top_k=top_k, batch_size=batch_size)
-    return [{"text": text, "fills": per_mask} for text, per_mask in zip(inputs.texts, fills)]
-
-
-# --------------------------------------------------------------------------------------------
-# Terminal output
-
-
-def format_record(task: str, record: dict[str, Any]) -> str:
+def format_record(task: Task, record: dict[str, Any]) -> str:
     """One record for a terminal (the --json output is the record itself)."""
-    if task == "text-classification":
-        pair = f" || {record['text_pair']}" if "text_pair" in record else ""
-        return f"{record['label']}\t{record['score']:.4f}\t{record['text']}{pair}"
-    if task == "question-answering":
-        shown = repr(record["answer"]) if record["answer"] else "(no answer)"
-        return f"Q: {record['question']}\nA: {shown}\t(score {record['score']:.4f}, chars {record['start']}-{record['end']})"
-    lines = [record["text"]]
-    for n, per_mask in enumerate(record["fills"], start=1):
-        prefix = f"  mask {n}: " if len(record["fills"]) > 1 else "  "
-        lines.append(prefix + "  ".join(f"{fill['token']} ({fill['score']:.3f})" for fill in per_mask))
-    return "\n".join(lines)
+    return task.format_record(record)

@@ -71,6 +71,6 @@ def gpt2_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """A small text file (the project's own demo corpus) for tiny causal-LM runs."""
-    from hf_toolkit.recipe import resolve_path
+    from hf_toolkit.recipe.paths import resolve_path
 
     return resolve_path("pkg://hf_toolkit/demo/tiny_stories.txt")

@@ -214,9 +214,12 @@ def test_eval_model_mode_scores_perplexity(shakespeare_run, cli, tmp_path):
     result = cli("eval", "--model", run, "--data", data, "--set", "data.columns.text=line", "--json")
     assert result.exit_code == 0, result
     scores = json.loads(result.stdout)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from hf_toolkit.metrics import perplexity
 
-    assert scores["perplexity"] == pytest.approx(perplexity(texts, str(run))["perplexity"], rel=1e-9)
+    plain = perplexity(texts, AutoModelForCausalLM.from_pretrained(run), AutoTokenizer.from_pretrained(run))
+    assert scores["perplexity"] == pytest.approx(plain["perplexity"], rel=1e-9)
     assert json.loads((run / "eval" / "held_out.scores.json").read_text()) == scores
     missing = cli("eval", "--model", run, "--data", data)
     assert missing.exit_code == 2 and "column 'text' (role text) not found" in missing.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from hf_toolkit.data import clean_text, load_splits
 from hf_toolkit.errors import DataError
-from hf_toolkit.recipe import DataSection
+from hf_toolkit.recipe.schema import DataSection
 
 ROWS = [{"sentence": f"text number {i}", "y": i % 2} for i in range(20)]
 
@@ -96,18 +96,34 @@ def test_empty_file_is_a_data_error(tmp_path):
 
 
 def test_hub_dataset_offline_fails_fast_naming_the_split(tmp_path, monkeypatch):
+    import contextlib
+
+    import datasets
+    from huggingface_hub import constants
+
     from hf_toolkit import hub
 
-    monkeypatch.setattr(hub, "use_cache_only", lambda: calls.append("cache only"))
     monkeypatch.setattr(hub, "reachable", lambda: False)
     calls: list[str] = []
+    real_cache_only = hub.cache_only
+
+    @contextlib.contextmanager
+    def recording(active=True):
+        calls.append(f"cache only: {active}")
+        with real_cache_only(active):
+            calls.append(f"inside: {constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE}")
+            yield
+
+    monkeypatch.setattr(hub, "cache_only", recording)
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
     data = DataSection(train={"path": "hftk-test/no-such-dataset", "name": "plain"})
     with pytest.raises(DataError) as caught:
         load_splits(data, ("text",), seed=0)
     message = str(caught.value)
     assert message.startswith("data.train (load_dataset('hftk-test/no-such-dataset', 'plain')): cannot load dataset")
     assert "hub is unreachable" in message and "point the recipe at local files" in message
-    assert calls == ["cache only"]
+    assert calls == ["cache only: True", "inside: True"]
+    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before, "the offline switch is restored"
 
 
 def test_packaged_builder_with_local_files_never_asks_the_hub(tmp_path, monkeypatch):

@@ -132,17 +132,19 @@ def test_predict_text_output_and_file_input(classifier_run, cli):
 def test_task_predict_gives_ids_that_metrics_score(classifier_run):
     from datasets import Dataset
 
-    from hf_toolkit import metrics
+    from hf_toolkit import metrics, rundir
     from hf_toolkit.data import eval_rows
-    from hf_toolkit.generation import read_run_recipe
-    from hf_toolkit.tasks import text_classification
+    from hf_toolkit.tasks import TASKS
 
+    task = TASKS["text-classification"]
     run, _, _ = classifier_run
-    rows, recipe = sentiment_rows(40, 7), read_run_recipe(run)
-    dataset = eval_rows(Dataset.from_list(rows), recipe.data, text_classification.ROLES, text_classification.OPTIONAL_ROLES, where="rows", how_to_map="")
-    predictions, references = text_classification.predict(run, recipe, dataset)
+    loaded = rundir.open_run(run)
+    rows, recipe = sentiment_rows(40, 7), loaded.recipe
+    dataset = eval_rows(Dataset.from_list(rows), recipe.data, task.roles, task.optional_roles, where="rows", how_to_map="")
+    model, tokenizer = rundir.load_model(loaded)
+    predictions, references = task.predict(model, tokenizer, recipe, dataset, None)
     assert references == [1 if r["sentiment"] == "pos" else 0 for r in rows]
-    scores = metrics.compute(text_classification.EVAL_METRICS, predictions, references)
+    scores = metrics.compute(task.eval_metrics, predictions, references)
     assert scores["accuracy"] >= 0.9
 
 
@@ -175,11 +177,11 @@ def test_missing_label_column_names_the_columns(tmp_path, cli):
 def test_imbalanced_labels_warn(tmp_path, caplog):
     from datasets import Dataset, DatasetDict
 
-    from hf_toolkit.tasks import text_classification
+    from hf_toolkit.tasks import TASKS
 
     rows = [{"text": "x", "label": 0}] * 50 + [{"text": "y", "label": 1}] * 5
     with caplog.at_level("WARNING", logger="hftk"):
-        config = text_classification.model_config(None, DatasetDict(train=Dataset.from_list(rows)))
+        config = TASKS["text-classification"].model_config(None, DatasetDict(train=Dataset.from_list(rows)))
     assert config["num_labels"] == 2 and config["id2label"] == {0: "0", 1: "1"}
     assert "imbalanced" in caplog.text and "0: 50" in caplog.text
 
@@ -238,15 +240,26 @@ def test_masked_lm_loss_falls_and_output_loads(tmp_path, cli):
     no_mask = cli("predict", "--model", run, "--text", "no mask here")
     assert no_mask.exit_code == 2 and "[MASK]" in no_mask.stderr
 
+    # hftk eval --model: one row per masked token, with tokens (not ids) that score as in model mode
+    held_out = write(tmp_path / "held_out.txt", "\n".join(lines[:40]) + "\n")
+    scored = cli("eval", "--model", run, "--data", held_out, "--json")
+    assert scored.exit_code == 0, scored
+    accuracy = json.loads(scored.stdout.strip().splitlines()[-1])["accuracy"]
+    [path] = (run / "eval").glob("held_out*.predictions.jsonl")
+    out = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert out and all(set(r) == {"prediction", "reference"} and isinstance(r["prediction"], str) for r in out)
+    assert {r["reference"] for r in out} <= set(FILLER) | {"."}
+    assert accuracy == pytest.approx(sum(r["prediction"] == r["reference"] for r in out) / len(out))
+
 
 def test_whole_word_mask_masks_every_piece_of_a_word():
     from transformers import AutoTokenizer
 
-    from hf_toolkit.tasks import masked_lm
+    from hf_toolkit.tasks import TASKS
 
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
     recipe = type("R", (), {"data": type("D", (), {"mlm_probability": 0.4, "whole_word_mask": True})()})()
-    collator = masked_lm.trainer_kwargs(recipe, tokenizer, None)["data_collator"]
+    collator = TASKS["masked-lm"].trainer_kwargs(recipe, tokenizer, None)["data_collator"]
     text = "unbelievably antidisestablishmentarianism tokenization hyperparameters " * 4
     encoded = tokenizer([text, text])
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
@@ -343,13 +356,13 @@ def test_qa_learns_to_extract_spans_incl_long_contexts_and_no_answer(qa_run):
 def test_qa_long_context_answer_found_in_second_window(qa_run):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from hf_toolkit.generation import read_run_recipe
+    from hf_toolkit import rundir
     from hf_toolkit.tasks import question_answering
 
     run, dev = qa_run
     long_rows = [r for i, r in enumerate(dev) if i % 7 == 0 and r["answers"]["text"]]
     tokenizer = AutoTokenizer.from_pretrained(run)
-    settings = question_answering.settings(read_run_recipe(run))
+    settings = question_answering.settings(rundir.open_run(run).recipe)
     for row in long_rows:
         windows = question_answering.encode(tokenizer, [row["question"]], [row["context"]], settings)
         assert len(windows["input_ids"]) >= 2  # the context really is cut into windows
@@ -375,20 +388,32 @@ def test_qa_predict_json_answers_are_substrings_of_the_context(qa_run, cli):
         assert record["answer"] == (row["answers"]["text"] or [""])[0]
 
 
+def test_qa_predict_plain_no_answer_shows_no_character_span(qa_run, cli):
+    """A SQuAD v2 "no answer" prints its score but no "chars -1--1" span."""
+    run, dev = qa_run
+    row = next(r for r in dev if not r["answers"]["text"])
+    result = cli("predict", "--model", run, "--question", row["question"], "--context", row["context"])
+    assert result.exit_code == 0, result
+    answer_line = result.stdout.strip().splitlines()[-1]
+    assert answer_line.startswith("A: (no answer)\t(score ") and "chars" not in answer_line, result.stdout
+
+
 def test_qa_task_predict_scores_with_squad_metrics(qa_run):
     from datasets import Dataset
 
-    from hf_toolkit import metrics
+    from hf_toolkit import metrics, rundir
     from hf_toolkit.data import eval_rows
-    from hf_toolkit.generation import read_run_recipe
-    from hf_toolkit.tasks import question_answering
+    from hf_toolkit.tasks import TASKS
 
+    task = TASKS["question-answering"]
     run, dev = qa_run
-    recipe = read_run_recipe(run)
-    dataset = eval_rows(Dataset.from_list(dev), recipe.data, question_answering.ROLES, question_answering.OPTIONAL_ROLES, where="dev", how_to_map="")
-    predictions, references = question_answering.predict(run, recipe, dataset)
+    loaded = rundir.open_run(run)
+    recipe = loaded.recipe
+    dataset = eval_rows(Dataset.from_list(dev), recipe.data, task.roles, task.optional_roles, where="dev", how_to_map="")
+    model, tokenizer = rundir.load_model(loaded)
+    predictions, references = task.predict(model, tokenizer, recipe, dataset, None)
     assert set(predictions) == set(references) == {r["id"] for r in dev}
-    scores = metrics.compute(question_answering.EVAL_METRICS, predictions, references)
+    scores = metrics.compute(task.eval_metrics, predictions, references)
     assert scores["exact_match"] >= 80
 
 
@@ -427,7 +452,7 @@ def test_qa_doc_stride_not_below_max_length_exits_2(tmp_path, cli):
 
 def test_nested_squad_json_loads_as_rows(tmp_path):
     from hf_toolkit.data import load_source
-    from hf_toolkit.recipe import DataSource
+    from hf_toolkit.recipe.schema import DataSource
 
     rows = qa_rows(6, 3, unanswerable_every=3)
     dataset = load_source(DataSource(file=str(squad_json(tmp_path / "s.json", rows))))
@@ -463,7 +488,7 @@ def test_hftk_eval_model_mode_scores_qa_and_classification_runs(qa_run, classifi
 
 
 def test_eval_column_mistakes_fail_before_the_model_loads_and_set_maps_them(classifier_run, cli, monkeypatch):
-    from hf_toolkit import modeling
+    from hf_toolkit import rundir
 
     classifier, tmp, _ = classifier_run
     rows = [{"review": r["sentence"], "sentiment": r["sentiment"]} for r in sentiment_rows(30, 11)]
@@ -472,7 +497,7 @@ def test_eval_column_mistakes_fail_before_the_model_loads_and_set_maps_them(clas
         def no_model(*args, **kwargs):
             raise AssertionError("the model must not load before the columns are checked")
 
-        patched.setattr(modeling, "load_trained", no_model)
+        patched.setattr(rundir, "load_model", no_model)
         result = cli("eval", "--metric", "accuracy", "--model", classifier, "--data", tmp / "reviews.jsonl", "--json")
     assert result.exit_code == 2, result
     assert "column 'text' (role text) not found" in result.stderr
@@ -492,3 +517,58 @@ def test_a_classifier_neither_generates_nor_takes_text_metrics(classifier_run, c
     scored = cli("eval", "--model", run, "--data", tmp / "few.jsonl", "-m", "rouge")
     assert scored.exit_code == 2, scored
     assert "--metric rouge: does not score what a text-classification run predicts; use accuracy, precision, recall, f1" in scored.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# hftk eval --model: the predictions file (issue 15)
+
+
+def eval_model_json(cli, *args) -> dict:
+    result = cli("eval", *args, "--json")
+    assert result.exit_code == 0, result
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_eval_model_mode_files_of_two_data_files_do_not_collide_and_hold_inputs_and_label_names(classifier_run, cli):
+    """`--data heldout.csv` then `--data heldout.jsonl`: two predictions files and two scores files;
+    each row holds the input text, the predicted and the reference label NAMES; files mode scores the
+    predictions file to the same accuracy."""
+    run, tmp, _ = classifier_run
+    rows = sentiment_rows(10, 21)
+    csv_rows, jsonl_rows = rows[:4], rows[4:]
+    csv = write(tmp / "heldout.csv", "sentence,sentiment\n" + "".join(f"{r['sentence']},{r['sentiment']}\n" for r in csv_rows))
+    jsonl(tmp / "heldout.jsonl", jsonl_rows)
+    scores = {}
+    for data in (csv, tmp / "heldout.jsonl"):
+        scores[data.suffix] = eval_model_json(cli, "-m", "accuracy", "--model", run, "--data", data)
+    written = sorted((run / "eval").glob("heldout*.predictions.jsonl"))
+    assert len(written) == 2, written
+    assert len(sorted((run / "eval").glob("heldout*.scores.json"))) == 2
+    by_texts = {}
+    for path in written:
+        out = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        by_texts[tuple(r["text"] for r in out)] = (path, out)
+    for suffix, expected in ((".csv", csv_rows), (".jsonl", jsonl_rows)):
+        path, out = by_texts[tuple(r["sentence"] for r in expected)]
+        assert all(set(r) == {"text", "prediction", "reference"} for r in out), out
+        assert [r["reference"] for r in out] == [r["sentiment"] for r in expected]
+        assert all(r["prediction"] in {"pos", "neg"} for r in out)
+        accuracy = sum(r["prediction"] == r["reference"] for r in out) / len(out)
+        assert scores[suffix]["accuracy"] == pytest.approx(accuracy)
+        files_mode = eval_model_json(cli, "-m", "accuracy", "--predictions", path, "--references", path,
+                                     "--field", "prediction", "--reference-field", "reference")
+        assert files_mode["accuracy"] == pytest.approx(accuracy)
+
+
+def test_eval_model_mode_qa_rows_hold_question_context_and_squad_answers(qa_run, cli):
+    """Each QA row: id, question, context, prediction_text, answers (the SQuAD layout), so that the
+    file is both readable and a files-mode predictions AND references file with the same scores."""
+    run, dev = qa_run
+    scores = eval_model_json(cli, "--model", run, "--data", run.parent / "dev.json")
+    [path] = [p for p in (run / "eval").glob("dev*.predictions.jsonl")]
+    out = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in out] == [r["id"] for r in dev]
+    assert [(r["question"], r["context"]) for r in out] == [(r["question"], r["context"]) for r in dev]
+    assert [r["answers"] for r in out] == [r["answers"] for r in dev]
+    assert all(set(r) == {"id", "question", "context", "prediction_text", "answers"} for r in out)
+    assert eval_model_json(cli, "-m", "squad_v2", "--predictions", path, "--references", path) == scores

@@ -308,3 +308,47 @@ def test_cli_import_stays_light():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --- model mode: the predictions file of a seq2seq run ------------------------------------
+
+def test_model_mode_seq2seq_rows_hold_source_prediction_reference(cli, tmp_path):
+    """A tiny summarization run (two training steps): each row of the predictions file holds the
+    source text, the generated text and the reference; files mode scores the file the same."""
+    rows = [{"document": f"red blue cat {i}", "summary": f"cat {i}"} for i in range(6)]
+    data = write(tmp_path / "copy.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    t5 = ("{model_type: t5, d_model: 32, d_ff: 64, num_layers: 1, num_decoder_layers: 1, num_heads: 2, "
+          "d_kv: 16, dropout_rate: 0.0}")
+    recipe = write(tmp_path / "r.yaml", f"""
+task: summarization
+model:
+  init: scratch
+  config: {t5}
+  train_tokenizer: {{vocab_size: 300, min_frequency: 1}}
+data:
+  train: {data}
+  columns: {{source: document, target: summary}}
+  max_target_length: 6
+training:
+  output_dir: {tmp_path / 'run'}
+  max_steps: 2
+  per_device_train_batch_size: 4
+  eval_strategy: "no"
+  save_strategy: "no"
+  report_to: none
+  disable_tqdm: true
+""")
+    trained = cli("finetune", recipe)
+    assert trained.exit_code == 0, trained
+    run = tmp_path / "run"
+    scored = cli("eval", "-m", "rouge", "--model", run, "--data", data, "--json")
+    assert scored.exit_code == 0, scored
+    scores = json.loads(scored.stdout.strip().splitlines()[-1])
+    [path] = (run / "eval").glob("copy*.predictions.jsonl")
+    out = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"source", "prediction", "reference"} for r in out), out
+    assert [(r["source"], r["reference"]) for r in out] == [(r["document"], r["summary"]) for r in rows]
+    assert all(isinstance(r["prediction"], str) for r in out)
+    files_mode = _json_scores(cli("eval", "-m", "rouge", "--predictions", path, "--references", path,
+                                  "--field", "prediction", "--reference-field", "reference", "--json"))
+    assert files_mode == scores

@@ -1,7 +1,10 @@
-"""Unit tests of how hftk generate merges a model's saved decoding settings with the user's options."""
+"""hftk generate: how it merges a model's saved decoding settings with the user's options, and
+what it does with prompts that do not fit (empty, past the context, longer than --max-length)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -41,3 +44,171 @@ def test_impossible_combinations_are_user_errors():
     model, tokenizer = saved()
     with pytest.raises(HftkError, match="num_return_sequences"):
         generation_config(model, tokenizer, {"num_return_sequences": 3})
+
+
+# --------------------------------------------------------------------------------------------
+# `hftk generate` on prompts that do not fit: a tiny GPT-2 (random weights, 128 positions) with
+# the real GPT-2 tokenizer, saved as a plain model directory.
+
+CONTEXT = 128
+LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 223  # 2,007 words, far past 128 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory, gpt2_tokenizer_dir):
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=CONTEXT, vocab_size=len(tokenizer))
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_without_bos(tiny_gpt2, tmp_path_factory):
+    """The same model whose tokenizer has no BOS token."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-gpt2-no-bos")
+    shutil.copytree(tiny_gpt2, path, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.bos_token = None
+    tokenizer.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).bos_token is None
+    return path
+
+
+def token_ids(run, text: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(run)(text).input_ids
+
+
+def plain_greedy(run, ids: list[int], new_tokens: int) -> str:
+    """The greedy continuation of `ids` in plain transformers, decoded as hftk decodes it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(run), AutoTokenizer.from_pretrained(run)
+    with torch.inference_mode():
+        output = model.generate(
+            torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
+
+
+def assert_user_error(result, *named: str) -> None:
+    """Exit 2 with one clean line on stderr that names each of `named`, and nothing on stdout."""
+    assert result.exit_code == 2, result
+    assert result.stdout == "", result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hftk: error: "), result
+    for text in named:
+        assert text in lines[0], (text, result)
+
+
+def test_empty_prompt_generates_from_bos(tiny_gpt2, cli):
+    from transformers import AutoTokenizer
+
+    bos = AutoTokenizer.from_pretrained(tiny_gpt2).bos_token_id
+    expected = plain_greedy(tiny_gpt2, [bos], 6)
+    as_json = cli("generate", "--model", tiny_gpt2, "--prompt", "", "--max-new-tokens", "6", "--json")
+    assert as_json.exit_code == 0, as_json
+    assert json.loads(as_json.stdout) == [{"prompt": "", "text": expected}]
+    streamed = cli("generate", "--model", tiny_gpt2, "--prompt", "", "--max-new-tokens", "6")
+    assert streamed.exit_code == 0, streamed
+    assert streamed.stdout.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_empty_prompt_in_a_batch_is_generated_from_bos(tiny_gpt2, cli):
+    from transformers import AutoTokenizer
+
+    bos = AutoTokenizer.from_pretrained(tiny_gpt2).bos_token_id
+    prompts = ["", "Once upon a time there was"]
+    args = [a for p in prompts for a in ("--prompt", p)]
+    result = cli("generate", "--model", tiny_gpt2, *args, "--max-new-tokens", "6", "--json")
+    assert result.exit_code == 0, result
+    texts = [row["text"] for row in json.loads(result.stdout)]
+    assert texts == [plain_greedy(tiny_gpt2, [bos], 6), plain_greedy(tiny_gpt2, token_ids(tiny_gpt2, prompts[1]), 6)]
+
+
+def test_empty_prompt_without_bos_token_exits_2(tiny_gpt2_without_bos, cli):
+    result = cli("generate", "--model", tiny_gpt2_without_bos, "--prompt", "", "--max-new-tokens", "6")
+    assert_user_error(result, "empty", "BOS")
+
+
+def test_prompt_longer_than_the_context_keeps_its_last_tokens(tiny_gpt2, cli):
+    ids = token_ids(tiny_gpt2, LONG_PROMPT)
+    kept = CONTEXT - 10
+    result = cli("generate", "--model", tiny_gpt2, "--prompt", LONG_PROMPT, "--max-new-tokens", "10", "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout) == [{"prompt": LONG_PROMPT, "text": plain_greedy(tiny_gpt2, ids[-kept:], 10)}]
+    assert f"dropped the first {len(ids) - kept} of its {len(ids)} tokens" in result.stderr, result
+    assert "Traceback" not in result.stderr
+    streamed = cli("generate", "--model", tiny_gpt2, "--prompt", LONG_PROMPT, "--max-new-tokens", "10")
+    assert streamed.exit_code == 0, streamed
+    assert streamed.stdout.startswith(LONG_PROMPT)
+
+
+def test_prompt_that_just_fits_is_kept_whole(tiny_gpt2, cli):
+    ids = token_ids(tiny_gpt2, LONG_PROMPT)[: CONTEXT - 10]
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(tiny_gpt2).decode(ids)
+    assert token_ids(tiny_gpt2, prompt) == ids
+    result = cli("generate", "--model", tiny_gpt2, "--prompt", prompt, "--max-new-tokens", "10", "--json")
+    assert result.exit_code == 0, result
+    assert json.loads(result.stdout)[0]["text"] == plain_greedy(tiny_gpt2, ids, 10)
+    assert "dropped" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--max-new-tokens", str(CONTEXT)], ["--max-new-tokens", f"context of {CONTEXT} tokens"]),
+        (["--max-new-tokens", "500"], ["--max-new-tokens", f"context of {CONTEXT} tokens"]),
+        (["--max-length", "500"], ["--max-length", f"context of {CONTEXT} tokens"]),
+    ],
+)
+def test_lengths_past_the_context_exit_2(tiny_gpt2, cli, options, named):
+    result = cli("generate", "--model", tiny_gpt2, "--prompt", "Once upon a time", *options)
+    assert_user_error(result, *named)
+
+
+@pytest.mark.parametrize("max_length", ["3", "7"])
+def test_max_length_not_longer_than_the_prompt_exits_2_before_printing(tiny_gpt2, cli, max_length):
+    prompt = "hello there my friend how are you"
+    assert len(token_ids(tiny_gpt2, prompt)) == 7
+    streamed = cli("generate", "--model", tiny_gpt2, "--prompt", prompt, "--max-length", max_length)
+    assert_user_error(streamed, "--max-length", "--max-new-tokens", "7 tokens")
+
+
+def test_max_length_is_checked_against_every_prompt_before_generating(tiny_gpt2, cli):
+    prompts = ["hi", "hello there my friend how are you"]
+    args = [a for p in prompts for a in ("--prompt", p)]
+    result = cli("generate", "--model", tiny_gpt2, *args, "--max-length", "5", "--batch-size", "1")
+    assert_user_error(result, "--max-length", "--max-new-tokens")
+
+
+def test_help_says_what_each_output_mode_prints():
+    """Streamed and plain output start with the prompt; only --json's text is the continuation alone."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from hf_toolkit.cli import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["generate", "--help"], terminal_width=2000).stdout.split())
+    assert "the output is the continuation only" not in help_text
+    assert re.search(r"prompt followed by its continuation", help_text), help_text
+    assert re.search(r"--json.*continuation only", help_text), help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    generation = readme.split("## Generation", 1)[1].split("\n## ", 1)[0]
+    assert "prompt followed by its continuation" in " ".join(generation.split())
+    assert "continuation only" in generation

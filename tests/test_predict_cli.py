@@ -130,3 +130,94 @@ def test_missing_model_dir_exits_2(cli, tmp_path):
     result = cli("predict", "--model", tmp_path / "nope", "--text", "x")
     assert result.exit_code == 2
     assert "nope" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 15: fill-mask sequences per mask, --file lines, QA with an empty context
+
+
+@pytest.fixture(scope="module")
+def mlm_paris_dir(tmp_path_factory):
+    """A tiny fill-mask model whose output bias makes 'paris' the top token at every position."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    out = save_tiny(tmp_path_factory, "AutoModelForMaskedLM")
+    model, tokenizer = AutoModelForMaskedLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        model.get_output_embeddings().bias[tokenizer.convert_tokens_to_ids("paris")] = 100.0
+    model.save_pretrained(out)
+    return out
+
+
+def test_fill_mask_each_sequence_fills_its_own_mask(mlm_paris_dir, cli):
+    """Each fill's sequence is the input with THAT mask filled; the other masks stay the mask token (as
+    transformers' fill-mask pipeline shows them); the rest of the text is the input as typed."""
+    result = cli("predict", "--model", mlm_paris_dir, "--text", "[MASK] is the [MASK] of France.", "--top-k", "1", "--json")
+    assert result.exit_code == 0, result
+    [record] = json.loads(result.stdout)
+    assert [[fill["token"] for fill in fills] for fills in record["fills"]] == [["paris"], ["paris"]]
+    assert [fills[0]["sequence"] for fills in record["fills"]] == [
+        "paris is the [MASK] of France.",
+        "[MASK] is the paris of France.",
+    ]
+
+
+def test_fill_mask_three_masks_top_k_sequences(mlm_paris_dir, cli):
+    text = "a [MASK] b [MASK] c [MASK]"
+    result = cli("predict", "--model", mlm_paris_dir, "--text", text, "--top-k", "2", "--json")
+    assert result.exit_code == 0, result
+    [record] = json.loads(result.stdout)
+    parts = text.split("[MASK]")  # ["a ", " b ", " c ", ""]
+    assert len(record["fills"]) == 3 and all(len(fills) == 2 for fills in record["fills"])
+    for n, fills in enumerate(record["fills"]):
+        for fill in fills:
+            expected = parts[0] + "".join((fill["token"] if i == n else "[MASK]") + parts[i + 1] for i in range(3))
+            assert fill["sequence"] == expected, (n, fill)
+
+
+def test_txt_file_lines_are_stripped_and_blank_lines_skipped_with_a_count(classifier_dir, cli, tmp_path):
+    lines = write(tmp_path / "lines.txt", "first line\n\n  second line  \n   \nthird\n\n")
+    result = cli("predict", "--model", classifier_dir, "--file", lines, "--json")
+    assert result.exit_code == 0, result
+    assert [r["text"] for r in json.loads(result.stdout)] == ["first line", "second line", "third"]
+    notes = [line for line in result.stderr.splitlines() if "blank" in line]
+    assert len(notes) == 1 and "skipped 3 blank lines" in notes[0] and "lines.txt" in notes[0], result.stderr
+    plain = cli("predict", "--model", classifier_dir, "--file", lines)
+    assert plain.exit_code == 0, plain
+    rows = plain.stdout.split("\n")
+    assert rows[-1] == "" and "" not in rows[:-1], plain.stdout  # one line per input, no empty lines
+    assert [row.split("\t")[2] for row in rows[:-1]] == ["first line", "second line", "third"]
+
+
+def test_blank_rows_of_a_jsonl_file_are_skipped_with_a_count(classifier_dir, cli, tmp_path):
+    rows = write(tmp_path / "rows.jsonl", '{"text": "one"}\n{"text": ""}\n{"text": "  "}\n{"text": "two"}\n')
+    result = cli("predict", "--model", classifier_dir, "--file", rows, "--json")
+    assert result.exit_code == 0, result
+    assert [r["text"] for r in json.loads(result.stdout)] == ["one", "two"]
+    assert "skipped 2 blank rows" in result.stderr
+
+
+def test_file_of_blank_lines_only_exits_2(classifier_dir, cli, tmp_path):
+    lines = write(tmp_path / "blank.txt", "\n  \n\n")
+    result = cli("predict", "--model", classifier_dir, "--file", lines)
+    assert result.exit_code == 2, result
+    assert "blank.txt" in result.stderr and "blank" in result.stderr and "nothing to predict" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_qa_empty_context_says_empty_context(qa_dir, cli):
+    """An empty (or blank) context is not searched: plain output says so; --json gives no span or
+    score (null) and no_answer_reason "empty context"; other questions are answered as usual."""
+    context = "Normandy is a region in France."
+    plain = cli("predict", "--model", qa_dir, "--question", "Where is Normandy?", "--context", "")
+    assert plain.exit_code == 0, plain
+    assert "empty context" in plain.stdout and "-1" not in plain.stdout, plain.stdout
+    result = cli("predict", "--model", qa_dir, "--question", "Where?", "--context", "  ",
+                 "--question", "Where is Normandy?", "--context", context, "--json")
+    assert result.exit_code == 0, result
+    empty, answered = json.loads(result.stdout)
+    assert empty == {"question": "Where?", "context": "  ", "answer": "", "score": None, "start": None, "end": None,
+                     "no_answer_reason": "empty context"}
+    assert set(answered) == {"question", "context", "answer", "score", "start", "end"}
+    assert answered["answer"] and answered["answer"] == context[answered["start"] : answered["end"]]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hf_toolkit.errors import RecipeError
-from hf_toolkit.recipe import load_recipe, resolve_path
-from hf_toolkit.train import check_run
+from hf_toolkit.checks import load_recipe
+from hf_toolkit.recipe.paths import resolve_path
+from hf_toolkit.checks import check_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,7 @@ def test_refused_training_keys_say_true_things_about_this_transformers():
 
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_toolkit.recipe import REFUSED_TRAINING_KEYS
+    from hf_toolkit.recipe.environment import REFUSED_TRAINING_KEYS
 
     fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
     for key, message in REFUSED_TRAINING_KEYS.items():
@@ -166,20 +167,20 @@ def test_unreachable_hub_model_fails_fast_with_local_dir_hint(recipe_dir, cli):
 
 
 def test_pkg_and_env_paths(monkeypatch, tmp_path):
-    assert resolve_path("pkg://hf_toolkit/recipe.py") == REPO / "hf_toolkit" / "recipe.py"
+    assert resolve_path("pkg://hf_toolkit/recipe/schema.py") == REPO / "hf_toolkit" / "recipe" / "schema.py"
     monkeypatch.setenv("HFTK_TEST_DIR", str(tmp_path))
     assert resolve_path("${HFTK_TEST_DIR}/x.txt") == tmp_path / "x.txt"
     with pytest.raises(ValueError, match="package 'no_such_pkg' is not installed"):
         resolve_path("pkg://no_such_pkg/x")
 
 
-def test_task_not_built_yet_is_a_user_error(recipe_dir, cli, monkeypatch):
+def test_task_not_in_the_table_is_a_user_error(recipe_dir, cli, monkeypatch):
     from hf_toolkit import tasks
 
     monkeypatch.delitem(tasks.TASKS, "causal-lm")
     result = cli("finetune", write_recipe(recipe_dir, GOOD))
     assert result.exit_code == 2
-    assert "task 'causal-lm' is not available yet" in result.stderr
+    assert "recipe.yaml:1: task: Input should be 'masked-lm'," in result.stderr and "(got 'causal-lm')" in result.stderr
 
 
 def test_every_shipped_recipe_validates(cli, monkeypatch):

@@ -198,22 +198,22 @@ def test_two_process_ddp_halves_steps_and_matches_one_process(corpus):
 
 
 def test_precision_auto_and_conflicts(monkeypatch, tmp_path):
-    from hf_toolkit import train
-    from hf_toolkit.recipe import validate_recipe
+    from hf_toolkit import training_args
+    from hf_toolkit.checks import validate_recipe
 
     (tmp_path / "t.txt").write_text("x")
     monkeypatch.chdir(tmp_path)
     base = {"task": "causal-lm", "model": {"name_or_path": "./"}, "data": {"train": "t.txt"}}
     recipe = validate_recipe({**base, "precision": "auto"})
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
-    assert train.precision_flags(recipe, {}) == {"bf16": False, "fp16": False}
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
-    assert train.precision_flags(recipe, {}) == {"bf16": True, "fp16": False}
+    monkeypatch.setattr(training_args, "cpu_has_native_bf16", lambda: False)
+    assert training_args.precision_flags(recipe, {}) == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(training_args, "cpu_has_native_bf16", lambda: True)
+    assert training_args.precision_flags(recipe, {}) == {"bf16": True, "fp16": False}
     with pytest.raises(RecipeError, match="not both"):
-        train.precision_flags(recipe, {"bf16": True})
+        training_args.precision_flags(recipe, {"bf16": True})
     with pytest.raises(RecipeError, match="fp16 needs a CUDA GPU"):
-        train.precision_flags(validate_recipe({**base, "precision": "fp16"}), {})
-    assert train.precision_flags(validate_recipe(base), {"bf16": True}) == {}
+        training_args.precision_flags(validate_recipe({**base, "precision": "fp16"}), {})
+    assert training_args.precision_flags(validate_recipe(base), {"bf16": True}) == {}
 
 
 @pytest.mark.gpu

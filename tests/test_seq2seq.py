@@ -72,21 +72,22 @@ SHAPES = {
 def build(tmp_path: Path, copy_data: Path, shape: str, **kwargs):
     """(recipe, tokenizer, model, prepared splits) without training."""
     from hf_toolkit import data as data_lib
-    from hf_toolkit.recipe import load_recipe
-    from hf_toolkit.tasks import seq2seq
+    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.tasks import TASKS
 
+    seq2seq = TASKS["summarization"]
     model, extra = SHAPES[shape]
     path = write(tmp_path / "r.yaml", recipe_text(copy_data, tmp_path / "out", model, extra_data=extra, **kwargs))
     recipe = load_recipe(path)
-    splits = data_lib.load_splits(recipe.data, seq2seq.ROLES, seed=0)
+    splits = data_lib.load_splits(recipe.data, seq2seq.roles, seed=0)
     tokenizer, model = seq2seq.build_model(recipe, splits)
     return recipe, tokenizer, model, seq2seq.prepare(recipe, splits, tokenizer, model)
 
 
 def collate(recipe, tokenizer, model, dataset, rows=(0, 1, 2, 3)):
-    from hf_toolkit.tasks import seq2seq
+    from hf_toolkit.tasks import TASKS
 
-    collator = seq2seq.trainer_kwargs(recipe, tokenizer, model)["data_collator"]
+    collator = TASKS["summarization"].trainer_kwargs(recipe, tokenizer, model)["data_collator"]
     return collator([dataset[i] for i in rows])
 
 
@@ -131,13 +132,14 @@ def test_decoder_only_loss_covers_target_and_eos_only(tmp_path, copy_data, gpt2_
     """GPT-2 pads with EOS: the EOS that ends a target must stay a label while padding is -100."""
     model = f"  init: scratch\n  tokenizer: {gpt2_tokenizer_dir}\n  config: {GPT2}"
     from hf_toolkit import data as data_lib
-    from hf_toolkit.recipe import load_recipe
-    from hf_toolkit.tasks import seq2seq
+    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.tasks import TASKS
 
+    seq2seq = TASKS["summarization"]
     path = write(tmp_path / "r.yaml", recipe_text(copy_data, tmp_path / "out", model,
                                                   extra_data='  prompt_template: "Copy: {source}\\nTL;DR: "'))
     recipe = load_recipe(path)
-    splits = data_lib.load_splits(recipe.data, seq2seq.ROLES, seed=0)
+    splits = data_lib.load_splits(recipe.data, seq2seq.roles, seed=0)
     tokenizer, model = seq2seq.build_model(recipe, splits)
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == 50256
     prepared = seq2seq.prepare(recipe, splits, tokenizer, model)
@@ -166,11 +168,12 @@ def test_pair_special_ids_follow_the_decoder_tokenizer(tmp_path, copy_data, shar
     model = (f"  encoder: {{init: scratch, tokenizer: {bert_dir}, config: {BERT}}}\n"
              f"  decoder: {{init: scratch, tokenizer: {decoder_dir}, config: {decoder_config}}}")
     from hf_toolkit import data as data_lib
-    from hf_toolkit.recipe import load_recipe
-    from hf_toolkit.tasks import seq2seq
+    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.tasks import TASKS
 
+    seq2seq = TASKS["summarization"]
     recipe = load_recipe(write(tmp_path / "r.yaml", recipe_text(copy_data, tmp_path / "out", model)))
-    splits = data_lib.load_splits(recipe.data, seq2seq.ROLES, seed=0)
+    splits = data_lib.load_splits(recipe.data, seq2seq.roles, seed=0)
     tokenizer, model = seq2seq.build_model(recipe, splits)
     writer = seq2seq.target_tokenizer(recipe, tokenizer)
     # GPT-2: <|endoftext|> starts, ends and pads; BERT: [CLS] starts, [SEP] ends, [PAD] pads.
@@ -226,23 +229,26 @@ def test_pair_only_for_seq2seq_tasks_and_generation_keys_belong_in_generation(tm
 def test_translation_format_and_language_pair(tmp_path, shared):
     from hf_toolkit import data as data_lib
     from hf_toolkit.errors import DataError
-    from hf_toolkit.recipe import validate_recipe
+    from hf_toolkit.checks import validate_recipe
 
     sample = shared("hf_transformers_tests_samples", "wmt16", "sample.json")
     base = {"task": "translation", "model": {"name_or_path": str(tmp_path)}, "data": {"train": str(sample)}}
+    from hf_toolkit.tasks import TASKS
+
+    read_rows = TASKS["translation"].read_rows
     recipe = validate_recipe({**base, "data": {**base["data"], "source_lang": "en", "target_lang": "ro"}})
-    splits = data_lib.load_splits(recipe.data, ("source", "target"), seed=0)
+    splits = data_lib.load_splits(recipe.data, ("source", "target"), seed=0, read_rows=read_rows)
     first = json.loads(sample.read_text(encoding="utf-8").splitlines()[0])["translation"]
     assert splits["train"][0] == {"source": first["en"], "target": first["ro"]}
     # mBART-style codes fall back to the bare language: en_XX -> en.
     recipe = validate_recipe({**base, "data": {**base["data"], "source_lang": "ro_RO", "target_lang": "en_XX"}})
-    assert data_lib.load_splits(recipe.data, ("source", "target"), seed=0)["train"][0]["target"] == first["en"]
+    assert data_lib.load_splits(recipe.data, ("source", "target"), seed=0, read_rows=read_rows)["train"][0]["target"] == first["en"]
     recipe = validate_recipe({**base, "data": {**base["data"], "source_lang": "en", "target_lang": "de"}})
     with pytest.raises(DataError, match="language 'de' is not in the 'translation' mappings"):
-        data_lib.load_splits(recipe.data, ("source", "target"), seed=0)
+        data_lib.load_splits(recipe.data, ("source", "target"), seed=0, read_rows=read_rows)
     recipe = validate_recipe(base)
     with pytest.raises(DataError, match="set data.source_lang and data.target_lang"):
-        data_lib.load_splits(recipe.data, ("source", "target"), seed=0)
+        data_lib.load_splits(recipe.data, ("source", "target"), seed=0, read_rows=read_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,16 +299,19 @@ def learn_to_copy(tmp_path: Path, copy_data: Path, cli, shape: str, **kwargs) ->
     from hf_toolkit import metrics as metrics_lib
     from datasets import load_dataset
 
+    from hf_toolkit import rundir
     from hf_toolkit.data import eval_rows
-    from hf_toolkit.generation import read_run_recipe
-    from hf_toolkit.tasks import get_task
+    from hf_toolkit.generation import Generator
+    from hf_toolkit.tasks import TASKS
 
-    task = get_task("summarization")
-    recipe = read_run_recipe(out)
-    rows = eval_rows(load_dataset("json", data_files=str(copy_data), split="train"), recipe.data, task.ROLES, where="copy", how_to_map="")
-    predictions, references = task.predict(out, recipe, rows)
+    task = TASKS["summarization"]
+    run = rundir.open_run(out)
+    generator = Generator(run)
+    rows = eval_rows(load_dataset("json", data_files=str(copy_data), split="train"), run.recipe.data, task.roles, where="copy", how_to_map="")
+    predictions, references = task.predict(generator.model, generator.tokenizer, run.recipe, rows,
+                                           lambda prompts: [r.text for r in generator.generate(prompts, {})])
     assert references[0] == sources[0]
-    assert metrics_lib.compute(task.EVAL_METRICS, predictions, references)["rougeL"] >= 0.9
+    assert metrics_lib.compute(task.eval_metrics, predictions, references)["rougeL"] >= 0.9
     return out
 
 
@@ -344,13 +353,14 @@ def test_bert2gpt2_with_real_tokenizers_saves_and_uses_the_decoder_tokenizer(tmp
 
 
 def test_summarization_and_translation_are_seq2seq_with_their_own_metrics():
-    from hf_toolkit.tasks import seq2seq, summarization, translation
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.tasks.seq2seq import Seq2SeqTask
 
-    for name in seq2seq.__all__:
-        assert getattr(summarization, name) is getattr(seq2seq, name), name
-        assert getattr(translation, name) is getattr(seq2seq, name), name
-    assert summarization.EVAL_METRICS == ("rouge",)
-    assert translation.EVAL_METRICS == ("bleu", "chrf")
+    summarization, translation = TASKS["summarization"], TASKS["translation"]
+    assert isinstance(summarization, Seq2SeqTask) and isinstance(translation, Seq2SeqTask)
+    assert summarization.eval_metrics == ("rouge",)
+    assert translation.eval_metrics == ("bleu", "chrf")
+    assert "source_lang" in translation.Data.model_fields and "source_lang" not in summarization.Data.model_fields
 
 
 CHINESE = {"red": "红", "blue": "蓝", "green": "绿", "cat": "猫", "dog": "狗", "sun": "太阳", "moon": "月亮", "tree": "树"}

@@ -1,11 +1,12 @@
-"""Unit tests of train.py's helpers that decide what the end of a run does."""
+"""Unit tests of the helpers that decide what the end of a run does (final evaluation, checkpoints, precision)."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 
-from hf_toolkit.train import evaluation_of_final_weights, latest_checkpoint
+from hf_toolkit.checkpoints import latest_checkpoint
+from hf_toolkit.tasks.base import evaluation_of_final_weights
 
 
 def fake_trainer(history: list[dict], global_step: int, load_best: bool = False):
@@ -113,7 +114,7 @@ def test_precision_auto_on_cuda_gpus(monkeypatch):
     """The GPU branch, without a GPU: bf16 where the GPU supports it, else fp16."""
     import torch
 
-    from hf_toolkit import train
+    from hf_toolkit import training_args as train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)

@@ -13,7 +13,8 @@ functions' layouts:
 - squad/squad_v2: the HF ``squad`` layout: ``predictions`` ``{"id", "prediction_text"}``,
   ``references`` ``{"id", "answers": {"text": [...], "answer_start": [...]}}``.
 - accuracy/precision/recall/f1: integer labels.
-- perplexity: ``predictions`` are the texts; pass ``model_id=`` (path) to ``compute``.
+- perplexity: ``predictions`` are the texts; pass ``model_id=`` (a run or model dir, or hub id) to
+  ``compute``; it is loaded as every hftk command loads a model (:mod:`hf_toolkit.rundir`).
 
 Module files must import this module (not the class): evaluate takes the first concrete
 ``EvaluationModule`` subclass it finds in the script's namespace.
@@ -86,5 +87,8 @@ class HftkMetric(evaluate.Metric):
             refs = {r["id"]: list(r["answers"]["text"]) for r in references}
             return function(preds, refs, **options)
         if name == "perplexity":
-            return function(predictions, options.pop("model_id"), **options)
+            from hf_toolkit import rundir
+
+            model, tokenizer = rundir.load_model(rundir.open_run(options.pop("model_id")))
+            return function(predictions, model, tokenizer, **options)
         return function(predictions, references, **options)

@@ -8,7 +8,9 @@ tokens, and each window's loss counts only the tokens not already scored by the 
 ``stride == max_length`` is plain block-wise evaluation (no overlap, less context, faster);
 the default ``stride = max_length // 2`` gives every scored token at least half a window of context.
 
-torch and transformers are imported inside the function (seconds to import).
+The model comes loaded (``hftk eval --model`` loads it through :mod:`hf_toolkit.rundir`, with
+the offline checks and on the GPU when there is one); the windows run on the model's device.
+torch is imported inside the function (seconds to import).
 """
 
 from __future__ import annotations
@@ -19,24 +21,23 @@ from collections.abc import Sequence
 from hf_toolkit.errors import DataError
 
 
-def perplexity(texts: Sequence[str], model, tokenizer=None, *, max_length: int | None = None,
-               stride: int | None = None, device: str = "cpu") -> dict[str, float]:
-    """Return ``{"perplexity": float}`` of ``model`` (a path/hub id or a loaded causal LM) on ``texts``.
+def perplexity(texts: Sequence[str], model, tokenizer, *, max_length: int | None = None,
+               stride: int | None = None) -> dict[str, float]:
+    """Return ``{"perplexity": float}`` of a loaded causal LM `model` (with its `tokenizer`) on ``texts``.
 
-    ``tokenizer`` defaults to the one saved with the model. ``max_length`` defaults to the
-    model's context size (``config.n_positions`` or ``max_position_embeddings``).
+    ``max_length`` defaults to the model's context size (``config.n_positions`` or
+    ``max_position_embeddings``).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
-        model = AutoModelForCausalLM.from_pretrained(str(model))
-    if tokenizer is None:
-        raise ValueError("pass a tokenizer with a loaded model")
-    model.to(device).eval()
+    from hf_toolkit.modeling import context_length
+
+    device = model.device
+    model.eval()
     ids = tokenizer("\n\n".join(texts), return_tensors="pt").input_ids.to(device)
-    max_length = max_length or _context_size(model.config)
+    max_length = max_length or context_length(model.config)
+    if max_length is None:
+        raise ValueError("cannot tell the model's context size; pass max_length")
     stride = stride or max(1, max_length // 2)
     if not 0 < stride <= max_length:
         raise ValueError(f"stride must be in 1..max_length ({max_length}), got {stride}")
@@ -60,10 +61,3 @@ def perplexity(texts: Sequence[str], model, tokenizer=None, *, max_length: int |
         if end == ids.size(1):
             break
     return {"perplexity": math.exp(total_nll / scored)}
-
-
-def _context_size(config) -> int:
-    for name in ("n_positions", "max_position_embeddings"):
-        if isinstance(getattr(config, name, None), int):
-            return getattr(config, name)
-    raise ValueError("cannot tell the model's context size; pass max_length")

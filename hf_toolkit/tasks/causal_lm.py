@@ -1,6 +1,6 @@
 """Causal-LM fine-tuning (GPT-2 and any ``AutoModelForCausalLM``): next-token prediction on packed text.
 
-Reads top to bottom: the roles it needs, the model it builds, how text becomes fixed-size blocks,
+Reads top to bottom: the data options, the model it builds, how text becomes fixed-size blocks,
 and the metrics it reports (evaluation loss and perplexity = exp(loss)).
 
 Packing: every text is tokenized (batched ``datasets.map``), the token streams are concatenated
@@ -12,98 +12,87 @@ with its line breaks kept, so its blocks see the text exactly as it is written.
 
 from __future__ import annotations
 
-import math
 from itertools import chain
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
+from hf_toolkit import modeling
 from hf_toolkit.errors import DataError
-from hf_toolkit.recipe import Recipe
+from hf_toolkit.recipe.schema import DataSection, Recipe
+from hf_toolkit.tasks.base import Task, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-ROLES = ("text",)
-OPTIONAL_ROLES = ()
-TRAINER = "Trainer"
-PEFT_TASK_TYPE = "CAUSAL_LM"
-EVAL_METRICS = ("perplexity",)
+DEFAULT_BLOCK_SIZE = 1024
 
 
-def auto_model():
-    from transformers import AutoModelForCausalLM
+class CausalLMData(DataSection):
+    """``data`` options of causal-lm."""
 
-    return AutoModelForCausalLM
-
-
-def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
-    """Task settings for the model config: none for a language model."""
-    return {}
+    block_size: int | None = Field(None, ge=8, description="Tokens per packed block; null: min(1024, the model's context).")
 
 
-def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-    """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids."""
-    block_size = recipe.data.block_size or min(1024, context_length(model))
-    if block_size > context_length(model):
-        raise DataError(
-            f"data.block_size={block_size} is longer than the model's context ({context_length(model)} tokens); lower it"
-        )
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+class CausalLM(Task):
+    name = "causal-lm"
+    Data = CausalLMData
+    roles = ("text",)
+    peft_task_type = "CAUSAL_LM"
+    eval_metrics = ("perplexity",)
+    generates = True
 
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [row + eos for row in ids] if add_eos else ids}
+    def auto_model(self, recipe: Recipe | None = None):
+        from transformers import AutoModelForCausalLM
 
-    def pack(batch: dict[str, list]) -> dict[str, list]:
-        stream = list(chain.from_iterable(batch["input_ids"]))
-        usable = len(stream) // block_size * block_size
-        blocks = [stream[i : i + block_size] for i in range(0, usable, block_size)]
-        return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks], "labels": [b[:] for b in blocks]}
+        return AutoModelForCausalLM
 
-    packed = {}
-    for name, dataset in splits.items():
-        add_eos = not _is_text_file(recipe, name)
-        tokens = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
-        # One map batch per 1000 texts: blocks never cross a batch boundary, which loses at most
-        # one partial block per 1000 texts.
-        packed[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {block_size}-token blocks")
-        if len(packed[name]) == 0:
-            total = sum(len(ids) for ids in tokens["input_ids"])
-            raise DataError(
-                f"data.{name}: {total} tokens is less than one block of {block_size}; "
-                "add text or lower data.block_size"
-            )
-    return type(splits)(packed)
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+        """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids."""
+        context = modeling.context_length(model.config) or DEFAULT_BLOCK_SIZE
+        block_size = recipe.data.block_size or min(DEFAULT_BLOCK_SIZE, context)
+        if block_size > context:
+            raise DataError(f"data.block_size={block_size} is longer than the model's context ({context} tokens); lower it")
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
+        def tokenize(batch: dict[str, list], add_eos: bool) -> dict[str, list]:
+            ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+            return {"input_ids": [row + eos for row in ids] if add_eos else ids}
 
-def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-    """Packed blocks have equal length: the default collator stacks them."""
-    from transformers import default_data_collator
+        def pack(batch: dict[str, list]) -> dict[str, list]:
+            stream = list(chain.from_iterable(batch["input_ids"]))
+            usable = len(stream) // block_size * block_size
+            blocks = [stream[i : i + block_size] for i in range(0, usable, block_size)]
+            return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks], "labels": [b[:] for b in blocks]}
 
-    return {"data_collator": default_data_collator}
+        packed = {}
+        for name, dataset in splits.items():
+            tokens = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}",
+                                 fn_kwargs={"add_eos": not _is_text_file(recipe, name)})
+            # One map batch per 1000 texts: blocks never cross a batch boundary, which loses at most
+            # one partial block per 1000 texts.
+            packed[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {block_size}-token blocks")
+            if len(packed[name]) == 0:
+                total = sum(len(ids) for ids in tokens["input_ids"])
+                raise DataError(f"data.{name}: {total} tokens is less than one block of {block_size}; "
+                                "add text or lower data.block_size")
+        return type(splits)(packed)
 
+    def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+        """Packed blocks have equal length: the default collator stacks them."""
+        from transformers import default_data_collator
 
-def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Add perplexity = exp(mean token cross-entropy)."""
-    loss = metrics.get(f"{prefix}_loss")
-    if loss is not None:
-        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
-    return metrics
+        return {"data_collator": default_data_collator}
 
+    def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        return add_perplexity(metrics, prefix)
 
-def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[str], None]:
-    """The texts of `dataset` for ``hftk eval --model``: perplexity runs the model over them itself."""
-    return list(dataset["text"]), None
-
-
-def context_length(model) -> int:
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return 1024
+    def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[str], None]:
+        """The texts of `dataset`: perplexity runs the model over them itself (no references)."""
+        return list(dataset["text"]), None
 
 
 def _is_text_file(recipe: Recipe, split: str) -> bool:
     source = getattr(recipe.data, "train" if split == "validation" and recipe.data.validation is None else split)
-    return source is not None and source.file is not None and source.file.lower().endswith(".txt")
+    return source is not None and source.file is not None and PurePath(source.file).suffix.lower() == ".txt"

@@ -1,6 +1,6 @@
 """Masked-LM continued pretraining (BERT and any ``AutoModelForMaskedLM``): predict masked tokens.
 
-Reads top to bottom: the roles it needs, the recipe options it checks, how text becomes examples,
+Reads top to bottom: the data options and the checks across them, how text becomes examples,
 the masking collator, the metrics (evaluation loss and perplexity = exp(loss)), then inference
 for ``hftk predict`` (fill-mask) and ``hftk eval --model`` (masked-token accuracy).
 
@@ -21,121 +21,171 @@ becomes mask tokens (transformers' whole-word masking has no random replacement)
 
 from __future__ import annotations
 
-import math
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from hf_toolkit import modeling
-from hf_toolkit.errors import DataError, HftkError
-from hf_toolkit.recipe import Recipe
-from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
+from hf_toolkit.errors import DataError, HftkError, Problem
+from hf_toolkit.recipe.schema import DataSection, Recipe
+from hf_toolkit.tasks.base import Task, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-ROLES = ("text",)
-OPTIONAL_ROLES = ()
-TRAINER = "Trainer"
-PEFT_TASK_TYPE = None  # peft has no masked-LM task type; LoRA wraps the model as is
-# `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
-EVAL_METRICS = ("accuracy",)
-DEFAULT_MLM_PROBABILITY = 0.15
 DEFAULT_LENGTH = 512
 CONTINUATION_PREFIX = "##"
 
 
-def auto_model():
-    from transformers import AutoModelForMaskedLM
+class MaskedLMData(DataSection):
+    """``data`` options of masked-lm."""
 
-    return AutoModelForMaskedLM
-
-
-def check_recipe(recipe: Recipe) -> None:
-    """Settings that cannot apply: block_size is for packed text, max_length for line_by_line; no generation."""
-    data = recipe.data
-    problems = generation_problems(recipe)
-    if data.line_by_line and data.block_size is not None:
-        problems.append("data.block_size: packs text into blocks, but data.line_by_line is true; remove one of them")
-    if not data.line_by_line and data.max_length is not None:
-        problems.append(
-            "data.max_length: truncates each line with data.line_by_line: true; for packed text (the default) "
-            "set data.block_size instead"
-        )
-    raise_problems(problems)
+    block_size: int | None = Field(None, ge=8, description="Tokens per packed block; null: min(512, the model's context).")
+    max_length: int | None = Field(None, ge=8, description="With line_by_line: tokens per line; null: min(512, the model's context).")
+    line_by_line: bool = Field(False, description="One example per non-empty text instead of packed blocks.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens chosen for masking.")
+    whole_word_mask: bool = Field(False, description="Mask all WordPiece pieces of a word together.")
 
 
-def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
-    """Task settings for the model config: none for a language model."""
-    return {}
+class MaskedLM(Task):
+    name = "masked-lm"
+    Data = MaskedLMData
+    roles = ("text",)
+    peft_task_type = None  # peft has no masked-LM task type; LoRA wraps the model as is
+    # `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
+    eval_metrics = ("accuracy",)
+    predicts = True
 
+    def auto_model(self, recipe: Recipe | None = None):
+        from transformers import AutoModelForMaskedLM
 
-# --------------------------------------------------------------------------------------------
-# Tokenization
+        return AutoModelForMaskedLM
+
+    def check_recipe(self, recipe: Recipe) -> list[Problem]:
+        """block_size is for packed text, max_length for line_by_line."""
+        data, problems = recipe.data, super().check_recipe(recipe)
+        if data.line_by_line and data.block_size is not None:
+            problems.append(Problem(("data", "block_size"), "packs text into blocks, but data.line_by_line is true; remove one of them"))
+        if not data.line_by_line and data.max_length is not None:
+            problems.append(Problem(("data", "max_length"), "truncates each line with data.line_by_line: true; for packed "
+                                                            "text (the default) set data.block_size instead"))
+        return problems
+
+    # ----------------------------------------------------------------------------------------
+    # Tokenization
+
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+        """Tokenize every split: packed blocks of block_size, or one truncated example per line."""
+        if tokenizer.mask_token is None:
+            raise HftkError(
+                f"the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot be used for masked-LM; "
+                "use a BERT-style tokenizer (e.g. model.tokenizer: bert-base-uncased) or task: causal-lm"
+            )
+        if recipe.data.whole_word_mask and not is_wordpiece(tokenizer):
+            raise HftkError(
+                "data.whole_word_mask: works with WordPiece tokenizers (BERT's, continuation pieces start with '##'); "
+                f"{type(tokenizer).__name__} is not one. Remove data.whole_word_mask"
+            )
+        context = context_length(model)
+        length = (recipe.data.max_length if recipe.data.line_by_line else recipe.data.block_size) or min(DEFAULT_LENGTH, context)
+        if length > context:
+            key = "max_length" if recipe.data.line_by_line else "block_size"
+            raise DataError(f"data.{key}={length} is longer than the model's context ({context} tokens); lower it")
+
+        def tokenize_lines(batch: dict[str, list]) -> dict[str, list]:
+            return tokenizer(batch["text"], truncation=True, max_length=length, return_special_tokens_mask=True)
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            return tokenizer(batch["text"], return_special_tokens_mask=True)
+
+        def pack(batch: dict[str, list]) -> dict[str, list]:
+            out = {}
+            for key, rows in batch.items():
+                stream = list(chain.from_iterable(rows))
+                usable = len(stream) // length * length
+                out[key] = [stream[i : i + length] for i in range(0, usable, length)]
+            return out
+
+        prepared = {}
+        for name, dataset in splits.items():
+            dataset = dataset.filter(lambda row: bool(row["text"] and row["text"].strip()), desc=f"Dropping empty {name} texts")
+            if recipe.data.line_by_line:
+                prepared[name] = dataset.map(tokenize_lines, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
+            else:
+                tokens = dataset.map(tokenize, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
+                prepared[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {length}-token blocks")
+            if len(prepared[name]) == 0:
+                raise DataError(
+                    f"data.{name}: no examples after tokenization (fewer tokens than one block of {length}); "
+                    "add text, lower data.block_size, or set data.line_by_line: true"
+                )
+        return type(splits)(prepared)
+
+    # ----------------------------------------------------------------------------------------
+    # Masking and metrics
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+        """A collator that pads and masks each batch afresh (so every epoch sees new masks)."""
+        whole_words = recipe.data.whole_word_mask
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_words else {}
+        collator = masking_collator_class()(tokenizer=tokenizer, mlm_probability=recipe.data.mlm_probability,
+                                            whole_word_mask=whole_words, **replace)
+        return {"data_collator": collator}
+
+    def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
+        return add_perplexity(metrics, prefix)
+
+    # ----------------------------------------------------------------------------------------
+    # Inference (hftk predict, hftk eval --model)
+
+    def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, top_k: int = 5,
+                        batch_size: int = 16) -> list[dict[str, Any]]:
+        """``{"text", "fills": [[{token, score, sequence}, ...] per mask token]}`` per text."""
+        fills = fill_mask(model, tokenizer, inputs["text"], top_k=top_k, batch_size=batch_size)
+        return [{"text": text, "fills": per_mask} for text, per_mask in zip(inputs["text"], fills)]
+
+    def format_record(self, record: dict[str, Any]) -> str:
+        lines = [record["text"]]
+        for n, per_mask in enumerate(record["fills"], start=1):
+            prefix = f"  mask {n}: " if len(record["fills"]) > 1 else "  "
+            lines.append(prefix + "  ".join(f"{fill['token']} ({fill['score']:.3f})" for fill in per_mask))
+        return "\n".join(lines)
+
+    def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[int], list[int]]:
+        """(predicted token ids, original token ids) at masked positions, for masked-token accuracy.
+
+        A fixed, seeded ``mlm_probability`` share of each text's non-special tokens (the run's setting,
+        default 0.15) is replaced by the mask token; the model's top prediction is compared with the
+        original token. The same data gives the same masks every time.
+        """
+        import torch
+
+        texts = [t for t in dataset["text"] if t and t.strip()]
+        if not texts:
+            raise DataError("--data: no non-empty text to mask")
+        probability = recipe.data.mlm_probability if recipe is not None else MaskedLMData.model_fields["mlm_probability"].default
+        generator = torch.Generator().manual_seed(recipe.seed if recipe is not None else 0)
+        predictions, references = [], []
+        for start in range(0, len(texts), 16):
+            inputs = tokenizer(texts[start : start + 16], padding=True, truncation=True, max_length=min(DEFAULT_LENGTH, context_length(model)),
+                               return_tensors="pt", return_special_tokens_mask=True).to(model.device)
+            maskable = (inputs.pop("special_tokens_mask") == 0) & (inputs["attention_mask"] == 1)
+            chosen = (torch.rand(maskable.shape, generator=generator) < probability).to(model.device) & maskable
+            gold = inputs["input_ids"][chosen].tolist()
+            inputs["input_ids"][chosen] = tokenizer.mask_token_id
+            with torch.no_grad():
+                logits = model(**inputs).logits
+            predictions += logits[chosen].argmax(-1).tolist()
+            references += gold
+        if not references:
+            raise DataError(f"--data: the texts are too short for any token to be masked at probability {probability}; give longer texts")
+        return predictions, references
 
 
 def context_length(model) -> int:
-    return getattr(model.config, "max_position_embeddings", None) or DEFAULT_LENGTH
-
-
-def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-    """Tokenize every split: packed blocks of block_size, or one truncated example per line."""
-    if tokenizer.mask_token is None:
-        raise HftkError(
-            f"the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot be used for masked-LM; "
-            "use a BERT-style tokenizer (e.g. model.tokenizer: bert-base-uncased) or task: causal-lm"
-        )
-    if recipe.data.whole_word_mask and not is_wordpiece(tokenizer):
-        raise HftkError(
-            "data.whole_word_mask: works with WordPiece tokenizers (BERT's, continuation pieces start with '##'); "
-            f"{type(tokenizer).__name__} is not one. Remove data.whole_word_mask"
-        )
-    length = recipe.data.max_length if recipe.data.line_by_line else recipe.data.block_size
-    length = length or min(DEFAULT_LENGTH, context_length(model))
-    if length > context_length(model):
-        key = "max_length" if recipe.data.line_by_line else "block_size"
-        raise DataError(f"data.{key}={length} is longer than the model's context ({context_length(model)} tokens); lower it")
-
-    def tokenize_lines(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(batch["text"], truncation=True, max_length=length, return_special_tokens_mask=True)
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(batch["text"], return_special_tokens_mask=True)
-
-    def pack(batch: dict[str, list]) -> dict[str, list]:
-        out = {}
-        for key, rows in batch.items():
-            stream = list(chain.from_iterable(rows))
-            usable = len(stream) // length * length
-            out[key] = [stream[i : i + length] for i in range(0, usable, length)]
-        return out
-
-    prepared = {}
-    for name, dataset in splits.items():
-        dataset = dataset.filter(lambda row: bool(row["text"] and row["text"].strip()), desc=f"Dropping empty {name} texts")
-        if recipe.data.line_by_line:
-            prepared[name] = dataset.map(tokenize_lines, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
-        else:
-            tokens = dataset.map(tokenize, batched=True, remove_columns=["text"], desc=f"Tokenizing {name}")
-            prepared[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {length}-token blocks")
-        if len(prepared[name]) == 0:
-            raise DataError(
-                f"data.{name}: no examples after tokenization (fewer tokens than one block of {length}); "
-                "add text, lower data.block_size, or set data.line_by_line: true"
-            )
-    return type(splits)(prepared)
-
-
-# --------------------------------------------------------------------------------------------
-# Masking and metrics
-
-
-def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-    """A collator that pads and masks each batch afresh (so every epoch sees new masks)."""
-    probability = recipe.data.mlm_probability if recipe.data.mlm_probability is not None else DEFAULT_MLM_PROBABILITY
-    whole_words = bool(recipe.data.whole_word_mask)
-    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_words else {}
-    collator = masking_collator_class()(tokenizer=tokenizer, mlm_probability=probability, whole_word_mask=whole_words, **replace)
-    return {"data_collator": collator}
+    return modeling.context_length(model.config) or DEFAULT_LENGTH
 
 
 def masking_collator_class():
@@ -174,18 +224,6 @@ def wordpiece_offsets(rows: list[list[int]], tokenizer):
     return offsets
 
 
-def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
-    loss = metrics.get(f"{prefix}_loss")
-    if loss is not None:
-        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
-    return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Inference (hftk predict, hftk eval --model)
-
-
 def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[list[list[dict[str, Any]]]]:
     """For each text, for each mask token in it (in order): the top-k {token, score, sequence}."""
     import torch
@@ -197,7 +235,7 @@ def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size:
     results = []
     for start in range(0, len(texts), batch_size):
         batch_texts = texts[start : start + batch_size]
-        inputs = tokenizer(batch_texts, padding=True, truncation=True, max_length=context_length(model), return_tensors="pt")
+        inputs = tokenizer(batch_texts, padding=True, truncation=True, max_length=context_length(model), return_tensors="pt").to(model.device)
         with torch.no_grad():
             probabilities = model(**inputs).logits.float().softmax(-1)
         for row, text in enumerate(batch_texts):
@@ -217,38 +255,3 @@ def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size:
                 )
             results.append(per_mask)
     return results
-
-
-def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[int], list[int]]:
-    """(predicted token ids, original token ids) at masked positions, for masked-token accuracy.
-
-    A fixed, seeded ``mlm_probability`` share of each text's non-special tokens (the run's setting,
-    default 0.15) is replaced by the mask token; the model's top prediction is compared with the
-    original token. The same data gives the same masks every time.
-    """
-    import torch
-    from transformers import AutoModelForMaskedLM
-
-    texts = [t for t in dataset["text"] if t and t.strip()]
-    if not texts:
-        raise DataError("--data: no non-empty text to mask")
-    model, tokenizer = modeling.load_trained(AutoModelForMaskedLM, run_dir)
-    probability = DEFAULT_MLM_PROBABILITY
-    if recipe is not None and recipe.data.mlm_probability is not None:
-        probability = recipe.data.mlm_probability
-    generator = torch.Generator().manual_seed(recipe.seed if recipe is not None else 0)
-    predictions, references = [], []
-    for start in range(0, len(texts), 16):
-        inputs = tokenizer(texts[start : start + 16], padding=True, truncation=True, max_length=min(DEFAULT_LENGTH, context_length(model)),
-                           return_tensors="pt", return_special_tokens_mask=True)
-        maskable = (inputs.pop("special_tokens_mask") == 0) & (inputs["attention_mask"] == 1)
-        chosen = (torch.rand(maskable.shape, generator=generator) < probability) & maskable
-        gold = inputs["input_ids"][chosen].tolist()
-        inputs["input_ids"][chosen] = tokenizer.mask_token_id
-        with torch.no_grad():
-            logits = model(**inputs).logits
-        predictions += logits[chosen].argmax(-1).tolist()
-        references += gold
-    if not references:
-        raise DataError(f"--data: the texts are too short for any token to be masked at probability {probability}; give longer texts")
-    return predictions, references

@@ -1,6 +1,6 @@
 """Extractive question answering (SQuAD v1.1 / v2.0 format; BERT and any ``AutoModelForQuestionAnswering``).
 
-Reads top to bottom: the roles and options, how examples become windows ("features") with answer
+Reads top to bottom: the data options and their checks, how examples become windows ("features") with answer
 token positions, training, evaluation over examples (not windows), and inference for
 ``hftk predict`` / ``hftk eval --model``.
 
@@ -15,7 +15,7 @@ Long contexts: question + context are cut into windows of ``data.max_length`` to
 mapping. A window that does not contain the whole answer is trained to point at token 0
 (``[CLS]``), as is an unanswerable question.
 
-Evaluation (the optional ``evaluate`` hook of the task contract): the model's start/end logits for
+Evaluation (the task's ``evaluate`` hook): the model's start/end logits for
 every window are post-processed into one answer per question (:mod:`.qa_postprocess`: ``n_best``
 default 20, ``max_answer_length`` default 30 tokens, v2 null answer with ``null_score_threshold``
 default 0.0), and scored with the official SQuAD exact match and F1 (``squad``, or ``squad_v2``
@@ -24,76 +24,163 @@ for a v2 run) from :mod:`hf_toolkit.metrics`. Evaluations during training report
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from hf_toolkit import metrics, modeling
-from hf_toolkit.errors import DataError
-from hf_toolkit.recipe import Recipe
-from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
+from hf_toolkit.errors import DataError, Problem
+from hf_toolkit.recipe.schema import DataSection, Recipe
+from hf_toolkit.tasks.base import Task
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-ROLES = ("question", "context", "answers")
-OPTIONAL_ROLES = ("id",)
-TRAINER = "Trainer"
-PEFT_TASK_TYPE = "QUESTION_ANS"
-# `hftk eval --model`: squad_v2 gives exactly squad's exact match and F1 on answerable-only data
-# (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
-EVAL_METRICS = ("squad_v2",)
+
+class QuestionAnsweringData(DataSection):
+    """``data`` options of question-answering."""
+
+    max_length: int = Field(384, ge=8, description="Tokens per window (question + context).")
+    doc_stride: int = Field(128, ge=1, description="Tokens of overlap between windows of a long context.")
+    n_best: int = Field(20, ge=1, description="Start and end candidates per window in post-processing.")
+    max_answer_length: int = Field(30, ge=1, description="Longest answer in tokens.")
+    version_2: bool = Field(False, description="SQuAD v2: questions may have no answer.")
+    null_score_threshold: float | None = Field(None, description="v2: predict no answer when its score beats the best span by this; null: 0.0.")
 
 
-@dataclass(frozen=True)
-class Settings:
-    max_length: int = 384
-    doc_stride: int = 128
-    n_best: int = 20
-    max_answer_length: int = 30
-    version_2: bool = False
-    null_score_threshold: float = 0.0
+Settings = QuestionAnsweringData
+"""The QA options that inference reads (the defaults for a plain model dir without a recipe)."""
 
 
-def settings(recipe: Recipe | None) -> Settings:
-    """The recipe's QA options, with the defaults above for the ones it leaves unset."""
-    if recipe is None:
-        return Settings()
-    given = {name: getattr(recipe.data, name) for name in Settings.__dataclass_fields__}
-    return Settings(**{name: value for name, value in given.items() if value is not None})
+def settings(recipe: Recipe | None) -> QuestionAnsweringData:
+    """The run's QA options, or the defaults for a model dir without a recipe."""
+    return recipe.data if recipe is not None else QuestionAnsweringData.model_construct(**{
+        name: field.default for name, field in QuestionAnsweringData.model_fields.items()
+    })
 
 
-def auto_model():
-    from transformers import AutoModelForQuestionAnswering
+class QuestionAnswering(Task):
+    name = "question-answering"
+    Data = QuestionAnsweringData
+    roles = ("question", "context", "answers")
+    optional_roles = ("id",)
+    target_roles = ("answers",)
+    peft_task_type = "QUESTION_ANS"
+    # `hftk eval --model`: squad_v2 gives exactly squad's exact match and F1 on answerable-only data
+    # (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
+    eval_metrics = ("squad_v2",)
+    predicts = True
 
-    return AutoModelForQuestionAnswering
+    def auto_model(self, recipe: Recipe | None = None):
+        from transformers import AutoModelForQuestionAnswering
 
+        return AutoModelForQuestionAnswering
 
-def check_recipe(recipe: Recipe) -> None:
-    """Option combinations that cannot work, before any data or model is loaded."""
-    s, problems = settings(recipe), generation_problems(recipe)
-    if s.doc_stride >= s.max_length:
-        problems.append(
-            f"data.doc_stride: {s.doc_stride} tokens of overlap between windows must be less than "
-            f"data.max_length ({s.max_length}); e.g. doc_stride 128 with max_length 384"
+    def check_recipe(self, recipe: Recipe) -> list[Problem]:
+        """Option combinations that cannot work, before any data or model is loaded."""
+        s, problems = recipe.data, super().check_recipe(recipe)
+        if s.doc_stride >= s.max_length:
+            problems.append(Problem(("data", "doc_stride"),
+                                    f"{s.doc_stride} tokens of overlap between windows must be less than "
+                                    f"data.max_length ({s.max_length}); e.g. doc_stride 128 with max_length 384"))
+        if s.null_score_threshold is not None and not s.version_2:
+            problems.append(Problem(("data", "null_score_threshold"),
+                                    "only used for SQuAD v2 null answers; set data.version_2: true or remove it"))
+        for option in ("strip_html", "normalize_whitespace"):
+            if getattr(s, option):
+                problems.append(Problem(("data", option),
+                                        "would change the contexts and move every answer away from its answer_start; "
+                                        "clean the data (and its offsets) beforehand, or remove this option"))
+        return problems
+
+    def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+        """Check the answers before the model loads; the QA head needs no config settings."""
+        for name, dataset in splits.items():
+            check_answers(dataset, version_2=recipe.data.version_2, where=f"data.{name}")
+        return {}
+
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+        """Every split -> windows with start/end token positions (labels for the loss)."""
+        s = recipe.data
+        context = modeling.context_length(model.config)
+        if context is not None and s.max_length > context:
+            raise DataError(f"data.max_length={s.max_length} is longer than the model's context ({context} tokens); lower it")
+
+        def windows(batch: dict[str, list]) -> dict[str, list]:
+            encoding = encode(tokenizer, batch["question"], batch["context"], s)
+            starts, ends = [], []
+            for i, example in enumerate(encoding["overflow_to_sample_mapping"]):
+                texts, answer_starts = answer_lists(batch["answers"][example])
+                position = (0, 0)
+                if texts:
+                    position = answer_positions(context_offsets(encoding, i), answer_starts[0], answer_starts[0] + len(texts[0]))
+                starts.append(position[0])
+                ends.append(position[1])
+            out = {k: v for k, v in encoding.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
+            return {**out, "start_positions": starts, "end_positions": ends}
+
+        return type(splits)({
+            name: dataset.map(windows, batched=True, remove_columns=dataset.column_names, desc=f"Cutting {name} into windows")
+            for name, dataset in splits.items()
+        })
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+        """Dynamic padding on the right (start/end positions count tokens from the left); metrics come
+        from `evaluate` (over examples), not from the Trainer."""
+        from transformers import DataCollatorWithPadding
+
+        if tokenizer.padding_side != "right":
+            tokenizer = copy.copy(tokenizer)  # the caller's tokenizer keeps its own padding side
+            tokenizer.padding_side = "right"
+        return {"data_collator": DataCollatorWithPadding(tokenizer)}
+
+    def evaluate(self, trainer, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
+        """Loss over the windows, then SQuAD exact match / F1 over the questions (post-processed answers)."""
+        s = recipe.data
+        contexts = list(examples["context"])
+        encoding = encode(trainer.processing_class, list(examples["question"]), contexts, s)
+        windows = [Feature(example, context_offsets(encoding, i)) for i, example in enumerate(encoding["overflow_to_sample_mapping"])]
+        if len(windows) != len(features):
+            raise AssertionError(f"{len(windows)} windows re-encoded but {len(features)} prepared")
+        output = trainer.predict(features, metric_key_prefix=prefix)
+        start_logits, end_logits = output.predictions[:2]
+        answers = best_answers(
+            contexts, windows, start_logits, end_logits,
+            n_best=s.n_best, max_answer_length=s.max_answer_length, version_2=s.version_2,
+            null_score_threshold=s.null_score_threshold or 0.0,
         )
-    if recipe.data.null_score_threshold is not None and not s.version_2:
-        problems.append("data.null_score_threshold: only used for SQuAD v2 null answers; set data.version_2: true or remove it")
-    for option in ("strip_html", "normalize_whitespace"):
-        if getattr(recipe.data, option):
-            problems.append(
-                f"data.{option}: would change the contexts and move every answer away from its answer_start; "
-                "clean the data (and its offsets) beforehand, or remove this option"
-            )
-    raise_problems(problems)
+        predictions, references = as_squad(examples, answers)
+        scores = metrics.compute(["squad_v2" if s.version_2 else "squad"], predictions, references)
+        result = {**output.metrics, **{f"{prefix}_{key}": value for key, value in scores.items()}}
+        trainer.log(result)
+        return result
 
+    # ----------------------------------------------------------------------------------------
+    # Inference (hftk predict, hftk eval --model)
 
-def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
-    """Check the answers before the model loads; the QA head needs no config settings."""
-    version_2 = settings(recipe).version_2
-    for name, dataset in splits.items():
-        check_answers(dataset, version_2=version_2, where=f"data.{name}")
-    return {}
+    def check_eval_rows(self, config, dataset: "Dataset") -> None:
+        for value in dataset["answers"]:
+            answer_lists(value)
+
+    def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """({id: predicted answer}, {id: gold answers}) for `dataset`, the layout of the squad/squad_v2 metrics."""
+        answers = answer_questions(model, tokenizer, list(dataset["question"]), list(dataset["context"]), settings(recipe))
+        return as_squad(dataset, answers)
+
+    def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, batch_size: int = 16,
+                        **options: Any) -> list[dict[str, Any]]:
+        """``{"question", "context", "answer", "score", "start", "end"}`` per question."""
+        answers = answer_questions(model, tokenizer, inputs["question"], inputs["context"], settings(recipe), batch_size=batch_size)
+        return [
+            {"question": q, "context": c, "answer": a.text, "score": a.score, "start": a.start, "end": a.end}
+            for q, c, a in zip(inputs["question"], inputs["context"], answers)
+        ]
+
+    def format_record(self, record: dict[str, Any]) -> str:
+        shown = repr(record["answer"]) if record["answer"] else "(no answer)"
+        return f"Q: {record['question']}\nA: {shown}\t(score {record['score']:.4f}, chars {record['start']}-{record['end']})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,25 +225,29 @@ def check_answers(dataset: "Dataset", *, version_2: bool, where: str) -> None:
 
 
 def encode(tokenizer, questions: list[str], contexts: list[str], s: Settings):
-    """Question + context windows with offsets; overflow_to_sample_mapping says which example each is from."""
-    if tokenizer.padding_side != "right":
-        # Start/end positions index tokens counted from the left: padding must come after them.
-        tokenizer.padding_side = "right"
-    try:
-        return tokenizer(
-            [q.lstrip() for q in questions],
-            contexts,
-            truncation="only_second",
-            max_length=s.max_length,
-            stride=s.doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
-    except Exception as error:  # the Rust tokenizer raises a bare Exception for impossible windows
-        raise DataError(
-            f"cannot cut question + context into windows of data.max_length={s.max_length} tokens with "
-            f"data.doc_stride={s.doc_stride}: {error}. A question may be too long: raise data.max_length or lower data.doc_stride"
-        ) from None
+    """Question + context windows with offsets; overflow_to_sample_mapping says which example each is from.
+
+    A question so long that no window has room for context beyond the stride is a DataError,
+    found here rather than inside the tokenizer (whose error names no question).
+    """
+    questions = [q.lstrip() for q in questions]
+    room = s.max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    for question, ids in zip(questions, tokenizer(questions, add_special_tokens=False)["input_ids"]):
+        if room - len(ids) <= s.doc_stride:
+            raise DataError(
+                f"question {question[:80]!r} takes {len(ids)} tokens, which leaves no room for context in windows of "
+                f"data.max_length={s.max_length} tokens overlapping by data.doc_stride={s.doc_stride}; "
+                "raise data.max_length or lower data.doc_stride"
+            )
+    return tokenizer(
+        questions,
+        contexts,
+        truncation="only_second",
+        max_length=s.max_length,
+        stride=s.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
 
 
 def context_offsets(encoding, i: int) -> list[tuple[int, int] | None]:
@@ -175,80 +266,12 @@ def answer_positions(offsets: list[tuple[int, int] | None], start_char: int, end
     return start, end
 
 
-def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-    """Every split -> windows with start/end token positions (labels for the loss)."""
-    s = settings(recipe)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if context is not None and s.max_length > context:
-        raise DataError(f"data.max_length={s.max_length} is longer than the model's context ({context} tokens); lower it")
-
-    def windows(batch: dict[str, list]) -> dict[str, list]:
-        encoding = encode(tokenizer, batch["question"], batch["context"], s)
-        starts, ends = [], []
-        for i, example in enumerate(encoding["overflow_to_sample_mapping"]):
-            texts, answer_starts = answer_lists(batch["answers"][example])
-            position = (0, 0)
-            if texts:
-                position = answer_positions(context_offsets(encoding, i), answer_starts[0], answer_starts[0] + len(texts[0]))
-            starts.append(position[0])
-            ends.append(position[1])
-        out = {k: v for k, v in encoding.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
-        return {**out, "start_positions": starts, "end_positions": ends}
-
-    return type(splits)(
-        {
-            name: dataset.map(windows, batched=True, remove_columns=dataset.column_names, desc=f"Cutting {name} into windows")
-            for name, dataset in splits.items()
-        }
-    )
-
-
-def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-    """Dynamic padding; metrics come from `evaluate` (over examples), not from the Trainer."""
-    from transformers import DataCollatorWithPadding
-
-    return {"data_collator": DataCollatorWithPadding(tokenizer)}
-
-
-def finish_metrics(metrics_: dict[str, float], prefix: str) -> dict[str, float]:
-    return metrics_
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation over examples
-
-
-def evaluate(trainer, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
-    """Loss over the windows, then SQuAD exact match / F1 over the questions (post-processed answers)."""
-    s = settings(recipe)
-    contexts = list(examples["context"])
-    encoding = encode(trainer.processing_class, list(examples["question"]), contexts, s)
-    windows = [Feature(example, context_offsets(encoding, i)) for i, example in enumerate(encoding["overflow_to_sample_mapping"])]
-    if len(windows) != len(features):
-        raise AssertionError(f"{len(windows)} windows re-encoded but {len(features)} prepared")
-    output = trainer.predict(features, metric_key_prefix=prefix)
-    start_logits, end_logits = output.predictions[:2]
-    answers = best_answers(
-        contexts, windows, start_logits, end_logits,
-        n_best=s.n_best, max_answer_length=s.max_answer_length, version_2=s.version_2, null_score_threshold=s.null_score_threshold,
-    )
-    predictions, references = as_squad(examples, answers)
-    scores = metrics.compute(["squad_v2" if s.version_2 else "squad"], predictions, references)
-    result = {**output.metrics, **{f"{prefix}_{key}": value for key, value in scores.items()}}
-    trainer.log(result)
-    return result
-
-
 def as_squad(examples: "Dataset", answers: list[Answer]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """({id: predicted text}, {id: gold texts}) as the squad metrics take them."""
     ids = [str(i) for i in examples["id"]] if "id" in examples.column_names else [str(i) for i in range(len(examples))]
     predictions = {qid: answer.text for qid, answer in zip(ids, answers)}
     references = {qid: answer_lists(value)[0] for qid, value in zip(ids, examples["answers"])}
     return predictions, references
-
-
-# --------------------------------------------------------------------------------------------
-# Inference (hftk predict, hftk eval --model)
 
 
 def answer_questions(model, tokenizer, questions: list[str], contexts: list[str], s: Settings, *, batch_size: int = 16) -> list[Answer]:
@@ -260,7 +283,7 @@ def answer_questions(model, tokenizer, questions: list[str], contexts: list[str]
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoding]
     start_logits, end_logits = [], []
     for start in range(0, len(windows), batch_size):
-        batch = tokenizer.pad({k: encoding[k][start : start + batch_size] for k in names}, return_tensors="pt")
+        batch = tokenizer.pad({k: encoding[k][start : start + batch_size] for k in names}, padding_side="right", return_tensors="pt").to(model.device)
         with torch.no_grad():
             output = model(**batch)
         for row in range(len(batch["input_ids"])):
@@ -269,16 +292,6 @@ def answer_questions(model, tokenizer, questions: list[str], contexts: list[str]
             end_logits.append(output.end_logits[row, :length].tolist())
     return best_answers(
         contexts, windows, start_logits, end_logits,
-        n_best=s.n_best, max_answer_length=s.max_answer_length, version_2=s.version_2, null_score_threshold=s.null_score_threshold,
+        n_best=s.n_best, max_answer_length=s.max_answer_length, version_2=s.version_2,
+        null_score_threshold=s.null_score_threshold or 0.0,
     )
-
-
-def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[dict[str, str], dict[str, list[str]]]:
-    """({id: predicted answer}, {id: gold answers}) for `dataset`, the layout of the squad/squad_v2 metrics."""
-    from transformers import AutoModelForQuestionAnswering
-
-    for value in dataset["answers"]:
-        answer_lists(value)
-    model, tokenizer = modeling.load_trained(AutoModelForQuestionAnswering, run_dir)
-    answers = answer_questions(model, tokenizer, list(dataset["question"]), list(dataset["context"]), settings(recipe))
-    return as_squad(dataset, answers)

@@ -1,7 +1,8 @@
 """Sequence-to-sequence tasks (summarization, translation): source text in, target text out.
 
-Shared by :mod:`hf_toolkit.tasks.summarization` and :mod:`hf_toolkit.tasks.translation`, which
-differ only in their metrics (ROUGE; BLEU + chrF) and data options. Three model shapes, picked
+:class:`Seq2SeqTask` is the base of :mod:`hf_toolkit.tasks.summarization` and
+:mod:`hf_toolkit.tasks.translation`, which add their metrics (ROUGE; BLEU + chrF) and, for
+translation, the language options. Three model shapes, picked
 from the recipe's ``model`` section:
 
 ``seq2seq``
@@ -14,8 +15,8 @@ from the recipe's ``model`` section:
     ``model.encoder`` + ``model.decoder``: a transformers ``EncoderDecoderModel`` warm-started from
     two checkpoints (BERT2BERT, BERT2GPT2, ...). The encoder's tokenizer reads the source, the
     decoder's writes the target; generation starts from the decoder tokenizer's BOS (or [CLS]) and
-    stops at its EOS (or [SEP]). A decoder tokenizer that differs from the encoder's is saved in
-    ``<run dir>/decoder_tokenizer``.
+    stops at its EOS (or [SEP]). A decoder tokenizer that differs from the encoder's
+    (:meth:`Seq2SeqTask.target_tokenizer`) is saved in the run directory.
 ``decoder-only``
     a causal LM (GPT-2, ...) with ``data.prompt_template``: the model reads
     ``template.format(source=...)`` then the target and an EOS token; the loss covers the target
@@ -37,70 +38,220 @@ agree.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
+import string
 from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator
 
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit import modeling
-from hf_toolkit.errors import DataError, RecipeError
-from hf_toolkit.recipe import ModelPart, Recipe
+from hf_toolkit.errors import DataError, Problem, RecipeError
+from hf_toolkit.recipe.schema import DataSection, ModelPart, Recipe
+from hf_toolkit.tasks.base import Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-# The task contract (see hf_toolkit.tasks) that summarization and translation re-export.
-__all__ = [
-    "OPTIONAL_ROLES",
-    "PEFT_TASK_TYPE",
-    "ROLES",
-    "TASK_METRICS",
-    "TRAINER",
-    "TRAINING_DEFAULTS",
-    "auto_model",
-    "build_model",
-    "check_recipe",
-    "encode_prompts",
-    "finish_metrics",
-    "metric_options",
-    "model_config",
-    "predict",
-    "prepare",
-    "trainer_class",
-    "trainer_kwargs",
-]
-
-ROLES = ("source", "target")
-OPTIONAL_ROLES = ()
-TRAINER = "Seq2SeqTrainer"
-# Generic PeftModel: the same adapters work for all three shapes.
-PEFT_TASK_TYPE = None
-# Applied unless the recipe's `training` sets them: evaluation generates text to score.
-TRAINING_DEFAULTS = {"predict_with_generate": True}
-TASK_METRICS = {"summarization": ("rouge",), "translation": ("bleu", "chrf")}
 DEFAULT_MAX_SOURCE_LENGTH = 1024
-DEFAULT_MAX_TARGET_LENGTH = 128
-DECODER_TOKENIZER_DIR = "decoder_tokenizer"
 IGNORE_INDEX = -100
+
+
+class Seq2SeqData(DataSection):
+    """``data`` options of summarization and translation."""
+
+    max_source_length: int | None = Field(None, ge=1, description="Source tokens kept; null: 1024, or for decoder-only "
+                                                                  "what fits beside template and target.")
+    max_target_length: int = Field(128, ge=1, description="Target tokens kept, EOS included.")
+    source_prefix: str | None = Field(None, description="Encoder-decoder models: text put before each source ('summarize: ').")
+    prompt_template: str | None = Field(None, description="Decoder-only models: the prompt, with {source} where the source goes.")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_source_field(cls, value: str | None) -> str | None:
+        """A prompt template holds `{source}` once and no other `{field}` (write `{{`/`}}` for braces)."""
+        if value is None:
+            return value
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+        except ValueError as error:
+            raise ValueError(f"{error} in {value!r}; write literal braces as {{{{ and }}}}") from None
+        if fields != ["source"]:
+            raise ValueError(
+                f"must contain {{source}} exactly once and no other {{field}} (found {fields or 'none'}); "
+                "e.g. '{source}\\nTL;DR: ' (write literal braces as {{ and }})"
+            )
+        return value
+
+
+class Seq2SeqTask(Task):
+    """Source text in, target text out; subclasses name their metrics (and options)."""
+
+    Data = Seq2SeqData
+    roles = ("source", "target")
+    target_roles = ("target",)
+    seq2seq_trainer = True
+    # Generic PeftModel: the same adapters work for all three shapes.
+    peft_task_type = None
+    # Evaluation generates text to score.
+    training_defaults = {"predict_with_generate": True}
+    generates = True
+    continues_prompt = False
+    accepts_model_pair = True
+
+    def auto_model(self, recipe: Recipe | None = None):
+        """AutoModelForSeq2SeqLM for the encoder-decoder shapes (an EncoderDecoderModel loads with it
+        too), AutoModelForCausalLM for decoder-only."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        if recipe is not None and shape(recipe) == "decoder-only":
+            return AutoModelForCausalLM
+        return AutoModelForSeq2SeqLM
+
+    def check_environment(self, recipe: Recipe) -> list[Problem]:
+        """Data options that do not fit the model's shape (reads the model config only, no weights)."""
+        return shape_problems(recipe, shape(recipe))
+
+    def build_model(self, recipe: Recipe, splits: "DatasetDict"):
+        """(tokenizer, model) for the recipe's shape; the tokenizer is the one that reads sources."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        kind = shape(recipe)  # its options were checked with the recipe (check_environment)
+        texts = _tokenizer_training_texts(recipe, splits) if recipe.model.train_tokenizer is not None else None
+        if kind == "pair":
+            tokenizer, model = _build_pair(recipe, texts)
+        else:
+            tokenizer = modeling.load_tokenizer(recipe.model, texts)
+            auto_class = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+            model = modeling.load_model(auto_class, recipe.model, tokenizer)
+            if kind == "seq2seq" and recipe.model.init == "scratch":
+                _scratch_special_ids(model, tokenizer)
+            if kind == "seq2seq":
+                self.adapt_model(recipe, tokenizer, model)
+        config = model.generation_config
+        if recipe.generation.max_new_tokens is None and config.max_new_tokens is None and config.max_length is None:
+            config.max_new_tokens = recipe.data.max_target_length
+        return tokenizer, model
+
+    def adapt_model(self, recipe: Recipe, tokenizer, model) -> None:
+        """Task settings of an encoder-decoder checkpoint's tokenizer and model (translation: languages)."""
+
+    def target_tokenizer(self, recipe: Recipe, tokenizer):
+        """The decoder's tokenizer for a pair with two tokenizers, else `tokenizer`."""
+        return _side_tokenizer(recipe.model.decoder) if _has_own_decoder_tokenizer(recipe) else tokenizer
+
+    def encode_prompts(self, recipe: Recipe | None, tokenizer, model, prompts: list[str]) -> list[list[int]]:
+        """Model input ids for source texts: training and ``hftk generate`` both encode through here."""
+        if recipe is None:
+            return super().encode_prompts(recipe, tokenizer, model, prompts)
+        return encode_sources(recipe, tokenizer, model, prompts)
+
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+        """Tokenize every split into input_ids / attention_mask / labels (see the module docstring)."""
+        writer = self.target_tokenizer(recipe, tokenizer)
+        decoder_only = model_shape(model) == "decoder-only"
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            for role in self.roles:
+                bad = next((i for i, value in enumerate(batch[role]) if not isinstance(value, str)), None)
+                if bad is not None:
+                    raise DataError(f"a {role} value is {batch[role][bad]!r}, not text; remove or fix that row")
+            sources = encode_sources(recipe, tokenizer, model, batch["source"])
+            targets = encode_targets(recipe, writer, model, batch["target"])
+            if decoder_only:
+                inputs = [s + t for s, t in zip(sources, targets)]
+                labels = [[IGNORE_INDEX] * len(s) + t for s, t in zip(sources, targets)]
+            else:
+                inputs, labels = sources, targets
+            return {"input_ids": inputs, "attention_mask": [[1] * len(row) for row in inputs], "labels": labels}
+
+        return type(splits)({
+            name: dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
+            for name, dataset in splits.items()
+        })
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+        """Collator padding labels with -100, and generation-based metrics."""
+        from transformers import DataCollatorForSeq2Seq
+
+        encoder_decoder = model_shape(model) != "decoder-only"
+        # With the model, the collator also builds decoder_input_ids from the labels (shifted right
+        # after the decoder start token). An EncoderDecoderModel left to build them itself also masks
+        # every decoder position holding the pad id: when the start token is the pad token (GPT-2's
+        # <|endoftext|> is BOS, EOS and pad) training would hide the start token that generation shows.
+        kwargs: dict[str, Any] = {
+            "data_collator": DataCollatorForSeq2Seq(
+                tokenizer, model=model if encoder_decoder else None, label_pad_token_id=IGNORE_INDEX
+            )
+        }
+        if recipe.training.get("predict_with_generate", self.training_defaults["predict_with_generate"]):
+            writer = self.target_tokenizer(recipe, tokenizer)
+            kwargs["compute_metrics"] = self.metrics_function(recipe, writer, encoder_decoder=encoder_decoder)
+        return kwargs
+
+    def metrics_function(self, recipe: Recipe, tokenizer, *, encoder_decoder: bool):
+        """compute_metrics for Seq2SeqTrainer: decode generated ids and labels, score, add gen_len."""
+        import numpy as np
+
+        options = self.metric_options(recipe)
+        eos, pad = end_id(tokenizer), tokenizer.pad_token_id
+
+        def compute_metrics(eval_prediction) -> dict[str, float]:
+            predictions = eval_prediction.predictions
+            if isinstance(predictions, tuple):
+                predictions = predictions[0]
+            # Encoder-decoder outputs start with the decoder start token; everything from EOS on is padding.
+            rows = [_until(row[1:] if encoder_decoder else row, eos) for row in np.asarray(predictions)]
+            texts = tokenizer.batch_decode([[int(t) for t in row if t >= 0] for row in rows], skip_special_tokens=True)
+            labels = np.where(eval_prediction.label_ids == IGNORE_INDEX, pad, eval_prediction.label_ids)
+            references = tokenizer.batch_decode(labels, skip_special_tokens=True)
+            scores = metrics_lib.compute(self.eval_metrics, [t.strip() for t in texts], [r.strip() for r in references], **options)
+            scores["gen_len"] = float(np.mean([len(row) for row in rows]))
+            return scores
+
+        return compute_metrics
+
+    def trainer_class(self):
+        """Seq2SeqTrainer that, for decoder-only models, evaluates by generating from the prompt.
+
+        Seq2SeqTrainer would generate from the whole evaluation sequence (prompt + target). Here the
+        prompt of each row is its prefix whose labels are -100; prompts are left-padded, generated
+        from, and only the continuation is returned for scoring. Encoder-decoder models use
+        Seq2SeqTrainer unchanged.
+        """
+        import copy
+
+        import torch
+        from transformers import Seq2SeqTrainer
+
+        class PromptSeq2SeqTrainer(Seq2SeqTrainer):
+            def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+                if self.model.config.is_encoder_decoder or not self.args.predict_with_generate or prediction_loss_only:
+                    # Seq2SeqTrainer fills every unset generation setting with its default (max_length=20,
+                    # ...) in the model's own config, which would then be saved; keep the recipe's.
+                    kept = copy.deepcopy(self.model.generation_config)
+                    try:
+                        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+                    finally:
+                        self.model.generation_config = kept
+                inputs = self._prepare_inputs(inputs)
+                with torch.no_grad(), self.compute_loss_context_manager():
+                    loss = model(**inputs).loss.detach()
+                prompt_ids, prompt_mask = left_padded_prompts(
+                    inputs["input_ids"], inputs["labels"], self.processing_class.pad_token_id
+                )
+                with torch.no_grad():
+                    generated = self.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **gen_kwargs)
+                return loss, generated[:, prompt_ids.shape[1] :], inputs["labels"]
+
+        return PromptSeq2SeqTrainer
+
+    def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[str], list[str]]:
+        """(generated texts, reference texts) for `dataset`, decoded as ``hftk generate`` decodes."""
+        return [text.strip() for text in generate(list(dataset["source"]))], list(dataset["target"])
 
 
 # --------------------------------------------------------------------------------------------
 # Model shape and loading
-
-
-def auto_model(recipe: Recipe | None = None):
-    """The Auto class that loads the recipe's model: AutoModelForSeq2SeqLM for the encoder-decoder
-    shapes (an EncoderDecoderModel loads with it too), AutoModelForCausalLM for decoder-only."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    if recipe is not None and shape(recipe) == "decoder-only":
-        return AutoModelForCausalLM
-    return AutoModelForSeq2SeqLM
-
-
-def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
-    """No task settings for the model config (kept for the task contract; see build_model)."""
-    return {}
 
 
 def shape(recipe: Recipe) -> str:
@@ -117,53 +268,23 @@ def model_shape(model) -> str:
     return "seq2seq" if model.config.is_encoder_decoder else "decoder-only"
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Data options that do not fit the model's shape (reads the model config only, no weights)."""
-    check_shape_options(recipe, shape(recipe))
-
-
-def check_shape_options(recipe: Recipe, kind: str) -> None:
-    """Data options that do not fit the model shape are errors, before any weights load."""
+def shape_problems(recipe: Recipe, kind: str) -> list[Problem]:
+    """Data options that do not fit the model shape."""
     data, problems = recipe.data, []
     if kind == "decoder-only":
         if data.prompt_template is None:
-            problems.append(
-                "data.prompt_template: a decoder-only model needs a prompt template to tell source from target, "
-                "e.g. prompt_template: \"{source}\\nTL;DR: \" (or use an encoder-decoder model)"
-            )
+            problems.append(Problem(("data", "prompt_template"),
+                                    "a decoder-only model needs a prompt template to tell source from target, "
+                                    "e.g. prompt_template: \"{source}\\nTL;DR: \" (or use an encoder-decoder model)"))
         if data.source_prefix is not None:
-            problems.append(
-                "data.source_prefix: is for encoder-decoder models; with a decoder-only model put the text in "
-                "data.prompt_template instead"
-            )
+            problems.append(Problem(("data", "source_prefix"),
+                                    "is for encoder-decoder models; with a decoder-only model put the text in "
+                                    "data.prompt_template instead"))
     elif data.prompt_template is not None:
-        problems.append(
-            "data.prompt_template: is for decoder-only models (GPT-2 ...); this model is an encoder-decoder, "
-            "use data.source_prefix (e.g. 'summarize: ') or remove it"
-        )
-    if problems:
-        raise RecipeError(problems)
-
-
-def build_model(recipe: Recipe, splits: "DatasetDict"):
-    """(tokenizer, model) for the recipe's shape; the tokenizer is the one that reads sources."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    kind = shape(recipe)  # its options were checked with the recipe (check_recipe)
-    texts = _tokenizer_training_texts(recipe, splits) if recipe.model.train_tokenizer is not None else None
-    if kind == "pair":
-        tokenizer, model = _build_pair(recipe, texts)
-    else:
-        tokenizer = modeling.load_tokenizer(recipe.model, texts)
-        auto_class = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-        model = modeling.load_model(auto_class, recipe.model, tokenizer)
-        if kind == "seq2seq" and recipe.model.init == "scratch":
-            _scratch_special_ids(model, tokenizer)
-        if kind == "seq2seq" and recipe.task == "translation":
-            _set_languages(recipe, tokenizer, model)
-    if recipe.generation.max_new_tokens is None and model.generation_config.max_new_tokens is None and model.generation_config.max_length is None:
-        model.generation_config.max_new_tokens = max_target_length(recipe)
-    return tokenizer, model
+        problems.append(Problem(("data", "prompt_template"),
+                                "is for decoder-only models (GPT-2 ...); this model is an encoder-decoder, "
+                                "use data.source_prefix (e.g. 'summarize: ') or remove it"))
+    return problems
 
 
 def _tokenizer_training_texts(recipe: Recipe, splits: "DatasetDict") -> list[str]:
@@ -176,31 +297,19 @@ def _tokenizer_training_texts(recipe: Recipe, splits: "DatasetDict") -> list[str
     return texts
 
 
-@functools.lru_cache(maxsize=8)
-def _side_tokenizer(reference: str):
-    """One side's tokenizer, loaded once per process (prepare and metrics reuse the same object)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = modeling.from_pretrained(AutoTokenizer, reference, "tokenizer")
-    modeling.ensure_pad_token(tokenizer)
-    return tokenizer
-
-
 def _side_reference(part: ModelPart) -> str:
     reference = part.tokenizer or part.name_or_path
     assert reference is not None  # the recipe schema guarantees one of them
     return reference
 
 
-def target_tokenizer(recipe: Recipe, tokenizer):
-    """The tokenizer that writes targets: the decoder's for a pair with two tokenizers, else `tokenizer`."""
+def _side_tokenizer(part: ModelPart):
+    return modeling.load_tokenizer_from(_side_reference(part))
+
+
+def _has_own_decoder_tokenizer(recipe: Recipe) -> bool:
     model = recipe.model
-    if not model.is_pair or model.train_tokenizer is not None:
-        return tokenizer
-    decoder_reference = _side_reference(model.decoder)
-    if decoder_reference == _side_reference(model.encoder):
-        return tokenizer
-    return _side_tokenizer(decoder_reference)
+    return model.is_pair and model.train_tokenizer is None and _side_reference(model.decoder) != _side_reference(model.encoder)
 
 
 def end_id(tokenizer) -> int:
@@ -232,8 +341,8 @@ def _build_pair(recipe: Recipe, texts: list[str] | None):
     if section.train_tokenizer is not None:
         encoder_tokenizer = modeling.load_tokenizer(section, texts)
     else:
-        encoder_tokenizer = _side_tokenizer(_side_reference(section.encoder))
-    decoder_tokenizer = target_tokenizer(recipe, encoder_tokenizer)
+        encoder_tokenizer = _side_tokenizer(section.encoder)
+    decoder_tokenizer = _side_tokenizer(section.decoder) if _has_own_decoder_tokenizer(recipe) else encoder_tokenizer
     ids = decoder_special_ids(decoder_tokenizer)
     encoder = modeling.load_model(AutoModel, section.encoder, encoder_tokenizer)
     decoder = modeling.load_model(
@@ -258,68 +367,33 @@ def _scratch_special_ids(model, tokenizer) -> None:
         setattr(model.generation_config, key, value)
 
 
-def _set_languages(recipe: Recipe, tokenizer, model) -> None:
-    """Language codes for multilingual tokenizers (mBART-50, M2M100, NLLB), and the forced first token."""
-    if not hasattr(tokenizer, "src_lang"):
-        return
-    source, target = recipe.data.source_lang, recipe.data.target_lang
-    if source is None:
-        raise RecipeError([f"data.source_lang/target_lang: {type(tokenizer).__name__} is multilingual; set both to "
-                           "its language codes (e.g. en_XX and de_DE for mBART-50, eng_Latn and deu_Latn for NLLB)"])
-    for key, code in (("source_lang", source), ("target_lang", target)):
-        if tokenizer.convert_tokens_to_ids(code) in (None, tokenizer.unk_token_id):
-            raise RecipeError([f"data.{key}: '{code}' is not a language code of {type(tokenizer).__name__} "
-                               "(e.g. en_XX for mBART-50, eng_Latn for NLLB)"])
-    tokenizer.src_lang, tokenizer.tgt_lang = source, target
-    target_id = tokenizer.convert_tokens_to_ids(target)
-    labels = tokenizer(text_target="a")["input_ids"]
-    if labels[0] == target_id:  # mBART-50 / M2M100 / NLLB: labels start with the language code
-        key = "forced_bos_token_id"
-    elif labels[-1] == target_id:  # mBART-cc25 style: the decoder starts from the language code
-        key = "decoder_start_token_id"
-    else:
-        return
-    setattr(model.config, key, target_id)
-    setattr(model.generation_config, key, target_id)
-
 
 # --------------------------------------------------------------------------------------------
 # Data: sources and targets to token ids
-
-
-def max_target_length(recipe: Recipe) -> int:
-    return recipe.data.max_target_length or DEFAULT_MAX_TARGET_LENGTH
-
-
-def _context_length(model) -> int | None:
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(model.config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def max_source_length(recipe: Recipe, tokenizer, model) -> int:
     """Source tokens kept; for decoder-only, the default is what fits beside template and target."""
     if model_shape(model) != "decoder-only":
         return recipe.data.max_source_length or DEFAULT_MAX_SOURCE_LENGTH
-    context = _context_length(model) or DEFAULT_MAX_SOURCE_LENGTH + DEFAULT_MAX_TARGET_LENGTH
+    target = recipe.data.max_target_length
+    context = modeling.context_length(model.config) or DEFAULT_MAX_SOURCE_LENGTH + target
     template = recipe.data.prompt_template
-    assert template is not None  # check_shape_options
+    assert template is not None  # shape_problems
     template_tokens = len(tokenizer(template.replace("{source}", ""))["input_ids"])
-    room = context - template_tokens - max_target_length(recipe)
+    room = context - template_tokens - target
     wanted = recipe.data.max_source_length or min(DEFAULT_MAX_SOURCE_LENGTH, room)
     if wanted > room or wanted < 1:
         raise DataError(
             f"data.max_source_length ({wanted}) + prompt template ({template_tokens} tokens) + "
-            f"data.max_target_length ({max_target_length(recipe)}) do not fit the model's context of "
+            f"data.max_target_length ({target}) do not fit the model's context of "
             f"{context} tokens; lower data.max_source_length or data.max_target_length"
         )
     return wanted
 
 
-def encode_prompts(recipe: Recipe, tokenizer, model, prompts: list[str]) -> list[list[int]]:
-    """Model input ids for source texts: training and ``hftk generate`` both encode through here.
+def encode_sources(recipe: Recipe, tokenizer, model, prompts: list[str]) -> list[list[int]]:
+    """Model input ids for source texts.
 
     Encoder-decoder: ``source_prefix + source``, truncated to max_source_length tokens.
     Decoder-only: the source is cut to max_source_length tokens, then put in the prompt template.
@@ -336,7 +410,7 @@ def encode_prompts(recipe: Recipe, tokenizer, model, prompts: list[str]) -> list
 
 def encode_targets(recipe: Recipe, tokenizer, model, targets: list[str]) -> list[list[int]]:
     """Label ids for target texts, ending in EOS, at most max_target_length tokens."""
-    limit = max_target_length(recipe)
+    limit = recipe.data.max_target_length
     if model_shape(model) == "seq2seq" and _adds_special_tokens(tokenizer):
         # T5, BART, Marian, mBART know their own target format (EOS, language codes).
         return tokenizer(text_target=targets, truncation=True, max_length=limit)["input_ids"]
@@ -349,154 +423,12 @@ def _adds_special_tokens(tokenizer) -> bool:
     return tokenizer(text_target="a")["input_ids"] != tokenizer(text_target="a", add_special_tokens=False)["input_ids"]
 
 
-def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-    """Tokenize every split into input_ids / attention_mask / labels (see the module docstring)."""
-    writer = target_tokenizer(recipe, tokenizer)
-    decoder_only = model_shape(model) == "decoder-only"
-
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        for role in ROLES:
-            bad = next((i for i, value in enumerate(batch[role]) if not isinstance(value, str)), None)
-            if bad is not None:
-                raise DataError(f"a {role} value is {batch[role][bad]!r}, not text; remove or fix that row")
-        sources = encode_prompts(recipe, tokenizer, model, batch["source"])
-        targets = encode_targets(recipe, writer, model, batch["target"])
-        if decoder_only:
-            inputs = [s + t for s, t in zip(sources, targets)]
-            labels = [[IGNORE_INDEX] * len(s) + t for s, t in zip(sources, targets)]
-        else:
-            inputs, labels = sources, targets
-        return {"input_ids": inputs, "attention_mask": [[1] * len(row) for row in inputs], "labels": labels}
-
-    return type(splits)(
-        {
-            name: dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
-            for name, dataset in splits.items()
-        }
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Trainer: collator, metrics, generation during evaluation
-
-
-def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-    """Collator padding labels with -100, generation-based metrics, and saving the decoder tokenizer."""
-    from transformers import DataCollatorForSeq2Seq
-
-    writer = target_tokenizer(recipe, tokenizer)
-    kind = model_shape(model)
-    encoder_decoder = kind != "decoder-only"
-    # With the model, the collator also builds decoder_input_ids from the labels (shifted right
-    # after the decoder start token). An EncoderDecoderModel left to build them itself also masks
-    # every decoder position holding the pad id: when the start token is the pad token (GPT-2's
-    # <|endoftext|> is BOS, EOS and pad) training would hide the start token that generation shows.
-    kwargs: dict[str, Any] = {
-        "data_collator": DataCollatorForSeq2Seq(
-            tokenizer, model=model if encoder_decoder else None, label_pad_token_id=IGNORE_INDEX
-        )
-    }
-    if _predict_with_generate(recipe):
-        kwargs["compute_metrics"] = metrics_function(recipe, writer, encoder_decoder=encoder_decoder)
-    if writer is not tokenizer:
-        kwargs["callbacks"] = [_decoder_tokenizer_saver(writer)]
-    return kwargs
-
-
-def _predict_with_generate(recipe: Recipe) -> bool:
-    key = "predict_with_generate"
-    return recipe.training[key] if key in recipe.training else TRAINING_DEFAULTS[key]
-
-
-def metric_options(recipe: Recipe) -> dict[str, Any]:
-    """Options for hf_toolkit.metrics.compute: sacreBLEU's Chinese tokenizer for Chinese targets."""
-    if recipe.task == "translation" and (recipe.data.target_lang or "").lower().startswith("zh"):
-        return {"tokenize": "zh"}
-    return {}
-
-
-def metrics_function(recipe: Recipe, tokenizer, *, encoder_decoder: bool):
-    """compute_metrics for Seq2SeqTrainer: decode generated ids and labels, score, add gen_len."""
-    import numpy as np
-
-    names = TASK_METRICS[recipe.task]
-    options = metric_options(recipe)
-    eos, pad = end_id(tokenizer), tokenizer.pad_token_id
-
-    def compute_metrics(eval_prediction) -> dict[str, float]:
-        predictions = eval_prediction.predictions
-        if isinstance(predictions, tuple):
-            predictions = predictions[0]
-        # Encoder-decoder outputs start with the decoder start token; everything from EOS on is padding.
-        rows = [_until(row[1:] if encoder_decoder else row, eos) for row in np.asarray(predictions)]
-        texts = tokenizer.batch_decode([[int(t) for t in row if t >= 0] for row in rows], skip_special_tokens=True)
-        labels = np.where(eval_prediction.label_ids == IGNORE_INDEX, pad, eval_prediction.label_ids)
-        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        scores = metrics_lib.compute(names, [t.strip() for t in texts], [r.strip() for r in references], **options)
-        scores["gen_len"] = float(np.mean([len(row) for row in rows]))
-        return scores
-
-    return compute_metrics
-
-
 def _until(row, eos: int):
     """The tokens of `row` before its first EOS (or padding of -100 added when batches are joined)."""
     for i, token in enumerate(row):
         if token == eos or token == IGNORE_INDEX:
             return row[:i]
     return row
-
-
-def _decoder_tokenizer_saver(tokenizer):
-    """Saves the decoder tokenizer next to every checkpoint and into the run directory."""
-    from transformers import TrainerCallback
-
-    class SaveDecoderTokenizer(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                tokenizer.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}" / DECODER_TOKENIZER_DIR)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                tokenizer.save_pretrained(Path(args.output_dir) / DECODER_TOKENIZER_DIR)
-
-    return SaveDecoderTokenizer()
-
-
-def trainer_class():
-    """Seq2SeqTrainer that, for decoder-only models, evaluates by generating from the prompt.
-
-    Seq2SeqTrainer would generate from the whole evaluation sequence (prompt + target). Here the
-    prompt of each row is its prefix whose labels are -100; prompts are left-padded, generated
-    from, and only the continuation is returned for scoring. Encoder-decoder models use
-    Seq2SeqTrainer unchanged.
-    """
-    import copy
-
-    import torch
-    from transformers import Seq2SeqTrainer
-
-    class PromptSeq2SeqTrainer(Seq2SeqTrainer):
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-            if self.model.config.is_encoder_decoder or not self.args.predict_with_generate or prediction_loss_only:
-                # Seq2SeqTrainer fills every unset generation setting with its default (max_length=20,
-                # ...) in the model's own config, which would then be saved; keep the recipe's.
-                kept = copy.deepcopy(self.model.generation_config)
-                try:
-                    return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-                finally:
-                    self.model.generation_config = kept
-            inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss = model(**inputs).loss.detach()
-            prompt_ids, prompt_mask = left_padded_prompts(
-                inputs["input_ids"], inputs["labels"], self.processing_class.pad_token_id
-            )
-            with torch.no_grad():
-                generated = self.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **gen_kwargs)
-            return loss, generated[:, prompt_ids.shape[1] :], inputs["labels"]
-
-    return PromptSeq2SeqTrainer
 
 
 def left_padded_prompts(input_ids, labels, pad_id: int):
@@ -511,24 +443,3 @@ def left_padded_prompts(input_ids, labels, pad_id: int):
         ids[i, width - start :] = input_ids[i, :start]
         mask[i, width - start :] = 1
     return ids, mask
-
-
-def finish_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Nothing to derive: compute_metrics already scored the generated text."""
-    return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Scoring a trained run (hftk eval --model)
-
-
-def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[str], list[str]]:
-    """(generated texts, reference texts) for `dataset`, decoded as ``hftk generate`` does.
-
-    `dataset` holds ``source`` and ``target`` columns (see :func:`hf_toolkit.data.eval_rows`).
-    Generation settings are the run's saved ``generation_config.json``.
-    """
-    from hf_toolkit import generation
-
-    results = generation.generate(str(run_dir), list(dataset["source"]), {"num_return_sequences": 1}, recipe=recipe)
-    return [result.text.strip() for result in results], list(dataset["target"])

@@ -1,6 +1,6 @@
 """Text classification (sentiment and any single- or pair-text labels): BERT, GPT-2, any ``AutoModelForSequenceClassification``.
 
-Reads top to bottom: the roles it needs, the label set (read from the training split), the model
+Reads top to bottom: the data options, the label set (read from the training split), the model
 it builds, how texts become token ids, and the metrics it reports.
 
 Labels may be integers (``0``/``1``, or ``1``..``5`` stars) or strings (``negative``/``positive``);
@@ -23,37 +23,126 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
-from hf_toolkit.recipe import Recipe
-from hf_toolkit.tasks.encoder_common import generation_problems, raise_problems
+from hf_toolkit.recipe.schema import DataSection, Recipe
+from hf_toolkit.tasks.base import Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-ROLES = ("text", "label")
-OPTIONAL_ROLES = ("text_pair",)
-TRAINER = "Trainer"
-PEFT_TASK_TYPE = "SEQ_CLS"
-# `hftk eval --model` defaults: the metrics compute_metrics reports, macro-averaged as in training
-# (an explicit --average wins).
-EVAL_METRICS = ("accuracy", "precision", "recall", "f1")
-EVAL_OPTIONS = {"average": "macro"}
 IMBALANCE_RATIO = 5
 DEFAULT_MAX_LENGTH = 512
+# Accuracy and macro-averaged precision/recall/F1, at every evaluation and in `hftk eval --model`
+# (an explicit --average wins there).
+METRICS = ("accuracy", "precision", "recall", "f1")
+METRIC_OPTIONS = {"average": "macro"}
 
 logger = logging.getLogger("hftk")
 
 
-def auto_model():
-    from transformers import AutoModelForSequenceClassification
+class TextClassificationData(DataSection):
+    """``data`` options of text-classification."""
 
-    return AutoModelForSequenceClassification
+    max_length: int | None = Field(None, ge=8, description="Tokens per text (pair); null: min(512, the model's context).")
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """A classifier does not generate text: a `generation` section would be ignored."""
-    raise_problems(generation_problems(recipe))
+class TextClassification(Task):
+    name = "text-classification"
+    Data = TextClassificationData
+    roles = ("text", "label")
+    optional_roles = ("text_pair",)
+    target_roles = ("label",)
+    peft_task_type = "SEQ_CLS"
+    eval_metrics = METRICS
+    predicts = True
+
+    def auto_model(self, recipe: Recipe | None = None):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+        """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
+        names = label_names(splits)
+        if len(names) < 2:
+            raise DataError(f"data.train: only one label ({names[0]!r}); a classifier needs at least two")
+        check_labels(splits, names)
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "problem_type": "single_label_classification",
+        }
+
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
+        """Tokenize text (and text_pair) with truncation; labels become ids. Padding happens per batch."""
+        max_length = max_length_for(recipe.data.max_length, model)
+        label2id = model.config.label2id
+        names = list(label2id)
+
+        def tokenize(batch: dict[str, list], class_label: bool) -> dict[str, list]:
+            pairs = batch["text_pair"] if "text_pair" in batch else None
+            encoded = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
+            encoded["labels"] = [label2id[label_key(v, names, class_label)] for v in batch["label"]]
+            return encoded
+
+        return type(splits)({
+            name: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}",
+                              fn_kwargs={"class_label": is_class_label(dataset)})
+            for name, dataset in splits.items()
+        })
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
+        """Dynamic padding, and accuracy + macro precision/recall/F1 at every evaluation."""
+        from transformers import DataCollatorWithPadding
+
+        def compute_metrics(eval_prediction) -> dict[str, float]:
+            logits = eval_prediction.predictions
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            return metrics.compute(METRICS, logits.argmax(-1).tolist(), eval_prediction.label_ids.tolist(), **METRIC_OPTIONS)
+
+        return {"data_collator": DataCollatorWithPadding(tokenizer), "compute_metrics": compute_metrics}
+
+    # ----------------------------------------------------------------------------------------
+    # Inference (hftk predict, hftk eval --model)
+
+    def metric_options(self, recipe: Recipe | None) -> dict[str, Any]:
+        return dict(METRIC_OPTIONS)
+
+    def check_eval_rows(self, config, dataset: "Dataset") -> None:
+        reference_ids(config, dataset)
+
+    def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[int], list[int]]:
+        """(predicted label ids, reference label ids) for `dataset` (role columns, see :func:`hf_toolkit.data.eval_rows`)."""
+        references = reference_ids(model.config, dataset)
+        pairs = list(dataset["text_pair"]) if "text_pair" in dataset.column_names else None
+        max_length = recipe.data.max_length if recipe is not None else None
+        probabilities = classify(model, tokenizer, list(dataset["text"]), pairs, max_length=max_length)
+        return [max(range(len(p)), key=p.__getitem__) for p in probabilities], references
+
+    def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, batch_size: int = 16,
+                        **options: Any) -> list[dict[str, Any]]:
+        """``{"text", ["text_pair"], "label", "score", "probabilities": {label: p}}`` per text (pair)."""
+        pairs = inputs.get("text_pair") or None
+        max_length = recipe.data.max_length if recipe is not None else None
+        probabilities = classify(model, tokenizer, inputs["text"], pairs, max_length=max_length, batch_size=batch_size)
+        names = [model.config.id2label[i] for i in range(len(probabilities[0]))] if probabilities else []
+        records = []
+        for i, p in enumerate(probabilities):
+            best = max(range(len(p)), key=p.__getitem__)
+            record: dict[str, Any] = {"text": inputs["text"][i]}
+            if pairs is not None:
+                record["text_pair"] = pairs[i]
+            record.update(label=names[best], score=p[best], probabilities=dict(zip(names, p)))
+            records.append(record)
+        return records
+
+    def format_record(self, record: dict[str, Any]) -> str:
+        pair = f" || {record['text_pair']}" if "text_pair" in record else ""
+        return f"{record['label']}\t{record['score']:.4f}\t{record['text']}{pair}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,103 +213,37 @@ def is_class_label(dataset: "Dataset") -> bool:
 
     return isinstance(dataset.features["label"], ClassLabel)
 
-
-def model_config(recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
-    """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
-    names = label_names(splits)
-    if len(names) < 2:
-        raise DataError(f"data.train: only one label ({names[0]!r}); a classifier needs at least two")
-    check_labels(splits, names)
-    return {
-        "num_labels": len(names),
-        "id2label": dict(enumerate(names)),
-        "label2id": {name: i for i, name in enumerate(names)},
-        "problem_type": "single_label_classification",
-    }
-
-
 # --------------------------------------------------------------------------------------------
-# Tokenization
+# Inference
 
 
-def max_length_for(recipe_max_length: int | None, tokenizer, model) -> int:
-    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or DEFAULT_MAX_LENGTH
+def max_length_for(recipe_max_length: int | None, model) -> int:
+    context = modeling.context_length(model.config) or DEFAULT_MAX_LENGTH
     length = recipe_max_length or min(DEFAULT_MAX_LENGTH, context)
     if length > context:
         raise DataError(f"data.max_length={length} is longer than the model's context ({context} tokens); lower it")
     return length
 
 
-def prepare(recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-    """Tokenize text (and text_pair) with truncation; labels become ids. Padding happens per batch."""
-    max_length = max_length_for(recipe.data.max_length, tokenizer, model)
-    label2id = model.config.label2id
-    names = list(label2id)
-
-    def tokenizer_for(class_label: bool):
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            pairs = batch["text_pair"] if "text_pair" in batch else None
-            encoded = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
-            encoded["labels"] = [label2id[label_key(v, names, class_label)] for v in batch["label"]]
-            return encoded
-
-        return tokenize
-
-    return type(splits)(
-        {
-            name: dataset.map(
-                tokenizer_for(is_class_label(dataset)), batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}"
-            )
-            for name, dataset in splits.items()
-        }
-    )
-
-
-def trainer_kwargs(recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-    """Dynamic padding, and accuracy + macro precision/recall/F1 at every evaluation."""
-    from transformers import DataCollatorWithPadding
-
-    def compute_metrics(eval_prediction) -> dict[str, float]:
-        logits = eval_prediction.predictions
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return scores(logits.argmax(-1).tolist(), eval_prediction.label_ids.tolist())
-
-    return {"data_collator": DataCollatorWithPadding(tokenizer), "compute_metrics": compute_metrics}
-
-
-def scores(predictions: list[int], references: list[int]) -> dict[str, float]:
-    return metrics.compute(EVAL_METRICS, predictions, references, **EVAL_OPTIONS)
-
-
-def finish_metrics(metrics_: dict[str, float], prefix: str) -> dict[str, float]:
-    return metrics_
-
-
-# --------------------------------------------------------------------------------------------
-# Inference (hftk predict, hftk eval --model)
-
-
 def classify(model, tokenizer, texts: list[str], pairs: list[str] | None = None, *, max_length: int | None = None, batch_size: int = 32) -> list[list[float]]:
     """Class probabilities for each text (pair), in label-id order."""
     import torch
 
-    max_length = max_length_for(max_length, tokenizer, model)
-    model.eval()
+    max_length = max_length_for(max_length, model)
     probabilities: list[list[float]] = []
     for start in range(0, len(texts), batch_size):
         batch_pairs = pairs[start : start + batch_size] if pairs is not None else None
-        inputs = tokenizer(texts[start : start + batch_size], batch_pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        inputs = tokenizer(texts[start : start + batch_size], batch_pairs, truncation=True, max_length=max_length,
+                           padding=True, return_tensors="pt").to(model.device)
         with torch.no_grad():
             logits = model(**inputs).logits
         probabilities += logits.float().softmax(-1).tolist()
     return probabilities
 
 
-def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[int], list[int]]:
-    """(predicted label ids, reference label ids) for `dataset` (role columns, see :func:`hf_toolkit.data.eval_rows`)."""
-    from transformers import AutoModelForSequenceClassification
-
-    label2id = modeling.load_config(str(run_dir)).label2id  # labels are checked before the weights load
+def reference_ids(config, dataset: "Dataset") -> list[int]:
+    """The label ids of `dataset`'s labels in a trained model's label set (unknown labels are a DataError)."""
+    label2id = config.label2id
     names = list(label2id)
     class_label = is_class_label(dataset)
     references = []
@@ -232,9 +255,4 @@ def predict(run_dir, recipe: Recipe | None, dataset: "Dataset") -> tuple[list[in
                 "drop those rows or map them to a known label"
             )
         references.append(label2id[key])
-    model, tokenizer = modeling.load_trained(AutoModelForSequenceClassification, run_dir)
-    pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else None
-    max_length = recipe.data.max_length if recipe is not None else None
-    probabilities = classify(model, tokenizer, list(dataset["text"]), list(pairs) if pairs is not None else None, max_length=max_length)
-    predictions = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
-    return predictions, references
+    return references

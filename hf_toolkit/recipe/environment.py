@@ -1,0 +1,229 @@
+"""Pass two of the recipe checks, the parts that need no task: files, the hub, and the
+``training`` keys and value types against transformers' ``TrainingArguments``.
+
+Each check returns :class:`~hf_toolkit.errors.Problem` records; :mod:`hf_toolkit.checks` runs
+them (with the task's own and the model-config checks) after the shape is known to be right.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import math
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hf_toolkit import hub
+from hf_toolkit.errors import HftkError, Problem, did_you_mean
+from hf_toolkit.recipe.paths import looks_local, resolve_path
+from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSource, ModelSection
+
+# --------------------------------------------------------------------------------------------
+# Files and the hub
+
+
+def file_problems(sources: list[tuple[str, DataSource]], model: ModelSection | None) -> list[Problem]:
+    """Data files (per split) and local model/tokenizer paths that do not exist."""
+    problems = []
+    for split, source in sources:
+        problems += [Problem(("data", split), message) for message in _source_problems(source)]
+    for key, part in model.parts() if model is not None else []:
+        for name in ("name_or_path", "tokenizer"):
+            value = getattr(part, name)
+            if value is not None and looks_local(value):
+                message = _missing_path(value, "give an existing directory or a hub id such as 'gpt2'")
+                if message:
+                    problems.append(Problem((*key.split("."), name), message))
+    return problems
+
+
+def _missing_path(value: str, fix: str) -> str | None:
+    try:
+        path = resolve_path(value)
+    except ValueError as error:  # pkg:// of a package that is not installed
+        return str(error)
+    return None if path.exists() else f"'{value}' does not exist (looked at {path.absolute()}); {fix}"
+
+
+def _source_problems(source: DataSource) -> list[str]:
+    if source.file is not None:
+        try:
+            path = resolve_path(source.file)
+        except ValueError as error:
+            return [str(error)]
+        return [] if path.is_file() else [f"file not found: '{source.file}' (looked at {path.absolute()})"]
+    if source.path in PACKAGED_BUILDERS:
+        missing = [pattern for pattern in _local_data_files(source.data_files) if not _matches_a_file(pattern)]
+        if missing:
+            return [f"data_files: no file matches '{missing[0]}' (looked at {resolve_path(missing[0]).absolute()})"]
+    return []
+
+
+def _local_data_files(data_files: str | list[str] | dict[str, str | list[str]] | None) -> list[str]:
+    """The local paths and glob patterns in a load_dataset ``data_files`` value (URLs left out)."""
+    if data_files is None:
+        return []
+    if isinstance(data_files, dict):
+        return [p for value in data_files.values() for p in _local_data_files(value)]
+    patterns = [data_files] if isinstance(data_files, str) else list(data_files)
+    return [p for p in patterns if "://" not in p]
+
+
+def _matches_a_file(pattern: str) -> bool:
+    """True when a data_files path, or glob pattern (``data/*.jsonl``, ``data/**/*.csv``), names a file."""
+    return any(Path(match).is_file() for match in glob.glob(str(resolve_path(pattern)), recursive=True))
+
+
+def hub_problems(model: ModelSection | None) -> list[Problem]:
+    """Hub ids that cannot be loaded (no network, not cached), found in < 2 s."""
+    problems = []
+    for key, part in model.parts() if model is not None else []:
+        for name in ("name_or_path", "tokenizer"):
+            value = getattr(part, name)
+            if value is not None and not looks_local(value):
+                try:
+                    hub.require(value, "model" if name == "name_or_path" else "tokenizer")
+                except HftkError as error:
+                    problems.append(Problem((*key.split("."), name), str(error)))
+    return problems
+
+
+def output_dir_problems(output_dir: str) -> list[Problem]:
+    """An output directory that is a file, or that cannot be created where it is asked for."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        return [Problem(("training", "output_dir"), f"'{output_dir}' is a file, not a directory; choose another output_dir")]
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        return [Problem(("training", "output_dir"), f"cannot create '{output_dir}': '{existing}' is a file; choose another output_dir")]
+    import os
+
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [Problem(("training", "output_dir"), f"cannot create '{output_dir}': no permission to write in '{existing}'")]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# training: checked against transformers.TrainingArguments
+
+
+# `training` keys hftk refuses, each with what to do instead; checked before "unknown key", so a
+# removed transformers 4 key gets its new spelling rather than a distant did-you-mean.
+_DECODING = "; it drives evaluation during training, hftk eval and hftk generate alike"
+_SCRIPT_ONLY = "remove it: the Trainer does not read it (only example scripts do), and "
+_REMOVED_IN_5 = "a transformers 4 key that transformers 5 removed: "
+REFUSED_TRAINING_KEYS = {
+    # Seq2SeqTrainingArguments' decoding settings would make evaluation decode differently from
+    # the saved generation_config.json: the recipe's `generation` section is the one place for them.
+    "generation_max_length": "set decoding in the recipe's generation section instead (generation.max_new_tokens)" + _DECODING,
+    "generation_num_beams": "set decoding in the recipe's generation section instead (generation.num_beams)" + _DECODING,
+    "generation_config": "set decoding in the recipe's generation section instead (generation.*)" + _DECODING,
+    # One seed for the run: it also seeds weight initialisation, before the Trainer exists.
+    "seed": "set the recipe's top-level seed instead: it seeds weight initialisation and data splits as well as the Trainer",
+    # Accepting these would silently do nothing.
+    "do_train": _SCRIPT_ONLY + "hftk finetune always trains",
+    "do_eval": _SCRIPT_ONLY + "evaluation runs when there is validation data (data.validation or "
+               "data.validation_split); turn it off with training.eval_strategy: 'no'",
+    "do_predict": _SCRIPT_ONLY + "data.test is scored at the end of training when the recipe sets it",
+    "evaluation_strategy": _REMOVED_IN_5 + "use eval_strategy",
+    "no_cuda": _REMOVED_IN_5 + "use use_cpu: true",
+    "warmup_ratio": _REMOVED_IN_5 + "use warmup_steps: a value below 1 is a fraction of the training steps (e.g. 0.1)",
+    "group_by_length": _REMOVED_IN_5 + "use train_sampling_strategy: group_by_length",
+    "per_gpu_train_batch_size": _REMOVED_IN_5 + "use per_device_train_batch_size",
+    "per_gpu_eval_batch_size": _REMOVED_IN_5 + "use per_device_eval_batch_size",
+    "push_to_hub_model_id": _REMOVED_IN_5 + "use hub_model_id",
+    "include_inputs_for_metrics": _REMOVED_IN_5 + "use include_for_metrics: [inputs]",
+    "overwrite_output_dir": _REMOVED_IN_5 + "remove it (the Trainer writes into output_dir as it is)",
+    "save_safetensors": _REMOVED_IN_5 + "remove it (weights are always saved as safetensors)",
+    "use_mps_device": _REMOVED_IN_5 + "remove it (an Apple GPU is used when present; use_cpu: true avoids it)",
+}
+
+
+# Keys whose type hint says text but which transformers also takes as true/false:
+# resume_from_checkpoint: true is the newest checkpoint in output_dir (Trainer.train's convention);
+# fsdp: true is the form transformers 5 asks for (the "full_shard auto_wrap" string is deprecated).
+ALSO_BOOLEAN_TRAINING_KEYS = ("resume_from_checkpoint", "fsdp")
+
+# report_to integrations and the package each needs (transformers fails at Trainer start without it).
+REPORT_TO_PACKAGES = {
+    "wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
+    "neptune": "neptune", "clearml": "clearml", "dagshub": "dagshub", "dvclive": "dvclive",
+    "codecarbon": "codecarbon", "swanlab": "swanlab", "trackio": "trackio", "azure_ml": "azureml",
+}
+
+
+def training_problems(training: dict[str, Any]) -> list[Problem]:
+    """`training` keys and value types against TrainingArguments, and report_to packages."""
+    from transformers import Seq2SeqTrainingArguments
+
+    fields = {f.name: f for f in Seq2SeqTrainingArguments.__dataclass_fields__.values() if f.init}
+    hints = typing.get_type_hints(Seq2SeqTrainingArguments)
+    problems = []
+    for key, value in training.items():
+        if key in REFUSED_TRAINING_KEYS:
+            problems.append(Problem(("training", key), REFUSED_TRAINING_KEYS[key]))
+        elif key not in fields:
+            hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
+            problems.append(Problem(("training", key), f"unknown TrainingArguments key{hint}"))
+        elif not (key in ALSO_BOOLEAN_TRAINING_KEYS and isinstance(value, bool)):
+            message = _type_problem(value, hints[key])
+            if message:
+                problems.append(Problem(("training", key), message))
+    if "report_to" in training and not problems:
+        problems += _report_to_problems(training["report_to"])
+    return problems
+
+
+def _report_to_problems(report_to: Any) -> list[Problem]:
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    problems = []
+    for name in names:
+        package = REPORT_TO_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            problems.append(Problem(("training", "report_to"),
+                                    f"'{name}' needs the {package} package, which is not installed: "
+                                    f"pip install {package} (or remove {name} from report_to)"))
+    return problems
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """A message when `value` cannot be a value of `annotation`; None when it fits."""
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    arms = typing.get_args(annotation) if is_union else (annotation,)
+    enums = [a for a in arms if isinstance(a, type) and issubclass(a, Enum)]
+    if enums:  # `Union[SomeStrategy, str]`: the str arm only exists for the enum's values
+        arms = tuple(a for a in arms if a is not str)
+    names = []
+    for arm in arms:
+        fits, name = _fits(value, arm)
+        if fits is None:
+            return None  # a type we do not check here; TrainingArguments checks it
+        if fits:
+            return None
+        names.append(name)
+    return f"expected {' or '.join(dict.fromkeys(names))} (got {value!r})"
+
+
+def _fits(value: Any, arm: Any) -> tuple[bool | None, str]:
+    """(whether `value` fits one arm of a type hint, the arm's name); None: not checked here."""
+    origin = typing.get_origin(arm) or arm
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if arm is type(None):
+        return value is None, "null"
+    if origin is bool:
+        return isinstance(value, bool), "true/false"
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if origin is float:
+        return number and math.isfinite(value), "a number"
+    if isinstance(origin, type) and issubclass(origin, Enum):
+        choices = [str(e.value) for e in origin]
+        return isinstance(value, str) and value in choices, "one of " + ", ".join(choices)
+    if origin is str:
+        return isinstance(value, str), "a string"
+    if origin in (list, dict):
+        return isinstance(value, origin) or (origin is list and isinstance(value, str)), "a list" if origin is list else "a mapping"
+    return None, ""

@@ -1,0 +1,206 @@
+"""The run directory: what ``hftk finetune`` writes, and the one way every command loads it back.
+
+A run directory is a plain Hugging Face model directory (weights, config, tokenizer,
+generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` without hftk, plus:
+
+- ``hftk_recipe.yaml`` (:data:`RECIPE_FILE`): the resolved recipe, every default filled in, which
+  generate / predict / eval read back (validated like any recipe) to know the task, columns and
+  options;
+- ``metrics.json``: final train / validation / test metrics; ``README.md``: a short model card;
+- ``trainer_state.json``: the Trainer's log history and step count;
+- LoRA runs: the adapter instead of full weights, with the fine-tuned model's config and
+  generation config in ``model_config/`` (a config.json beside the adapter would make
+  transformers look for full weights);
+- encoder-decoder pairs with two tokenizers: the decoder's in ``decoder_tokenizer/``;
+- ``eval/``: what ``hftk eval --model`` writes.
+
+:func:`open_run` accepts a run directory, any local model directory or a hub id (no recipe);
+:func:`load_model` loads the model (in eval mode, on the GPU when there is one) and tokenizer
+for every command. :data:`ARCHITECTURES` is the one table from a config's architecture to the
+task and Auto class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from hf_toolkit import checks, modeling
+from hf_toolkit.checkpoints import TRAINER_STATE
+from hf_toolkit.errors import HftkError
+from hf_toolkit.recipe.paths import looks_local, resolve_path
+from hf_toolkit.recipe.problems import Locator
+from hf_toolkit.recipe.yamlio import parse_yaml
+
+if TYPE_CHECKING:
+    from hf_toolkit.recipe.schema import Recipe
+
+RECIPE_FILE = "hftk_recipe.yaml"
+METRICS_FILE = "metrics.json"
+MODEL_CARD = "README.md"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_MODEL_CONFIG_DIR = "model_config"
+DECODER_TOKENIZER_DIR = "decoder_tokenizer"
+EVAL_DIR = "eval"
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, MODEL_CARD)
+__all__ = ["TRAINER_STATE"]  # re-exported: the Trainer writes it into the run directory too
+
+# Architecture-name suffix -> (the hftk task such a head serves, or None for several; Auto class).
+ARCHITECTURES = {
+    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
+    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
+    "ForMaskedLM": ("masked-lm", "AutoModelForMaskedLM"),
+    "LMHeadModel": ("causal-lm", "AutoModelForCausalLM"),
+    "ForCausalLM": ("causal-lm", "AutoModelForCausalLM"),
+    "ForConditionalGeneration": (None, "AutoModelForSeq2SeqLM"),  # summarization or translation
+    "EncoderDecoderModel": (None, "AutoModelForSeq2SeqLM"),
+}
+
+
+@dataclass
+class Run:
+    """A trained model to apply: a run directory, a local model directory or a hub id."""
+
+    reference: str
+    location: str  # the resolved local path, or the hub id
+    recipe: "Recipe | None"  # None for a model not written by hftk finetune
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.location).is_dir()
+
+    @property
+    def adapter_base(self) -> str | None:
+        """The base model a LoRA run adapts, or None when this is not an adapter directory."""
+        adapter = Path(self.location) / ADAPTER_CONFIG
+        if not adapter.is_file():
+            return None
+        return json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+    def path(self, name: str) -> Path:
+        """A file or folder of the run directory."""
+        return Path(self.location) / name
+
+
+def open_run(reference: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Run:
+    """The run `reference` names, with its recipe read back (``overrides`` as ``--set``); fails fast
+    on a missing directory or an unreachable hub id, before anything heavy is imported."""
+    location, _ = modeling.locate(str(reference), "model")
+    recipe = read_recipe(Path(location) / RECIPE_FILE, overrides) if looks_local(str(reference)) else None
+    if recipe is None and overrides:
+        raise HftkError(f"--set: {reference} has no {RECIPE_FILE} to override; --set applies to runs written by hftk finetune")
+    return Run(str(reference), location, recipe)
+
+
+def read_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> "Recipe | None":
+    """A saved recipe, validated like any other (pass one: its data files and local model paths
+    were relative to wherever training ran and need not exist here); None when there is none."""
+    if not path.is_file():
+        return None
+    data, lines = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    return checks.validate_recipe(data, Locator(str(path), lines), overrides)
+
+
+def load_config(run: Run) -> Any:
+    """The model config: the run's own, or for a LoRA run the fine-tuned model's (label names, heads)."""
+    from transformers import AutoConfig
+
+    base = run.adapter_base
+    if base is None:
+        return modeling.from_pretrained(AutoConfig, run.location, "model config")
+    saved = run.path(ADAPTER_MODEL_CONFIG_DIR)
+    return AutoConfig.from_pretrained(saved) if saved.is_dir() else modeling.from_pretrained(AutoConfig, base, "base model config")
+
+
+def architecture(config: Any) -> tuple[str | None, str]:
+    """(hftk task or None, Auto class name) for a config's architecture; ('', 'AutoModel') when unknown."""
+    for name in config.architectures or []:
+        for suffix, entry in ARCHITECTURES.items():
+            if name.endswith(suffix):
+                return entry
+    return "", "AutoModel"
+
+
+def task_name(run: Run, config: Any) -> str | None:
+    """The run's task: its recipe's, else what its architecture serves (None: generative, or unknown)."""
+    return run.recipe.task if run.recipe is not None else architecture(config)[0] or None
+
+
+def load_model(run: Run, config: Any | None = None) -> tuple[Any, Any]:
+    """(model in eval mode on the GPU if any, tokenizer with a pad token): for every command.
+
+    The Auto class comes from the config's architecture (:data:`ARCHITECTURES`); a LoRA run loads
+    its base model with the fine-tuned config and generation config, then the adapter (a PeftModel).
+    """
+    import torch
+    import transformers
+
+    config = config if config is not None else load_config(run)
+    auto_class = getattr(transformers, architecture(config)[1])
+    base = run.adapter_base
+    if base is None:
+        model = modeling.from_pretrained(auto_class, run.location, "model")
+    else:
+        from peft import PeftModel
+        from transformers import GenerationConfig
+
+        base_model = modeling.from_pretrained(auto_class, base, "base model", config=config)
+        saved = run.path(ADAPTER_MODEL_CONFIG_DIR)
+        if (saved / "generation_config.json").is_file():
+            base_model.generation_config = GenerationConfig.from_pretrained(saved)
+        model = PeftModel.from_pretrained(base_model, run.location)
+    tokenizer = modeling.load_tokenizer_from(run.location)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model, tokenizer
+
+
+def output_tokenizer(run: Run, tokenizer: Any) -> Any:
+    """The tokenizer that decodes outputs: an encoder-decoder pair's own decoder tokenizer when saved."""
+    saved = run.path(DECODER_TOKENIZER_DIR)
+    return modeling.load_tokenizer_from(str(saved)) if run.is_local and saved.is_dir() else tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
+    """Beside a saved LoRA adapter: the fine-tuned model's config and generation config."""
+    base = model.get_base_model()
+    # save_pretrained of a model records its class; the config alone keeps the base checkpoint's.
+    base.config.architectures = [type(base).__name__]
+    base.config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
+
+
+def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str) -> None:
+    """hftk's own files: the resolved recipe, the metrics and the model card."""
+    out = Path(output_dir)
+    (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / MODEL_CARD).write_text(model_card(recipe, metrics, auto_class_name), encoding="utf-8")
+
+
+def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str) -> str:
+    if recipe.model.is_pair:
+        base = f"{_base_name(recipe.model.encoder)} + {_base_name(recipe.model.decoder)} (EncoderDecoderModel)"
+    else:
+        base = _base_name(recipe.model)
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float)))
+    return (
+        f"# {recipe.task} fine-tune of {base}\n\n"
+        f"Trained with hf_toolkit (`hftk finetune`); the resolved recipe is `{RECIPE_FILE}`.\n\n"
+        f"```python\nfrom transformers import {auto_class_name}, AutoTokenizer\n"
+        f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n\n"
+        f"| metric | value |\n|---|---|\n{rows}\n"
+    )
+
+
+def _base_name(section: Any) -> str:
+    """'gpt2', or 'gpt2 (from scratch)' for a model built from a config."""
+    return section.name_or_path or f"{section.config['model_type']} (from scratch)"

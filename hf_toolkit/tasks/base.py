@@ -1,0 +1,200 @@
+"""The task contract: everything generic code (training, generation, evaluation, prediction)
+asks of a task, as one class with a default for every optional hook.
+
+A base class with defaults rather than a bare ABC with every method abstract: most hooks have
+one obvious behaviour that five of the six tasks share (no model-config settings, the Trainer's
+own evaluation, plain prompt encoding, no ``hftk predict`` records), and spelling it out six
+times would hide what each task really changes. The two things no default can give, turning
+splits into features (:meth:`Task.prepare`) and the Auto class to build
+(:meth:`Task.auto_model`), are abstract, so a task that forgets one fails at import.
+
+A task also owns its recipe ``data`` options: :attr:`Task.Data` subclasses
+:class:`~hf_toolkit.recipe.schema.DataSection`, and the recipe's ``data`` section is validated
+with the class of the recipe's ``task``. Instances are stateless; :data:`hf_toolkit.tasks.TASKS`
+is the one table of them. Models are loaded by the callers (``hf_toolkit.rundir``) and passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hf_toolkit import modeling
+from hf_toolkit.errors import HftkError, Problem
+from hf_toolkit.recipe.schema import DataSection, Recipe
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+
+class Task(ABC):
+    """One task hftk trains and applies. Class attributes describe it; methods are its hooks."""
+
+    name: ClassVar[str]
+    Data: ClassVar[type[DataSection]] = DataSection
+    """The task's ``data`` section: common options plus its own, with their defaults."""
+    roles: ClassVar[tuple[str, ...]]
+    """Data roles the task needs (``data.columns`` maps columns onto them)."""
+    optional_roles: ClassVar[tuple[str, ...]] = ()
+    """Roles used when present (``text_pair``, ``id``)."""
+    target_roles: ClassVar[tuple[str, ...]] = ()
+    """Roles that hold the answer, not the input: absent when a trained model is applied."""
+    seq2seq_trainer: ClassVar[bool] = False
+    """Train with Seq2SeqTrainer / Seq2SeqTrainingArguments."""
+    peft_task_type: ClassVar[str | None] = None
+    """peft's TaskType name for LoRA; it makes peft keep task heads fully trainable and saved."""
+    training_defaults: ClassVar[dict[str, Any]] = {}
+    """TrainingArguments defaults for the task, applied unless the recipe's ``training`` sets the key."""
+    eval_metrics: ClassVar[tuple[str, ...]] = ()
+    """:mod:`hf_toolkit.metrics` names ``hftk eval --model`` scores by default."""
+    generates: ClassVar[bool] = False
+    """The trained model writes text (``hftk generate``), so a ``generation`` section applies."""
+    continues_prompt: ClassVar[bool] = True
+    """A generated text continues its prompt (a language model) rather than answering it."""
+    accepts_model_pair: ClassVar[bool] = False
+    """``model.encoder`` + ``model.decoder`` (an EncoderDecoderModel) is a model for this task."""
+    predicts: ClassVar[bool] = False
+    """``hftk predict`` applies the trained model (:meth:`predict_records`)."""
+
+    @property
+    def input_roles(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, optional) roles of the input a trained model reads: the roles without targets and ids."""
+        required = tuple(r for r in self.roles if r not in self.target_roles)
+        return required, tuple(r for r in self.optional_roles if r != "id")
+
+    # ----------------------------------------------------------------------------------------
+    # Recipe checks
+
+    def check_recipe(self, recipe: Recipe) -> list[Problem]:
+        """Pass one (no I/O): settings the task cannot honour. Subclasses add to this list."""
+        problems = []
+        used = self.roles + self.optional_roles
+        problems += [
+            Problem(("data", "columns", role), f"task {self.name} reads no '{role}' column (its roles: {', '.join(used)}); remove it")
+            for role in recipe.data.columns if role not in used
+        ]
+        if not self.generates:
+            problems += [Problem(("generation", key), f"task {self.name} does not generate text, so decoding settings "
+                                                      "do not apply; remove the generation section")
+                         for key in recipe.generation.given()]
+        if recipe.model.is_pair and not self.accepts_model_pair:
+            side = "encoder" if recipe.model.encoder is not None else "decoder"
+            problems.append(Problem(("model", side), f"an encoder-decoder pair is for task summarization or translation, "
+                                                     f"not {self.name}; use model.name_or_path"))
+        return problems
+
+    def check_environment(self, recipe: Recipe) -> list[Problem]:
+        """Pass two: settings that can only be judged with the model config at hand (no weights)."""
+        return []
+
+    # ----------------------------------------------------------------------------------------
+    # Training
+
+    @abstractmethod
+    def auto_model(self, recipe: Recipe | None) -> Any:
+        """The transformers Auto class that builds and loads this task's model (for `recipe`)."""
+
+    def read_rows(self, dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
+        """Rows as loaded from a file or the hub, reshaped before columns are mapped to roles
+        (translation reads the ``{"translation": {lang: text}}`` format here)."""
+        return dataset
+
+    def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
+        """Task settings applied to the model config (e.g. ``num_labels``); may check the data."""
+        return {}
+
+    def build_model(self, recipe: Recipe, splits: "DatasetDict") -> tuple[Any, Any]:
+        """(tokenizer, model): the recipe's tokenizer (loaded or trained) and model with the task's config."""
+        train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
+        tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
+        model = modeling.load_model(self.auto_model(recipe), recipe.model, tokenizer, **self.model_config(recipe, splits))
+        return tokenizer, model
+
+    @abstractmethod
+    def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer: Any, model: Any) -> "DatasetDict":
+        """Tokenized splits ready for the Trainer."""
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer: Any, model: Any) -> dict[str, Any]:
+        """Trainer arguments besides model, args, datasets and tokenizer: collator, compute_metrics, ..."""
+        return {}
+
+    def trainer_class(self) -> Any:
+        """The Trainer class (Seq2SeqTrainer for seq2seq tasks)."""
+        from transformers import Seq2SeqTrainer, Trainer
+
+        return Seq2SeqTrainer if self.seq2seq_trainer else Trainer
+
+    def target_tokenizer(self, recipe: Recipe, tokenizer: Any) -> Any:
+        """The tokenizer that writes targets; one other than `tokenizer` is saved in the run directory."""
+        return tokenizer
+
+    def evaluate(self, trainer: Any, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
+        """Score one split at the end of training (keys prefixed ``eval``/``test``, the loss included).
+
+        `examples` is the split as loaded (role columns), `features` the prepared split. Tasks
+        scored on examples rather than on features (question answering) override this.
+        """
+        last = evaluation_of_final_weights(trainer) if prefix == "eval" else None
+        return self.finish_metrics(last if last is not None else trainer.evaluate(features, metric_key_prefix=prefix), prefix)
+
+    def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """Derived numbers added to an evaluation's output (e.g. perplexity)."""
+        return metrics
+
+    # ----------------------------------------------------------------------------------------
+    # Applying a trained model
+
+    def metric_options(self, recipe: Recipe | None) -> dict[str, Any]:
+        """Options for the task's metrics in ``hftk eval --model`` (e.g. macro averaging)."""
+        return {}
+
+    def encode_prompts(self, recipe: Recipe | None, tokenizer: Any, model: Any, prompts: list[str]) -> list[list[int]]:
+        """Input ids ``hftk generate`` feeds the model, encoded as training encoded its inputs."""
+        return tokenizer(prompts)["input_ids"]
+
+    def check_eval_rows(self, config: Any, dataset: "Dataset") -> None:
+        """Before the weights load: rows ``hftk eval --model`` cannot score with a model of `config`."""
+
+    def predict(self, model: Any, tokenizer: Any, recipe: Recipe | None, dataset: "Dataset",
+                generate: Callable[[list[str]], list[str]]) -> tuple[Any, Any]:
+        """(predictions, references) over `dataset` (role columns) in the layout the task's metrics take.
+
+        `generate` turns prompts into texts the way ``hftk generate`` does, for generative tasks.
+        """
+        raise HftkError(f"hftk eval --model does not score {self.name} runs yet")
+
+    def predict_records(self, model: Any, tokenizer: Any, recipe: Recipe | None, inputs: dict[str, list], **options: Any) -> list[dict[str, Any]]:
+        """``hftk predict``: one plain-data record per input row (`inputs` maps input roles to lists)."""
+        raise HftkError(f"hftk predict applies classifiers, QA and fill-mask models; a {self.name} model "
+                        "generates text: use hftk generate --model RUN --prompt '...'")
+
+    def format_record(self, record: dict[str, Any]) -> str:
+        """One ``hftk predict`` record for a terminal (the --json output is the record itself)."""
+        return str(record)
+
+
+def add_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Add ``<prefix>_perplexity`` = exp(mean token cross-entropy) next to ``<prefix>_loss``."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
+    return metrics
+
+
+def evaluation_of_final_weights(trainer: Any) -> dict[str, float] | None:
+    """The in-training evaluation of the validation split at the last step, if there was one.
+
+    With ``eval_strategy: epoch`` (or steps that divide the total) the Trainer has already scored
+    the final weights; evaluating again would repeat the work (for seq2seq, all the generation).
+    Not when ``load_best_model_at_end`` swapped in other weights after that evaluation.
+    """
+    if trainer.args.load_best_model_at_end:
+        return None
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry.get("step") != trainer.state.global_step:
+                return None
+            return {key: value for key, value in entry.items() if key != "step"}
+    return None
