@@ -72,7 +72,7 @@ def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
     writer = task.target_tokenizer(recipe, tokenizer)
     if writer is not tokenizer:
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), _target_tokenizer_saver(writer)]
-    return task.trainer_class()(
+    trainer = task.trainer_class()(
         model=model,
         args=args,
         train_dataset=prepared["train"],
@@ -80,6 +80,57 @@ def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
         processing_class=tokenizer,
         **kwargs,
     )
+    pass_loss_kwargs_only_to_losses_that_read_them(trainer)
+    return trainer
+
+
+def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
+    """Turn off the Trainer's ``num_items_in_batch`` loss normalization for models whose loss ignores it.
+
+    Why: the Trainer sets ``model_accepts_loss_kwargs`` for any model whose ``forward`` takes
+    ``**kwargs`` (nearly all in transformers 5). It then passes ``num_items_in_batch`` (the label
+    count of the whole step, summed over all processes when ``average_tokens_across_devices``, the
+    default) and, trusting the model to divide its summed loss by that global count, multiplies
+    the loss by the number of processes (so that DDP's gradient mean gives the global token mean)
+    and skips the division by gradient-accumulation steps. Heads that compute a plain batch mean
+    with ``nn.CrossEntropyLoss`` / ``MSELoss`` (BERT and GPT-2 classification, BERT masked-LM, T5,
+    BART, EncoderDecoderModel) ignore the count: under N processes their loss and gradients come
+    out N times too large (and G times with G accumulation steps). (QA heads too, but their
+    batches have no ``labels``, so the Trainer counts nothing and scales nothing.)
+
+    How it decides, from the model: transformers models that honour the count do so by handing
+    their ``**kwargs`` (or ``num_items_in_batch=``) to ``self.loss_function`` (the LOSS_MAPPING
+    losses, which sum and divide by it), e.g. GPT-2 / Llama causal LMs; so the model's ``forward``
+    source is searched for such a call. When in doubt (no source, no such call) the flag goes off:
+    wrongly off only loses the exact token weighting across processes (each process averages its
+    own tokens, as plain DDP does), wrongly on multiplies the gradients. A model that sets
+    ``accepts_loss_kwargs`` itself, a label smoother or a ``compute_loss_func`` (losses the Trainer
+    computes with the count) keep the Trainer's choice.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    model = trainer.model
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    if not trainer.model_accepts_loss_kwargs or hasattr(model, "accepts_loss_kwargs"):
+        return
+    if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
+        return
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(type(model).forward))))
+    except (OSError, TypeError, SyntaxError):
+        tree = None
+    hands_count_to_loss = tree is not None and any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "loss_function"
+        and any(keyword.arg in (None, "num_items_in_batch") for keyword in node.keywords)
+        for node in ast.walk(tree)
+    )
+    if not hands_count_to_loss:
+        logger.debug("%s computes its own mean loss: the Trainer passes it no num_items_in_batch", type(model).__name__)
+        trainer.model_accepts_loss_kwargs = False
 
 
 def _target_tokenizer_saver(tokenizer):
