@@ -32,7 +32,7 @@ import yaml
 from hf_toolkit import checks, modeling
 from hf_toolkit.checkpoints import TRAINER_STATE
 from hf_toolkit.errors import HftkError
-from hf_toolkit.recipe.paths import looks_local, resolve_path
+from hf_toolkit.recipe.paths import looks_local
 from hf_toolkit.recipe.problems import Locator
 from hf_toolkit.recipe.yamlio import parse_yaml
 

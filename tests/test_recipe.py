@@ -86,6 +86,10 @@ MALFORMED = {
     "unknown model config key": (edit("n_embd: 16", "n_embdd: 16"), 5, "model.config.n_embdd: not a setting of GPT2Config (did you mean 'n_embd'?)"),
     "wrong model config type": (edit("n_layer: 1", "n_layer: one"), 5, "model.config.n_layer: expected a number like GPT2Config's default 12 (got 'one')"),
     "model config flag as number": (edit("n_embd: 16}", "n_embd: 16, scale_attn_weights: 1}"), 5, "model.config.scale_attn_weights: expected true or false"),
+    "model config that breaks the model's rules": (edit("n_embd: 16}", "n_embd: 15}"), 5, "model.config: `embed_dim` must be divisible by num_heads (got `embed_dim`: 15 and `num_heads`: 2). (the model cannot be built from these settings)"),
+    "report_to without its package": (edit("max_steps: 3", "max_steps: 3\n  report_to: wandb"), 14, "training.report_to: 'wandb' needs the wandb package, which is not installed: pip install wandb"),
+    "output_dir that is a file": (edit("output_dir: out", "output_dir: corpus.txt"), 11, "training.output_dir: 'corpus.txt' is a file, not a directory"),
+    "output_dir under a file": (edit("output_dir: out", "output_dir: corpus.txt/run"), 11, "training.output_dir: cannot create 'corpus.txt/run': 'corpus.txt' is a file"),
     "eval without validation data": (edit("  validation_split: 0.1\n", "").replace("max_steps: 3", "max_steps: 3\n  eval_strategy: steps"), 13, "training.eval_strategy: 'steps' needs validation data"),
 }
 
@@ -232,3 +236,59 @@ def test_check_reports_every_pre_load_problem_at_once(recipe_dir, cli):
     assert "recipe.yaml:8: data.max_length: truncates each line" in result.stderr
     assert "recipe.yaml:5: model.config.hiden_size: not a setting of BertConfig (did you mean 'hidden_size'?)" in result.stderr
     assert "recipe.yaml:10: training.eval_strategy: 'epoch' needs validation data" in result.stderr
+
+
+def test_yaml_no_is_the_string_hugging_face_docs_mean(recipe_dir, cli):
+    """YAML 1.1 reads an unquoted `no` as false; recipes follow YAML 1.2 (only true/false are booleans)."""
+    text = edit("max_steps: 3", "max_steps: 3\n  save_strategy: no")
+    result = cli("finetune", write_recipe(recipe_dir, text), "--check", "--set", "training.eval_strategy=no")
+    assert result.exit_code == 0, result
+    recipe = load_recipe(recipe_dir / "recipe.yaml", ["training.eval_strategy=no"])
+    assert recipe.training["save_strategy"] == "no" and recipe.training["eval_strategy"] == "no"
+    with pytest.raises(RecipeError, match=r"generation.do_sample: Input should be a valid boolean \(got 'yes'\)"):
+        load_recipe(recipe_dir / "recipe.yaml", ["generation.do_sample=yes"])
+
+
+def test_set_value_that_is_not_yaml_is_an_error_not_a_string(recipe_dir):
+    with pytest.raises(RecipeError, match=r"--set training.learning_rate=\[3e-5: the value is not valid YAML .*quote it"):
+        load_recipe(write_recipe(recipe_dir, GOOD), ["training.learning_rate=[3e-5"])
+
+
+def test_a_directory_for_a_recipe_says_so(recipe_dir, cli):
+    result = cli("finetune", recipe_dir)
+    assert result.exit_code == 2
+    assert "is a directory; give the path to one .yaml recipe in it" in result.stderr
+
+
+def test_problems_are_records_located_by_key_path(recipe_dir):
+    from hf_toolkit.errors import Problem
+
+    text = "task: masked-lm\nmodel:\n  init: scratch\n  train_tokenizer: {vocab_size: 300}\n  config: {model_type: bert}\ndata:\n  train: corpus.txt\n  max_length: 32\n"
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(write_recipe(recipe_dir, text))
+    [record] = caught.value.records
+    assert isinstance(record, Problem) and record.key == ("data", "max_length") and record.where.endswith("recipe.yaml:8")
+    # A message that names another key first is still located by the record's own key path.
+    assert record.message.startswith("truncates each line with data.line_by_line")
+
+
+def test_saved_recipe_holds_the_tasks_real_defaults():
+    from hf_toolkit.checks import validate_recipe
+
+    recipe = validate_recipe({"task": "question-answering", "model": {"name_or_path": "./m"}, "data": {"train": "t.jsonl"}})
+    dumped = recipe.dump()["data"]
+    assert (dumped["max_length"], dumped["doc_stride"], dumped["n_best"], dumped["version_2"]) == (384, 128, 20, False)
+    assert validate_recipe(recipe.dump()).dump() == recipe.dump(), "a saved recipe reads back to itself"
+
+
+def test_log_handler_is_added_once(recipe_dir, cli):
+    import logging
+
+    for _ in range(3):
+        cli("finetune", write_recipe(recipe_dir, GOOD), "--check")
+        cli("finetune", recipe_dir / "missing.yaml")
+    from hf_toolkit.cli import _setup_logging
+
+    _setup_logging()
+    _setup_logging()
+    assert sum(getattr(h, "hftk", False) for h in logging.getLogger("hftk").handlers) == 1

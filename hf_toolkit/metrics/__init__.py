@@ -46,11 +46,11 @@ import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hf_toolkit.errors import DataError, HftkError, did_you_mean
+from hf_toolkit.errors import HftkError, did_you_mean
 from hf_toolkit.metrics import sacrebleu_metrics
 from hf_toolkit.metrics.classification import accuracy, f1, precision, recall
 from hf_toolkit.metrics.lm_perplexity import perplexity
-from hf_toolkit.metrics.rouge_metrics import rouge
+from hf_toolkit.metrics.rouge_metrics import per_item_references, rouge
 from hf_toolkit.metrics.sacrebleu_metrics import bleu, chrf, ter
 from hf_toolkit.metrics.squad_official import squad, squad_v2
 
@@ -115,18 +115,6 @@ def route_options(names: Sequence[str], options: dict) -> dict[str, dict]:
         for name in takers:
             routed[name][option] = value
     return routed
-
-
-def per_item_references(references) -> list:
-    """sacreBLEU streams -> one reference (or list of references) per prediction, for ROUGE."""
-    if len(references) and all(isinstance(ref, str) for ref in references):
-        return list(references)
-    if len(references) == 1:
-        return list(references[0])
-    lengths = {len(stream) for stream in references}
-    if len(lengths) > 1:
-        raise DataError(f"reference streams differ in length: {sorted(lengths)}")
-    return [list(refs) for refs in zip(*references)]
 
 
 def _call(name: str, predictions, references, options: dict) -> dict[str, float]:

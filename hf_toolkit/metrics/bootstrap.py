@@ -12,7 +12,7 @@ import numpy as np
 
 from hf_toolkit.errors import HftkError
 from hf_toolkit.metrics import classification, sacrebleu_metrics, significance
-from hf_toolkit.metrics.rouge_metrics import rouge_items
+from hf_toolkit.metrics.rouge_metrics import per_item_references, rouge_items
 from hf_toolkit.metrics.squad_official import squad_items
 
 _SACREBLEU_BUILDERS = {
@@ -25,8 +25,6 @@ _SACREBLEU_BUILDERS = {
 def _statistic(name: str, predictions, references, options: dict) -> significance.Statistic:
     """stat(indices) -> scores of the items at ``indices``, for one system."""
     if name == "rouge":
-        from hf_toolkit.metrics import per_item_references
-
         return significance.mean_statistic(
             rouge_items(predictions, per_item_references(references), **options))
     if name in ("squad", "squad_v2"):

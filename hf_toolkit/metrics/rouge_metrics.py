@@ -107,3 +107,15 @@ def rouge(predictions: Sequence[str], references, *, use_stemmer: bool = False,
                         split_sentences=split_sentences, tokenizer=tokenizer)
     # fsum: the mean must not depend on float summation order.
     return {key: math.fsum(values) / len(values) for key, values in items.items()}
+
+
+def per_item_references(references) -> list:
+    """sacreBLEU streams -> one reference (or list of references) per prediction, for ROUGE."""
+    if len(references) and all(isinstance(ref, str) for ref in references):
+        return list(references)
+    if len(references) == 1:
+        return list(references[0])
+    lengths = {len(stream) for stream in references}
+    if len(lengths) > 1:
+        raise DataError(f"reference streams differ in length: {sorted(lengths)}")
+    return [list(refs) for refs in zip(*references)]

@@ -1,0 +1,168 @@
+"""The architecture holds: one task contract, no import cycles, true module docstrings, and a
+new task added the way README's "Architecture" section says (a test-only task, trained for real)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hf_toolkit"
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> hf_toolkit modules it imports, at module level or inside functions alike."""
+    mods = modules()
+    graph: dict[str, set[str]] = {name: set() for name in mods}
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import submodule` imports the submodule; `from module import name` the module
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names]
+            else:
+                continue
+            graph[name] |= {target for target in targets if target in mods and target != name}
+    return graph
+
+
+def test_no_import_cycles_not_even_inside_functions():
+    graph = import_graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+    importers = {module for module, targets in graph.items() if "hf_toolkit.train" in targets}
+    assert importers <= {"hf_toolkit.cli"}, f"only the CLI imports the finetune flow (for a file name, say): {importers}"
+
+
+def test_generic_code_never_probes_a_task():
+    offenders = [f"{path}:{n}" for path in PACKAGE.rglob("*.py")
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.search(r"(hasattr|getattr)\(task\b", line)]
+    assert not offenders
+
+
+def test_every_module_says_what_it_owns():
+    for name, path in modules().items():
+        if "metrics/modules" in str(path):
+            continue
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        assert docstring and len(docstring) > 40, f"{name} has no docstring saying what it owns"
+
+
+def test_every_task_implements_the_contract():
+    from hf_toolkit.recipe.schema import DataSection
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.tasks.base import Task
+
+    assert list(TASKS) == ["causal-lm", "masked-lm", "text-classification", "question-answering", "summarization", "translation"]
+    for name, task in TASKS.items():
+        assert isinstance(task, Task) and task.name == name
+        assert issubclass(task.Data, DataSection)
+        assert set(task.target_roles) <= set(task.roles)
+
+
+# --------------------------------------------------------------------------------------------
+# A new task, added as README's Architecture section says: a Task subclass, one table entry.
+
+
+def reversed_lm_task():
+    """A test-only task: a causal LM trained on every text read backwards."""
+    from pydantic import Field
+
+    from hf_toolkit.recipe.schema import DataSection
+    from hf_toolkit.tasks.base import Task
+
+    class ReversedData(DataSection):
+        block_size: int = Field(16, ge=4, description="Tokens per packed block.")
+
+    class ReversedLM(Task):
+        name = "reversed-lm"
+        Data = ReversedData
+        roles = ("text",)
+        generates = True
+
+        def auto_model(self, recipe=None):
+            from transformers import AutoModelForCausalLM
+
+            return AutoModelForCausalLM
+
+        def prepare(self, recipe, splits, tokenizer, model):
+            size = recipe.data.block_size
+
+            def blocks(batch):
+                ids = [t for text in batch["text"] for t in tokenizer(text[::-1])["input_ids"]]
+                cut = [ids[i : i + size] for i in range(0, len(ids) // size * size, size)]
+                return {"input_ids": cut, "labels": [c[:] for c in cut]}
+
+            return type(splits)({name: d.map(blocks, batched=True, remove_columns=d.column_names) for name, d in splits.items()})
+
+    return ReversedLM()
+
+
+RECIPE = """\
+task: reversed-lm
+model:
+  init: scratch
+  train_tokenizer: {{vocab_size: 300}}
+  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
+data:
+  train: {corpus}
+{extra}training:
+  output_dir: {out}
+  max_steps: 4
+  logging_steps: 1
+  per_device_train_batch_size: 4
+  learning_rate: 1e-2
+  report_to: none
+  disable_tqdm: true
+"""
+
+
+def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypatch, tiny_corpus):
+    from hf_toolkit import tasks
+
+    task = reversed_lm_task()
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    corpus = write(tmp_path / "corpus.txt", tiny_corpus.read_text()[:6000])
+    out = tmp_path / "run"
+    # Its data options are its own: another task's option is refused, located in the file.
+    foreign = cli("finetune", write(tmp_path / "bad.yaml", RECIPE.format(corpus=corpus, out=out, extra="  doc_stride: 8\n")), "--check")
+    assert foreign.exit_code == 2, foreign
+    assert "bad.yaml:8: data.doc_stride: does not apply to task reversed-lm (it reads block_size)" in foreign.stderr
+    result = cli("finetune", write(tmp_path / "r.yaml", RECIPE.format(corpus=corpus, out=out, extra="")))
+    assert result.exit_code == 0, result
+    saved = (out / "hftk_recipe.yaml").read_text()
+    assert "task: reversed-lm" in saved and "block_size: 16" in saved, "the saved recipe holds the task's defaults"
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert losses, "it trained"
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.n_layer == 1
