@@ -105,14 +105,10 @@ def reversed_lm_task():
 
     class ReversedLM(Task):
         name = "reversed-lm"
+        auto_class = "AutoModelForCausalLM"
         Data = ReversedData
         roles = ("text",)
         generates = True
-
-        def auto_model(self, recipe=None):
-            from transformers import AutoModelForCausalLM
-
-            return AutoModelForCausalLM
 
         def prepare(self, recipe, splits, tokenizer, model):
             size = recipe.data.block_size

@@ -4,9 +4,9 @@ asks of a task, as one class with a default for every optional hook.
 A base class with defaults rather than a bare ABC with every method abstract: most hooks have
 one obvious behaviour that five of the six tasks share (no model-config settings, the Trainer's
 own evaluation, plain prompt encoding, no ``hftk predict`` records), and spelling it out six
-times would hide what each task really changes. The two things no default can give, turning
-splits into features (:meth:`Task.prepare`) and the Auto class to build
-(:meth:`Task.auto_model`), are abstract, so a task that forgets one fails at import.
+times would hide what each task really changes. What no default can give, turning splits into
+features (:meth:`Task.prepare`), is abstract, so a task without it cannot be instantiated; and
+every task names its ``name`` and ``auto_class``.
 
 A task also owns its recipe ``data`` options: :attr:`Task.Data` subclasses
 :class:`~hf_toolkit.recipe.schema.DataSection`, and the recipe's ``data`` section is validated
@@ -33,6 +33,8 @@ class Task(ABC):
     """One task hftk trains and applies. Class attributes describe it; methods are its hooks."""
 
     name: ClassVar[str]
+    auto_class: ClassVar[str]
+    """Name of the transformers Auto class of the task's model (``AutoModelForCausalLM``)."""
     Data: ClassVar[type[DataSection]] = DataSection
     """The task's ``data`` section: common options plus its own, with their defaults."""
     roles: ClassVar[tuple[str, ...]]
@@ -92,9 +94,11 @@ class Task(ABC):
     # ----------------------------------------------------------------------------------------
     # Training
 
-    @abstractmethod
-    def auto_model(self, recipe: Recipe | None) -> Any:
+    def auto_model(self, recipe: Recipe | None = None) -> Any:
         """The transformers Auto class that builds and loads this task's model (for `recipe`)."""
+        import transformers
+
+        return getattr(transformers, self.auto_class)
 
     def read_rows(self, dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
         """Rows as loaded from a file or the hub, reshaped before columns are mapped to roles

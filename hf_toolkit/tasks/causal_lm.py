@@ -37,16 +37,12 @@ class CausalLMData(DataSection):
 
 class CausalLM(Task):
     name = "causal-lm"
+    auto_class = "AutoModelForCausalLM"
     Data = CausalLMData
     roles = ("text",)
     peft_task_type = "CAUSAL_LM"
     eval_metrics = ("perplexity",)
     generates = True
-
-    def auto_model(self, recipe: Recipe | None = None):
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM
 
     def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
         """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids."""

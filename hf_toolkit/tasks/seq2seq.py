@@ -87,6 +87,7 @@ class Seq2SeqTask(Task):
     """Source text in, target text out; subclasses name their metrics (and options)."""
 
     Data = Seq2SeqData
+    auto_class = "AutoModelForSeq2SeqLM"  # the encoder-decoder shapes; decoder-only: see auto_model
     roles = ("source", "target")
     target_roles = ("target",)
     seq2seq_trainer = True
