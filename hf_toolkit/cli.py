@@ -168,7 +168,13 @@ def generate(
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per generate() call.")] = 8,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of {prompt, text}.")] = False,
 ) -> None:
-    """Generate text with a causal or seq2seq model; the output is the continuation only."""
+    """Generate text with a causal or seq2seq model.
+
+    Without --json, each prompt is printed followed by its continuation (streamed as it is
+    generated when there is one prompt, one sequence and no beams); summaries and translations are
+    printed alone. --json prints one {prompt, text} object per sequence, with the text the
+    continuation only.
+    """
     import json
 
     from hf_toolkit.generation import generate as run_generate

@@ -197,8 +197,6 @@ def test_max_length_is_checked_against_every_prompt_before_generating(tiny_gpt2,
     assert_user_error(result, "--max-length", "--max-new-tokens")
 
 
-@pytest.mark.xfail(strict=True, reason="the help text is generate's docstring in hf_toolkit/cli.py, outside "
-                   "generation.py: it still says 'the output is the continuation only'")
 def test_help_says_what_each_output_mode_prints():
     """Plain and streamed output start with the prompt; only --json's text is the continuation alone."""
     from typer.testing import CliRunner
