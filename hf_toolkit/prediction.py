@@ -8,8 +8,15 @@ line for the terminal, so ``hftk predict`` and ``hftk eval --model`` compute pre
 
 - text-classification: ``{"text", ["text_pair"], "label", "score", "probabilities": {label: p}}``
 - question-answering: ``{"question", "context", "answer", "score", "start", "end"}``, where
-  ``answer == context[start:end]`` (``""`` and -1/-1 when a SQuAD v2 model finds no answer)
-- masked-lm (fill-mask): ``{"text", "fills": [[{"token", "score", "sequence"}, ...] per mask token]}``
+  ``answer == context[start:end]`` (``""`` and -1/-1 when a SQuAD v2 model finds no answer); an
+  empty (or blank) context is not searched: ``answer`` ``""``, ``score``/``start``/``end`` null and
+  ``"no_answer_reason": "empty context"``
+- masked-lm (fill-mask): ``{"text", "fills": [[{"token", "score", "sequence"}, ...] per mask token]}``,
+  where ``sequence`` is the text with that one mask filled (other masks left as the mask token)
+
+A ``--file`` row whose input columns are all empty or blank is skipped, and the number skipped is
+said in one line on stderr; a ``.txt`` file is one input a line, each line stripped of its line
+break and surrounding spaces. A file of blank rows only is an error (nothing to predict).
 
 Input mistakes (wrong options for the model's task, a file without the needed columns) raise
 :class:`HftkError` before the model weights are loaded.
@@ -17,6 +24,7 @@ Input mistakes (wrong options for the model's task, a file without the needed co
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,8 +115,19 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) ->
     if rows and set(present) != set(rows):
         raise HftkError(f"mix of inputs with and without {', '.join(sorted(set(present) ^ set(rows)))}: give the same "
                         "inputs on the command line as in --file")
+    values = {role: ["" if value is None else str(value) for value in dataset[role]] for role in present}
+    lines = path.suffix.lower() == ".txt"
+    if lines:  # one input a line: neither its line break nor the spaces around it are part of it
+        values = {role: [value.strip() for value in column] for role, column in values.items()}
+    kept = [i for i in range(len(dataset)) if any(values[role][i].strip() for role in present)]
+    skipped = len(dataset) - len(kept)
+    if skipped:
+        unit = "line" if lines else "row"
+        if not kept and not any(rows.get(role) for role in required):
+            raise DataError(f"nothing to predict: every {unit} of --file {path} is blank")
+        print(f"hftk: skipped {skipped} blank {unit}{'' if skipped == 1 else 's'} of --file {path}", file=sys.stderr)
     for role in present:
-        rows.setdefault(role, []).extend(dataset[role])
+        rows.setdefault(role, []).extend(values[role][i] for i in kept)
 
 
 def format_record(task: Task, record: dict[str, Any]) -> str:

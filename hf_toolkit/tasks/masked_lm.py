@@ -225,7 +225,14 @@ def wordpiece_offsets(rows: list[list[int]], tokenizer):
 
 
 def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[list[list[dict[str, Any]]]]:
-    """For each text, for each mask token in it (in order): the top-k {token, score, sequence}."""
+    """For each text, for each mask token in it (in order): the top-k {token, score, sequence}.
+
+    A fill's ``sequence`` is the text as given with that one mask token replaced by the fill's
+    token; any other mask tokens stay as they are (as transformers' fill-mask pipeline shows each
+    mask of a multi-mask input).
+    """
+    import re
+
     import torch
 
     mask = tokenizer.mask_token
@@ -240,18 +247,15 @@ def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size:
             probabilities = model(**inputs).logits.float().softmax(-1)
         for row, text in enumerate(batch_texts):
             positions = (inputs["input_ids"][row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+            # The n-th mask token of the input ids is the n-th occurrence of the mask token in the text.
+            spans = [(found.start(), found.end()) for found in re.finditer(re.escape(mask), text)]
             per_mask = []
-            for position in positions:
+            for position, (begin, end) in zip(positions, spans):
                 scores, ids = probabilities[row, position].topk(top_k)
-                per_mask.append(
-                    [
-                        {
-                            "token": tokenizer.decode([token_id]).strip(),
-                            "score": float(score),
-                            "sequence": text.replace(mask, tokenizer.decode([token_id]).strip(), 1),
-                        }
-                        for score, token_id in zip(scores.tolist(), ids.tolist())
-                    ]
-                )
+                fills = []
+                for score, token_id in zip(scores.tolist(), ids.tolist()):
+                    token = tokenizer.decode([token_id]).strip()
+                    fills.append({"token": token, "score": float(score), "sequence": text[:begin] + token + text[end:]})
+                per_mask.append(fills)
             results.append(per_mask)
     return results

@@ -171,16 +171,34 @@ class QuestionAnswering(Task):
 
     def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, batch_size: int = 16,
                         **options: Any) -> list[dict[str, Any]]:
-        """``{"question", "context", "answer", "score", "start", "end"}`` per question."""
-        answers = answer_questions(model, tokenizer, inputs["question"], inputs["context"], settings(recipe), batch_size=batch_size)
-        return [
-            {"question": q, "context": c, "answer": a.text, "score": a.score, "start": a.start, "end": a.end}
-            for q, c, a in zip(inputs["question"], inputs["context"], answers)
-        ]
+        """``{"question", "context", "answer", "score", "start", "end"}`` per question.
+
+        An empty (or blank) context has nothing to search: the model does not see it, and its record
+        says so with ``"no_answer_reason": "empty context"``, ``answer`` ``""`` and no score or span (null).
+        """
+        questions, contexts = inputs["question"], inputs["context"]
+        searched = [i for i, context in enumerate(contexts) if context.strip()]
+        answers = answer_questions(model, tokenizer, [questions[i] for i in searched], [contexts[i] for i in searched],
+                                   settings(recipe), batch_size=batch_size) if searched else []
+        found = dict(zip(searched, answers))
+        records = []
+        for i, (question, context) in enumerate(zip(questions, contexts)):
+            if i in found:
+                a = found[i]
+                records.append({"question": question, "context": context, "answer": a.text, "score": a.score,
+                                "start": a.start, "end": a.end})
+            else:
+                records.append({"question": question, "context": context, "answer": "", "score": None, "start": None, "end": None,
+                                "no_answer_reason": "empty context"})
+        return records
 
     def format_record(self, record: dict[str, Any]) -> str:
-        shown = repr(record["answer"]) if record["answer"] else "(no answer)"
-        return f"Q: {record['question']}\nA: {shown}\t(score {record['score']:.4f}, chars {record['start']}-{record['end']})"
+        asked = f"Q: {record['question']}\nA: "
+        if record.get("no_answer_reason"):
+            return f"{asked}(no answer: {record['no_answer_reason']})"
+        if not record["answer"]:  # a SQuAD v2 model's "no answer": a score, but no span
+            return f"{asked}(no answer)\t(score {record['score']:.4f})"
+        return f"{asked}{record['answer']!r}\t(score {record['score']:.4f}, chars {record['start']}-{record['end']})"
 
 
 # --------------------------------------------------------------------------------------------
