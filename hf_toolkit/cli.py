@@ -47,21 +47,11 @@ def user_errors(command):
     return wrapper
 
 
-def _setup_logging() -> None:
-    """hftk's own progress messages on stderr (other libraries keep their logging settings).
-
-    One handler, however often a command runs in this process (tests call the CLI many times).
-    """
-    import logging
-
-    logger = logging.getLogger("hftk")
-    if not any(getattr(handler, "hftk", False) for handler in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("hftk: %(message)s"))
-        handler.hftk = True
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Also show the libraries' own notes, warnings and progress bars "
+                 "(transformers, datasets, peft, torch), which hftk otherwise hides or shortens to one line."),
+]
 
 SetOption = Annotated[
     list[str],
@@ -88,10 +78,13 @@ def finetune(
     nproc: Annotated[
         int, typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo).")
     ] = 1,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
-    from hf_toolkit import launch
+    from hf_toolkit import console, launch
     from hf_toolkit.checks import check_run
+
+    console.setup(verbose, data_bars=True)
 
     if check or (nproc > 1 and not launch.in_distributed_launch()):
         check_run(recipe, set_)  # report recipe mistakes once, before starting processes
@@ -99,11 +92,10 @@ def finetune(
         typer.echo(f"{recipe}: OK")
         return
     if nproc > 1 and not launch.in_distributed_launch():
-        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_]]
+        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_], *(["--verbose"] if verbose else [])]
         raise typer.Exit(launch.relaunch(nproc, argv))
     from hf_toolkit.train import finetune as run_finetune
 
-    _setup_logging()
     result = run_finetune(recipe, set_)
     if not launch.is_main_process():
         return
@@ -129,12 +121,15 @@ def export(
     quantize: Annotated[
         Optional[str], typer.Option(help="'int8': dynamically quantized copy for CPU inference.")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Write a deployable model: LoRA merged into plain weights, and/or an int8 CPU copy."""
+    from hf_toolkit import console
     from hf_toolkit.export import export as run_export
 
     if quantize not in (None, "int8"):
         raise HftkError(f"--quantize: '{quantize}' is not supported; use --quantize int8")
+    console.setup(verbose)
     report = run_export(run_dir, output_dir, merge=merge, quantize=quantize)
     typer.echo(f"Wrote {report.output_dir}" + (" (LoRA merged; loads without peft)" if report.merged else ""))
     for key, value in report.numbers.items():
@@ -167,6 +162,7 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed for sampling.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per generate() call.")] = 8,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of {prompt, text}.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Generate text with a causal or seq2seq model.
 
@@ -177,7 +173,10 @@ def generate(
     """
     import json
 
+    from hf_toolkit import console
     from hf_toolkit.generation import generate as run_generate
+
+    console.setup(verbose)
 
     prompts = list(prompt)
     if prompts_file is not None:
@@ -220,7 +219,8 @@ def eval_command(
     reference_field: Annotated[Optional[str], typer.Option(
         help="JSONL field of the references when it differs from --field.")] = None,
     tokenize: Annotated[Optional[str], typer.Option(
-        help="BLEU tokenizer (sacreBLEU): 13a (default), zh, intl, char, none, ja-mecab, ...")] = None,
+        help="BLEU tokenizer (sacreBLEU): 13a, zh, intl, char, none, ja-mecab, ... "
+        "(default: zh when predictions and references are Chinese, else 13a).")] = None,
     chrf_word_order: Annotated[Optional[int], typer.Option(
         help="chrF word n-gram order: 0 = chrF (default), 2 = chrF++.")] = None,
     chrf_plus_plus: Annotated[bool, typer.Option(
@@ -241,6 +241,7 @@ def eval_command(
     data: Annotated[Optional[Path], typer.Option(help="Model mode: data file to predict and score (the run's columns).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Model mode: override the run's recipe, e.g. --set data.columns.text=review.")] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Score predictions against references with exact, offline metrics.
 
@@ -262,8 +263,9 @@ def eval_command(
     """
     import json
 
-    from hf_toolkit import evaluation
+    from hf_toolkit import console, evaluation
 
+    console.setup(verbose, models=model is not None)
     result = evaluation.run_eval(
         metric, predictions=predictions, references=references or (), field_name=field, reference_field=reference_field,
         ci=ci, compare=compare, model=model, data=data, overrides=set_ or (), word_order=chrf_word_order,
@@ -298,13 +300,16 @@ def predict(
     top_k: Annotated[int, typer.Option(min=1, help="Fill-mask: candidates per mask token.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass.")] = 16,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per input.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Apply a classifier (label + probability), extractive QA model (answer span + score) or fill-mask model (top-k fillers)."""
     import json
 
+    from hf_toolkit import console
     from hf_toolkit.prediction import Inputs
     from hf_toolkit.prediction import predict as run_predict
 
+    console.setup(verbose)
     inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file)
     task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
     if json_output:

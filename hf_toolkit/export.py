@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,16 @@ def quantize_int8(model, tokenizer, output_dir: Path) -> dict[str, float]:
         for name, module in int8.named_modules()
         if isinstance(module, torch.nn.Linear) and module.weight is not tied
     }
-    int8 = torch.ao.quantization.quantize_dynamic(int8, layers, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch.ao's dynamic quantization is deprecated in favour of torchao's quantize_ with
+        # Int8DynamicActivationInt8WeightConfig. Measured here (torch 2.13 CPU, torchao 0.18) the
+        # successor is no replacement yet: on a 4-layer GPT-2 it ran 1.5x slower than fp32 (this
+        # path: 1.7x faster), torch.save of the quantized module fails (a functools.partial in its
+        # tensors), and importing it prints its own warnings. Until it is, only these two warnings
+        # of this call are ignored.
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning)
+        int8 = torch.ao.quantization.quantize_dynamic(int8, layers, dtype=torch.qint8)
     path = output_dir / "model_int8.pt"
     torch.save(int8, path)
     fp32_path = output_dir / "_fp32_size_probe.pt"

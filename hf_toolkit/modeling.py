@@ -109,7 +109,9 @@ def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency:
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[SPECIAL_TOKEN])
+    # show_progress=False: off a terminal, the trainer's bars print only blank lines to stdout.
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[SPECIAL_TOKEN],
+                            show_progress=False)
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer,
         bos_token=SPECIAL_TOKEN,

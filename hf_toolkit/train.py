@@ -162,4 +162,3 @@ def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict
     if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned (generation) config too
         rundir.save_adapter_model_config(trainer.model, output_dir)
     rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__)
-    logger.info("saved the run to %s", output_dir)

@@ -287,8 +287,8 @@ def test_log_handler_is_added_once(recipe_dir, cli):
     for _ in range(3):
         cli("finetune", write_recipe(recipe_dir, GOOD), "--check")
         cli("finetune", recipe_dir / "missing.yaml")
-    from hf_toolkit.cli import _setup_logging
+    from hf_toolkit.console import setup
 
-    _setup_logging()
-    _setup_logging()
+    setup(models=False)
+    setup(models=False)
     assert sum(getattr(h, "hftk", False) for h in logging.getLogger("hftk").handlers) == 1
