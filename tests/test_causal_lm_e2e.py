@@ -220,6 +220,6 @@ def test_eval_model_mode_scores_perplexity(shakespeare_run, cli, tmp_path):
 
     plain = perplexity(texts, AutoModelForCausalLM.from_pretrained(run), AutoTokenizer.from_pretrained(run))
     assert scores["perplexity"] == pytest.approx(plain["perplexity"], rel=1e-9)
-    assert json.loads((run / "eval" / "held_out.scores.json").read_text()) == scores
+    assert json.loads((run / "eval" / "held_out.jsonl.scores.json").read_text()) == scores
     missing = cli("eval", "--model", run, "--data", data)
     assert missing.exit_code == 2 and "column 'text' (role text) not found" in missing.stderr

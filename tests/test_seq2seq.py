@@ -413,7 +413,7 @@ training:
     scored = cli("eval", "--model", out, "--data", data, "--json")
     assert scored.exit_code == 0, scored
     scores = json.loads(scored.stdout.strip().splitlines()[-1])
-    predictions = [json.loads(line)["prediction"] for line in (out / "eval" / "en-zh.predictions.jsonl").read_text().splitlines()]
+    predictions = [json.loads(line)["prediction"] for line in (out / "eval" / "en-zh.jsonl.predictions.jsonl").read_text().splitlines()]
     references = [r["translation"]["zh"] for r in rows]
     assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references], tokenize="zh").score, abs=1e-9)
     assert scores["bleu"] == pytest.approx(trained["eval_bleu"], abs=1e-6)

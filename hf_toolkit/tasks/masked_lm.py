@@ -50,17 +50,13 @@ class MaskedLMData(DataSection):
 
 class MaskedLM(Task):
     name = "masked-lm"
+    auto_class = "AutoModelForMaskedLM"
     Data = MaskedLMData
     roles = ("text",)
     peft_task_type = None  # peft has no masked-LM task type; LoRA wraps the model as is
     # `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
     eval_metrics = ("accuracy",)
     predicts = True
-
-    def auto_model(self, recipe: Recipe | None = None):
-        from transformers import AutoModelForMaskedLM
-
-        return AutoModelForMaskedLM
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """block_size is for packed text, max_length for line_by_line."""

@@ -63,6 +63,7 @@ def settings(recipe: Recipe | None) -> QuestionAnsweringData:
 
 class QuestionAnswering(Task):
     name = "question-answering"
+    auto_class = "AutoModelForQuestionAnswering"
     Data = QuestionAnsweringData
     roles = ("question", "context", "answers")
     optional_roles = ("id",)
@@ -72,11 +73,6 @@ class QuestionAnswering(Task):
     # (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
     eval_metrics = ("squad_v2",)
     predicts = True
-
-    def auto_model(self, recipe: Recipe | None = None):
-        from transformers import AutoModelForQuestionAnswering
-
-        return AutoModelForQuestionAnswering
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """Option combinations that cannot work, before any data or model is loaded."""

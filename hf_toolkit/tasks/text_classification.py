@@ -51,6 +51,7 @@ class TextClassificationData(DataSection):
 
 class TextClassification(Task):
     name = "text-classification"
+    auto_class = "AutoModelForSequenceClassification"
     Data = TextClassificationData
     roles = ("text", "label")
     optional_roles = ("text_pair",)
@@ -58,11 +59,6 @@ class TextClassification(Task):
     peft_task_type = "SEQ_CLS"
     eval_metrics = METRICS
     predicts = True
-
-    def auto_model(self, recipe: Recipe | None = None):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
 
     def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
         """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
