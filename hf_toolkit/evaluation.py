@@ -360,7 +360,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     can be wrong with the request is found before the weights load. Predictions and scores are
     written to ``output_dir`` (default: ``DIR/eval``) as ``<F's file name>.predictions.jsonl`` and
     ``<F's file name>.scores.json``, extension kept (``test.csv.predictions.jsonl``), so files
-    that differ only in their extension do not overwrite each other's; see :func:`_prediction_rows`.
+    that differ only in their extension do not overwrite each other's; rows as the task's ``prediction_rows`` writes them.
     """
     from hf_toolkit import rundir
     from hf_toolkit.data import eval_rows, load_source
@@ -419,7 +419,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     out.mkdir(parents=True, exist_ok=True)
     predictions_file = None
     if references is not None:
-        rows = _prediction_rows(task, dataset, predictions, references, config=config, tokenizer=tokenizer)
+        rows = task.prediction_rows(model, tokenizer, dataset, predictions, references)
         predictions_file = out / f"{Path(data).name}.predictions.jsonl"
         predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     scores_file = out / f"{Path(data).name}.scores.json"
@@ -429,40 +429,6 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
 
 def _no_generation(prompts: list[str]) -> list[str]:
     raise AssertionError("a task that does not generate asked for generation")
-
-
-def _prediction_rows(task, dataset, predictions, references, *, config, tokenizer) -> list[dict]:
-    """The rows of ``<data>.predictions.jsonl``: per item its inputs (by role), prediction and reference.
-
-    - question-answering: ``{"id", "question", "context", "prediction_text", "answers"}``, answers in
-      the SQuAD layout ``{"text": [...], "answer_start": [...]}``, so the file is a files-mode
-      predictions file and references file at once;
-    - text-classification: ``{"text", ["text_pair"], "prediction", "reference"}`` with label names;
-    - summarization / translation: ``{"source", "prediction", "reference"}``;
-    - masked-lm: ``{"prediction", "reference"}`` per masked token, as tokens.
-    """
-    if isinstance(predictions, dict):  # SQuAD: {id: answer}, ids as the task's predict numbers rows
-        from hf_toolkit.tasks.question_answering import answer_lists
-
-        ids = dataset["id"] if "id" in dataset.column_names else range(len(dataset))
-        rows = []
-        for qid, question, context, answers in zip(ids, dataset["question"], dataset["context"], dataset["answers"]):
-            texts, starts = answer_lists(answers)
-            rows.append({"id": str(qid), "question": question, "context": context, "prediction_text": predictions[str(qid)],
-                         "answers": {"text": texts, "answer_start": starts}})
-        return rows
-    if references and isinstance(references[0], list) and len(references) != len(predictions):
-        references = list(zip(*references))  # sacreBLEU streams -> per item
-    if task.name == "text-classification":
-        predictions = [config.id2label[p] for p in predictions]
-        references = [config.id2label[r] for r in references]
-    if task.name == "masked-lm":  # one item per masked token, not per row
-        return [{"prediction": p, "reference": r} for p, r in
-                zip(tokenizer.convert_ids_to_tokens(predictions), tokenizer.convert_ids_to_tokens(references))]
-    required, optional = task.input_roles
-    inputs = {role: list(dataset[role]) for role in required + optional if role in dataset.column_names}
-    return [{**{role: column[i] for role, column in inputs.items()}, "prediction": p, "reference": r}
-            for i, (p, r) in enumerate(zip(predictions, references))]
 
 
 # --- output -------------------------------------------------------------------------------

@@ -169,6 +169,16 @@ class Task(ABC):
         """
         raise HftkError(f"hftk eval --model does not score {self.name} runs yet")
 
+    def prediction_rows(self, model: Any, tokenizer: Any, dataset: "Dataset", predictions: Any, references: Any) -> list[dict[str, Any]]:
+        """The rows of ``hftk eval --model``'s ``<data>.predictions.jsonl``: per item its inputs (by
+        role), prediction and reference, as people read them (label names, not ids)."""
+        if references and isinstance(references[0], list) and len(references) != len(predictions):
+            references = list(zip(*references))  # sacreBLEU streams -> per item
+        required, optional = self.input_roles
+        inputs = {role: list(dataset[role]) for role in required + optional if role in dataset.column_names}
+        return [{**{role: column[i] for role, column in inputs.items()}, "prediction": p, "reference": r}
+                for i, (p, r) in enumerate(zip(predictions, references))]
+
     def predict_records(self, model: Any, tokenizer: Any, recipe: Recipe | None, inputs: dict[str, list], **options: Any) -> list[dict[str, Any]]:
         """``hftk predict``: one plain-data record per input row (`inputs` maps input roles to lists)."""
         raise HftkError(f"hftk predict applies classifiers, QA and fill-mask models; a {self.name} model "

@@ -149,6 +149,11 @@ class MaskedLM(Task):
             lines.append(prefix + "  ".join(f"{fill['token']} ({fill['score']:.3f})" for fill in per_mask))
         return "\n".join(lines)
 
+    def prediction_rows(self, model, tokenizer, dataset: "Dataset", predictions, references) -> list[dict[str, Any]]:
+        """``{"prediction", "reference"}`` per masked token (not per row), as tokens."""
+        return [{"prediction": p, "reference": r} for p, r in
+                zip(tokenizer.convert_ids_to_tokens(predictions), tokenizer.convert_ids_to_tokens(references))]
+
     def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[int], list[int]]:
         """(predicted token ids, original token ids) at masked positions, for masked-token accuracy.
 

@@ -165,6 +165,17 @@ class QuestionAnswering(Task):
         answers = answer_questions(model, tokenizer, list(dataset["question"]), list(dataset["context"]), settings(recipe))
         return as_squad(dataset, answers)
 
+    def prediction_rows(self, model, tokenizer, dataset: "Dataset", predictions, references) -> list[dict[str, Any]]:
+        """``{"id", "question", "context", "prediction_text", "answers"}`` with answers in the SQuAD layout,
+        so the file is a files-mode predictions file and references file at once."""
+        ids = dataset["id"] if "id" in dataset.column_names else range(len(dataset))
+        rows = []
+        for qid, question, context, answers in zip(ids, dataset["question"], dataset["context"], dataset["answers"]):
+            texts, starts = answer_lists(answers)
+            rows.append({"id": str(qid), "question": question, "context": context, "prediction_text": predictions[str(qid)],
+                         "answers": {"text": texts, "answer_start": starts}})
+        return rows
+
     def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, batch_size: int = 16,
                         **options: Any) -> list[dict[str, Any]]:
         """``{"question", "context", "answer", "score", "start", "end"}`` per question.

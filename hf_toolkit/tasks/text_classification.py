@@ -119,6 +119,11 @@ class TextClassification(Task):
         probabilities = classify(model, tokenizer, list(dataset["text"]), pairs, max_length=max_length)
         return [max(range(len(p)), key=p.__getitem__) for p in probabilities], references
 
+    def prediction_rows(self, model, tokenizer, dataset: "Dataset", predictions, references) -> list[dict[str, Any]]:
+        """``{"text", ["text_pair"], "prediction", "reference"}`` with label names."""
+        names = model.config.id2label
+        return super().prediction_rows(model, tokenizer, dataset, [names[p] for p in predictions], [names[r] for r in references])
+
     def predict_records(self, model, tokenizer, recipe: Recipe | None, inputs: dict[str, list], *, batch_size: int = 16,
                         **options: Any) -> list[dict[str, Any]]:
         """``{"text", ["text_pair"], "label", "score", "probabilities": {label: p}}`` per text (pair)."""
