@@ -6,7 +6,11 @@ generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` w
 - ``hftk_recipe.yaml`` (:data:`RECIPE_FILE`): the resolved recipe, every default filled in, which
   generate / predict / eval read back (validated like any recipe) to know the task, columns and
   options;
-- ``metrics.json``: final train / validation / test metrics; ``README.md``: a short model card;
+- ``metrics.json``: final train / validation / test metrics; ``README.md``: the model card (task,
+  base model, data files with sha256 and rows per split, the resolved recipe, final metrics,
+  library versions, the command line and the hardware, from :mod:`hf_toolkit.provenance`);
+- ``loss_curve.png`` (:data:`LOSS_PLOT`): train and eval loss by step (and eval metrics), linked
+  from the card (:mod:`hf_toolkit.plot`);
 - ``trainer_state.json``: the Trainer's log history and step count;
 - LoRA runs: the adapter instead of full weights, with the fine-tuned model's config and
   generation config in ``model_config/`` (a config.json beside the adapter would make
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hf_toolkit import checks, modeling
+from hf_toolkit import checks, modeling, plot
 from hf_toolkit.checkpoints import TRAINER_STATE
 from hf_toolkit.errors import HftkError
 from hf_toolkit.recipe.paths import looks_local
@@ -37,11 +41,13 @@ from hf_toolkit.recipe.problems import Locator
 from hf_toolkit.recipe.yamlio import parse_yaml
 
 if TYPE_CHECKING:
+    from hf_toolkit.provenance import Story
     from hf_toolkit.recipe.schema import Recipe
 
 RECIPE_FILE = "hftk_recipe.yaml"
 METRICS_FILE = "metrics.json"
 MODEL_CARD = "README.md"
+LOSS_PLOT = "loss_curve.png"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_MODEL_CONFIG_DIR = "model_config"
 DECODER_TOKENIZER_DIR = "decoder_tokenizer"
@@ -178,27 +184,57 @@ def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
         base.generation_config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)
 
 
-def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str) -> None:
-    """hftk's own files: the resolved recipe, the metrics and the model card."""
+def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str,
+                    story: "Story | None" = None, log_history: list[dict[str, Any]] | None = None) -> None:
+    """hftk's own files: the resolved recipe, the metrics, the loss curve (from `log_history`) and the model card."""
     out = Path(output_dir)
-    (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (out / RECIPE_FILE).write_text(recipe_yaml(recipe), encoding="utf-8")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (out / MODEL_CARD).write_text(model_card(recipe, metrics, auto_class_name), encoding="utf-8")
+    drawn = plot.loss_curve(log_history, out / LOSS_PLOT, title=f"{recipe.task}: {out.name}") if log_history else None
+    (out / MODEL_CARD).write_text(model_card(recipe, metrics, auto_class_name, story, has_plot=drawn is not None),
+                                  encoding="utf-8")
 
 
-def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str) -> str:
+def recipe_yaml(recipe: "Recipe") -> str:
+    """The resolved recipe (every default filled in) as YAML."""
+    return yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True)
+
+
+def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str, story: "Story | None" = None,
+               *, has_plot: bool = False) -> str:
+    """The run directory's README.md: what was trained on what, how, with what result, where and by which command."""
     if recipe.model.is_pair:
         base = f"{_base_name(recipe.model.encoder)} + {_base_name(recipe.model.decoder)} (EncoderDecoderModel)"
     else:
         base = _base_name(recipe.model)
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float)))
-    return (
+    parts = [
         f"# {recipe.task} fine-tune of {base}\n\n"
         f"Trained with hf_toolkit (`hftk finetune`); the resolved recipe is `{RECIPE_FILE}`.\n\n"
+        f"- **Task:** {recipe.task}\n- **Base model:** {base}\n\n"
         f"```python\nfrom transformers import {auto_class_name}, AutoTokenizer\n"
-        f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n\n"
-        f"| metric | value |\n|---|---|\n{rows}\n"
-    )
+        f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n",
+    ]
+    if story is not None:
+        data = "\n".join(f"| {d.split} | `{d.source}` | {d.rows if d.rows is not None else '?'} | "
+                         f"{f'`{d.sha256}`' if d.sha256 else '(not a local file)'} |" for d in story.data)
+        parts.append(f"## Data\n\n| split | source | rows | sha256 |\n|---|---|---|---|\n{data}\n")
+    parts.append(f"## Metrics\n\n| metric | value |\n|---|---|\n{rows}\n")
+    if has_plot:
+        parts.append(f"## Loss curve\n\n![train and eval loss by step]({LOSS_PLOT})\n")
+    parts.append(f"## Recipe (resolved)\n\n```yaml\n{recipe_yaml(recipe)}```\n")
+    if story is not None:
+        libraries = "\n".join(f"| {name} | {version} |" for name, version in story.versions.items())
+        hw = story.hardware
+        gpus = ", ".join(hw.get("gpus") or []) or "none"
+        parts.append(
+            f"## How it was made\n\n"
+            f"Command line (in `{story.working_dir}`):\n\n```\n{story.command}\n```\n\n"
+            f"Hardware: CPU {hw.get('cpu')} ({hw.get('cpu_cores')} cores); GPU: {gpus}; "
+            f"training processes: {hw.get('processes')}\n\n"
+            f"| library | version |\n|---|---|\n{libraries}\n"
+        )
+    return "\n".join(parts)
 
 
 def _base_name(section: Any) -> str:

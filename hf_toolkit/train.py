@@ -62,7 +62,7 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in prepared:
             metrics.update(task.evaluate(trainer, recipe, splits[split], prepared[split], prefix))
-    save_run(trainer, task, recipe, args.output_dir, metrics)
+    save_run(trainer, task, recipe, args.output_dir, metrics, splits=splits)
     return RunResult(Path(args.output_dir), metrics)
 
 
@@ -149,8 +149,9 @@ def _target_tokenizer_saver(tokenizer):
     return SaveTargetTokenizer()
 
 
-def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any]) -> None:
-    """Model, tokenizer and generation config, plus the resolved recipe, metrics and a model card.
+def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any], splits=None) -> None:
+    """Model, tokenizer and generation config, plus the resolved recipe, metrics, loss curve and model card
+    (with the story of the run: data hashes and rows of `splits`, versions, command line, hardware).
 
     Every rank calls ``save_model`` (under FSDP or DeepSpeed ZeRO-3 it gathers the full weights
     collectively; the Trainer writes on the main process only); hftk's own files are written by rank 0.
@@ -161,4 +162,8 @@ def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict
         return
     if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned (generation) config too
         rundir.save_adapter_model_config(trainer.model, output_dir)
-    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__)
+    from hf_toolkit import provenance
+
+    rows = {name: split.num_rows for name, split in (splits or {}).items()}
+    story = provenance.collect(recipe, rows, processes=trainer.args.world_size)
+    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__, story, trainer.state.log_history)
