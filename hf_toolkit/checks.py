@@ -150,6 +150,7 @@ def check_run(recipe_path: str | Path, overrides: Sequence[str] = ()) -> Checked
     if not any(p.key[:1] == ("training",) for p in problems):
         args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
     if args is not None:
+        problems += environment.strategy_problems(recipe.training, args)
         problems += environment.output_dir_problems(args.output_dir)
         problems += checkpoints.resume_problems(args)
     generation = attempt(check_generation, recipe)

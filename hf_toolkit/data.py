@@ -11,18 +11,21 @@ lists the columns that exist.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from typing import TYPE_CHECKING
 
 from collections.abc import Callable
 
-from hf_toolkit import hub
+from hf_toolkit import datafiles, hub
 from hf_toolkit.errors import DataError, did_you_mean
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSection, DataSource
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+logger = logging.getLogger("hftk")
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 _HTML_TAG = re.compile(r"<[^>]+>")
@@ -31,9 +34,11 @@ _SPACES = re.compile(r"\s+")
 TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
 
 
-def load_source(source: DataSource, where: str = "data") -> "Dataset":
+def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf-8") -> "Dataset":
     """Load one split from a local file or from ``load_dataset`` arguments (`where` names it in errors).
 
+    A local file in another `encoding` than UTF-8 is decoded by the builder (``data.encoding``);
+    a file the builder cannot read is explained by line (:mod:`hf_toolkit.datafiles`).
     A hub dataset is read from the local cache alone when the hub cannot be reached: the datasets
     library would otherwise retry for half a minute before giving up.
     """
@@ -48,11 +53,17 @@ def load_source(source: DataSource, where: str = "data") -> "Dataset":
         if suffix == ".txt":
             # Keep line breaks: packed causal-LM blocks should see the text as it is written.
             options["keep_linebreaks"] = True
-        if suffix == ".json" and _looks_like_squad(path):
-            return load_squad_json(path)
+        if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            options["encoding"] = encoding  # only then: the datasets cache key of UTF-8 files stays as it was
+        if suffix in (".csv", ".tsv"):
+            datafiles.check_shape(path, source.file, delimiter=options.get("delimiter", ","), encoding=encoding)
+        if suffix == ".json" and _looks_like_squad(path, encoding):
+            return load_squad_json(path, encoding)
         try:
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
+            if suffix != ".parquet":
+                datafiles.explain_failure(path, source.file, kind=_BUILDERS[suffix], encoding=encoding)
             raise DataError(f"cannot read {source.file} as {_BUILDERS[suffix]}: {error}") from None
     on_hub = source.path not in PACKAGED_BUILDERS and not resolve_path(source.path).exists()
     offline = on_hub and not hub.reachable()
@@ -75,13 +86,13 @@ def load_source(source: DataSource, where: str = "data") -> "Dataset":
 _SQUAD_START = re.compile(r'\A\s*\{\s*"(version|data)"')
 
 
-def _looks_like_squad(path) -> bool:
+def _looks_like_squad(path, encoding: str = "utf-8") -> bool:
     """A .json file that opens like SQuAD's ``{"version": ..., "data": [...]}`` (cheap: reads 4 KB)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open(path, encoding=encoding, errors="replace") as handle:
         return bool(_SQUAD_START.match(handle.read(4096)))
 
 
-def load_squad_json(path) -> "Dataset":
+def load_squad_json(path, encoding: str = "utf-8") -> "Dataset":
     """Flatten a SQuAD v1.1/v2.0 file into rows ``id, title, context, question, answers``.
 
     ``answers`` takes the ``datasets`` SQuAD layout ``{"text": [...], "answer_start": [...]}``;
@@ -94,9 +105,12 @@ def load_squad_json(path) -> "Dataset":
     from datasets import Dataset, Features, Sequence, Value
 
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding=encoding))
+    except UnicodeDecodeError:
+        datafiles.explain_failure(path, str(path), kind="text", encoding=encoding)
+        raise
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
     articles = document["data"] if isinstance(document, dict) and isinstance(document.get("data"), list) else None
     if articles is None:
         raise DataError(f'{path}: expected SQuAD JSON {{"version": ..., "data": [...]}}')
@@ -142,11 +156,15 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
     splits = DatasetDict()
     for name, source in data.sources():
         where = f"data.{name} ({source.describe()})"
-        dataset = load_source(source, where)
+        dataset = load_source(source, where, encoding=data.encoding)
         if len(dataset) == 0:
-            raise DataError(f"data.{name}: {source.describe()} has no rows")
+            raise DataError(f"data.{name}: {source.describe()} has no rows; give a file with at least one row "
+                            "(or remove the split from the recipe)")
         dataset = read_rows(dataset, data, where=where)
-        splits[name] = select_roles(dataset, data.columns, roles, optional_roles, where=where)
+        dataset = select_roles(dataset, data.columns, roles, optional_roles, where=where)
+        if data.strip_html or data.normalize_whitespace:
+            dataset = dataset.map(_cleaner(data, [r for r in TEXT_ROLES if r in roles + optional_roles]), desc="Cleaning text")
+        splits[name] = without_empty_rows(dataset, nonempty_roles(roles), drop=data.drop_empty, where=where)
     if data.validation_split is not None:
         carved = splits["train"].train_test_split(test_size=data.validation_split, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
@@ -154,12 +172,35 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
     for name, limit in limits.items():
         if name in splits and limit is not None and limit < len(splits[name]):
             splits[name] = splits[name].select(range(limit))
-    if data.strip_html or data.normalize_whitespace:
-        splits = splits.map(
-            _cleaner(data, [r for r in TEXT_ROLES if r in roles + optional_roles]),
-            desc="Cleaning text",
-        )
     return splits
+
+
+def nonempty_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    """Roles whose empty text makes an example meaningless: a source, target, question or context,
+    and a classified text. (A language model's empty line is just a paragraph break.)"""
+    required = ("source", "target", "question", "context") + (("text",) if "label" in roles else ())
+    return tuple(role for role in roles if role in required)
+
+
+def without_empty_rows(dataset: "Dataset", roles: tuple[str, ...], *, drop: bool, where: str) -> "Dataset":
+    """`dataset` when no row has an empty (or null) text in `roles`; else a DataError with their
+    count and first row numbers, or with `drop` (``data.drop_empty``) the dataset without them."""
+    if not roles:
+        return dataset
+    empty = [i for i, row in enumerate(zip(*(dataset[role] for role in roles)))
+             if any(value is None or (isinstance(value, str) and not value.strip()) for value in row)]
+    if not empty:
+        return dataset
+    shown = ", ".join(str(i + 1) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
+    if not drop:
+        raise DataError(f"{where}: {len(empty)} of {len(dataset)} rows have an empty {' or '.join(roles)} "
+                        f"(after cleaning), rows {shown}; fix them, or set data.drop_empty: true to drop them")
+    if len(empty) == len(dataset):
+        raise DataError(f"{where}: every row has an empty {' or '.join(roles)}; nothing is left to train on")
+    logger.warning("%s: dropped %d row(s) with an empty %s (data.drop_empty), rows %s",
+                   where, len(empty), " or ".join(roles), shown)
+    keep = sorted(set(range(len(dataset))) - set(empty))
+    return dataset.select(keep)
 
 
 RECIPE_MAPPING_HINT = "Map roles to columns in the recipe, e.g. data.columns: {{{role}: {column}}}"

@@ -169,11 +169,93 @@ def training_problems(training: dict[str, Any]) -> list[Problem]:
             hint = did_you_mean(key, fields) or " (see transformers.TrainingArguments for the accepted keys)"
             problems.append(Problem(("training", key), f"unknown TrainingArguments key{hint}"))
         elif not (key in ALSO_BOOLEAN_TRAINING_KEYS and isinstance(value, bool)):
-            message = _type_problem(value, hints[key])
+            message = _type_problem(value, hints[key]) or _range_problem(key, value)
             if message:
                 problems.append(Problem(("training", key), message))
+    problems += _across_keys_problems(training)
     if "report_to" in training and not problems:
         problems += _report_to_problems(training["report_to"])
+    return problems
+
+
+# Numeric `training` keys and the values that make sense, as (lowest, lowest included, highest,
+# highest included, what the key is); None: no bound. TrainingArguments takes any number for most
+# of them and the run fails (or silently does nothing useful) much later.
+_POSITIVE, _AT_LEAST_0, _AT_LEAST_1, _SHARE = (0, False, None, False), (0, True, None, False), (1, True, None, False), (0, True, 1, True)
+TRAINING_RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "learning_rate": _POSITIVE,
+    "per_device_train_batch_size": _AT_LEAST_1,
+    "per_device_eval_batch_size": _AT_LEAST_1,
+    "gradient_accumulation_steps": _AT_LEAST_1,
+    "eval_accumulation_steps": _AT_LEAST_1,
+    "num_train_epochs": _POSITIVE,
+    "logging_steps": _POSITIVE,
+    "eval_steps": _POSITIVE,
+    "save_steps": _POSITIVE,
+    "save_total_limit": _AT_LEAST_1,
+    "warmup_steps": _AT_LEAST_0,
+    "weight_decay": _AT_LEAST_0,
+    "max_grad_norm": _AT_LEAST_0,
+    "adam_beta1": (0, True, 1, False),
+    "adam_beta2": (0, True, 1, False),
+    "adam_epsilon": _POSITIVE,
+    "label_smoothing_factor": (0, True, 1, False),
+    "dataloader_num_workers": _AT_LEAST_0,
+    "dataloader_prefetch_factor": _AT_LEAST_1,
+    "eval_delay": _AT_LEAST_0,
+    "torch_empty_cache_steps": _AT_LEAST_1,
+    "early_stopping_patience": _AT_LEAST_1,
+}
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    """A message when a numeric `training` value is outside what its key can mean."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if key == "max_steps":  # -1: train by num_train_epochs (0 would silently mean the same)
+        return None if value == -1 or value >= 1 else f"must be a positive number of optimizer steps, or -1 to train by num_train_epochs (got {value!r})"
+    if key not in TRAINING_RANGES:
+        return None
+    low, low_included, high, high_included = TRAINING_RANGES[key]
+    if low is not None and (value < low or (value == low and not low_included)):
+        return f"must be {'at least' if low_included else 'greater than'} {low} (got {value!r})"
+    if high is not None and (value > high or (value == high and not high_included)):
+        return f"must be {'at most' if high_included else 'less than'} {high} (got {value!r})"
+    return None
+
+
+# Keys that only act under one strategy: (key, its strategy key, the strategy value that reads it).
+_STRATEGY_KEYS = (
+    ("eval_steps", "eval_strategy", "steps"),
+    ("save_steps", "save_strategy", "steps"),
+    ("logging_steps", "logging_strategy", "steps"),
+)
+
+
+def _across_keys_problems(training: dict[str, Any]) -> list[Problem]:
+    """Settings that contradict each other: warmup at least as long as training; a ``*_steps``
+    whose strategy never reads it. (The default eval strategy is decided later, with the data:
+    :func:`strategy_problems`.)"""
+    problems = []
+    warmup, max_steps = training.get("warmup_steps"), training.get("max_steps", -1)
+    if isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup >= 1 and isinstance(max_steps, int) and max_steps >= 1 and warmup >= max_steps:
+        problems.append(Problem(("training", "warmup_steps"),
+                                f"{warmup} warmup steps but training stops after max_steps={max_steps}: the learning rate "
+                                "never reaches its peak; lower warmup_steps (a value below 1 is a fraction of the steps, e.g. 0.1)"))
+    return problems
+
+
+def strategy_problems(training: dict[str, Any], args: Any) -> list[Problem]:
+    """``eval_steps`` / ``save_steps`` / ``logging_steps`` written in the recipe while the (resolved)
+    strategy is not 'steps', so the value would be silently ignored."""
+    problems = []
+    for key, strategy_key, uses in _STRATEGY_KEYS:
+        strategy = str(getattr(getattr(args, strategy_key), "value", getattr(args, strategy_key)))
+        if key in training and strategy != uses:
+            given = "as written" if strategy_key in training else "the default"
+            problems.append(Problem(("training", key),
+                                    f"only used with {strategy_key}: {uses}, but {strategy_key} is '{strategy}' ({given}); "
+                                    f"set {strategy_key}: {uses}, or remove {key}"))
     return problems
 
 

@@ -17,7 +17,7 @@ import functools
 from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 ROLES = ("text", "text_pair", "label", "source", "target", "question", "context", "answers", "id")
 Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
@@ -91,6 +91,12 @@ class ModelSection(Section):
     )
     decoder: ModelPart | None = Field(
         None, description="Decoder of an EncoderDecoderModel (with encoder; summarization/translation only)."
+    )
+    allow_pickle: bool = Field(
+        False, description="Load pickle weights (pytorch_model.bin), which can run code when loaded; default: safetensors only."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run the model repository's own Python code (auto_map); only for repositories you trust."
     )
 
     @property
@@ -202,6 +208,20 @@ class DataSection(Section):
     normalize_whitespace: bool = Field(False, description="Collapse runs of whitespace into one space.")
     max_train_samples: int | None = Field(None, ge=1, description="Keep only the first N training examples.")
     max_eval_samples: int | None = Field(None, ge=1, description="Keep only the first N validation/test examples.")
+    drop_empty: bool = Field(False, description="Drop rows whose text (or target, question...) is empty after cleaning, "
+                             "instead of stopping with their row numbers.")
+    encoding: str = Field("utf-8", min_length=1, description="Text encoding of local data files (e.g. latin-1, cp1252).")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, latin-1, cp1252, utf-16") from None
+        return value
 
     @model_validator(mode="after")
     def _splits(self) -> "DataSection":
@@ -254,7 +274,7 @@ class Recipe(Section):
     """A whole run. ``data`` is the task's own section (see :func:`recipe_model`)."""
 
     task: str = Field(description="The task; one of hf_toolkit.tasks.TASKS (checked by hf_toolkit.checks).")
-    seed: int = Field(42, description="Seeds data shuffling and weight initialisation.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seeds data shuffling and weight initialisation.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
         None, description="Mixed precision; 'auto' picks bf16/fp16/fp32 for the hardware. None: training.bf16/fp16 as written."
     )

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
@@ -47,6 +47,16 @@ class TextClassificationData(DataSection):
     """``data`` options of text-classification."""
 
     max_length: int | None = Field(None, ge=8, description="Tokens per text (pair); null: min(512, the model's context).")
+    labels: list[str | int] | None = Field(
+        None, min_length=2, description="The label set, in id order (e.g. [neg, pos]); a row with another label is an error. "
+        "null: the labels seen in data.train, sorted.")
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, value: list[str | int] | None) -> list[str | int] | None:
+        if value is not None and len({str(v) for v in value}) < len(value):
+            raise ValueError(f"labels are listed twice: {value}; list each label once")
+        return value
 
 
 class TextClassification(Task):
@@ -60,9 +70,17 @@ class TextClassification(Task):
     eval_metrics = METRICS
     predicts = True
 
+    def read_rows(self, dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
+        """Rows as loaded; with ``data.labels``, every label must be one of them (row numbers of the file)."""
+        labels = getattr(data, "labels", None)
+        if labels is not None:
+            check_declared_labels(dataset, data.columns.get("label", "label"), [str(v) for v in labels], where=where)
+        return dataset
+
     def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
         """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
-        names = label_names(splits)
+        declared = recipe.data.labels if recipe is not None else None
+        names = [str(v) for v in declared] if declared is not None else label_names(splits)
         if len(names) < 2:
             raise DataError(f"data.train: only one label ({names[0]!r}); a classifier needs at least two")
         check_labels(splits, names)
@@ -194,6 +212,24 @@ def check_labels(splits: "DatasetDict", names: list[str]) -> None:
             "WARNING: the training labels are strongly imbalanced (%s). Accuracy can look good while the "
             "small classes are never predicted: watch the macro F1, and consider rebalancing the data.",
             shown,
+        )
+
+
+def check_declared_labels(dataset: "Dataset", column: str, names: list[str], *, where: str) -> None:
+    """Every label in `column` of a split as loaded (rows numbered from 1) is one of ``data.labels``."""
+    from datasets import ClassLabel
+
+    if column not in dataset.column_names:
+        return  # select_roles names the missing column
+    feature = dataset.features[column]
+    values = [feature.names[v] if isinstance(feature, ClassLabel) and 0 <= v < len(feature.names) else v
+              for v in dataset[column]]
+    rows = [i for i, v in enumerate(values) if str(v) not in names]
+    if rows:
+        shown = ", ".join(f"row {i + 1} ({values[i]!r})" for i in rows[:5])
+        raise DataError(
+            f"{where}: {len(rows)} row(s) with a label outside data.labels [{', '.join(names)}]: {shown}"
+            f"{' ...' if len(rows) > 5 else ''}; fix or drop those rows, or add the label to data.labels"
         )
 
 

@@ -1,0 +1,95 @@
+"""Local data files checked before, or when, the ``datasets`` builders read them, so a broken file
+is one message with its file and line (what, where, how to fix) rather than a builder's traceback.
+
+- :func:`check_shape`: a CSV/TSV whose rows do not all have the header's number of fields (pandas
+  would silently fill short rows with nulls). Run on every CSV/TSV before it is loaded.
+- :func:`explain_failure`: after a builder failed, the first line that is not text in the
+  expected encoding (and the ``data.encoding`` to use), or the first line that is not JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from hf_toolkit.errors import DataError
+
+ENCODING_HINT = "set data.encoding to the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8"
+
+
+def check_shape(path: Path, shown: str, *, delimiter: str, encoding: str) -> None:
+    """A CSV/TSV whose data rows have another number of fields than its header: the first such line."""
+    try:
+        with open(path, newline="", encoding=encoding) as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                return
+            rows = 0
+            for row in reader:
+                rows += bool(row)
+                if row and len(row) != len(header):
+                    kind = "TSV" if delimiter == "\t" else "CSV"
+                    raise DataError(
+                        f"{shown}:{reader.line_num}: {len(row)} fields where the header has {len(header)} "
+                        f"({', '.join(header)}); every {kind} row needs one value per column (quote values that "
+                        "contain the delimiter)"
+                    )
+            if not rows:
+                raise DataError(f"{shown}: no rows, only the header line; give a file with at least one row")
+    except UnicodeDecodeError:
+        explain_failure(path, shown, kind="csv", encoding=encoding)
+    except csv.Error as error:
+        raise DataError(f"{shown}: not a valid CSV file ({error})") from None
+
+
+def explain_failure(path: Path, shown: str, *, kind: str, encoding: str) -> None:
+    """Raise a DataError naming the first undecodable or (for json) unparsable line; return when none is found."""
+    _check_encoding(path, shown, encoding)
+    if kind == "json":
+        _check_json(path, shown, encoding)
+
+
+def _check_encoding(path: Path, shown: str, encoding: str) -> None:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{shown}:{number}: not {encoding} text (byte {line[error.start:error.start + 1]!r} at column "
+                    f"{error.start + 1}); {ENCODING_HINT}"
+                ) from None
+
+
+def _check_json(path: Path, shown: str, encoding: str) -> None:
+    """One JSON document, or JSON lines (one object a line): the first line that breaks it."""
+    text = path.read_text(encoding=encoding)
+    try:
+        json.loads(text)
+        return
+    except json.JSONDecodeError as document_error:
+        lines = text.splitlines()
+        first = next((line for line in lines if line.strip()), None)
+        if first is None:
+            raise DataError(f"{shown}: no rows (the file holds only blank lines); give a file with at least one row") from None
+        try:
+            json.loads(first)
+        except json.JSONDecodeError:  # not JSON lines: the document's own error
+            raise DataError(f"{shown}:{document_error.lineno}: not valid JSON ({document_error.msg}, column "
+                            f"{document_error.colno}); fix the file (a .jsonl file holds one JSON object a line)") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{shown}:{number}: not valid JSON ({error.msg}, column {error.colno}); "
+                            "each line of a JSON-lines file must be one complete JSON object") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{shown}:{number}: a JSON-lines row must be an object {{\"column\": value, ...}} "
+                            f"(got {type(value).__name__})")
