@@ -78,13 +78,31 @@ def finetune(
     nproc: Annotated[
         int, typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo).")
     ] = 1,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Do everything up to the first training step (checks, data, tokenizer, model, Trainer), then "
+        "print the plan instead of training: resolved recipe, rows, three examples with their loss mask, token "
+        "lengths, steps, parameters, a memory estimate. Nothing is trained or written.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as one JSON object.")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
     from hf_toolkit import console, launch
     from hf_toolkit.checks import check_run
 
+    if json_output and not dry_run:
+        raise HftkError("--json prints the plan of --dry-run; add --dry-run (training itself prints its metrics)")
+    if dry_run and (check or nproc > 1):
+        raise HftkError(f"--dry-run goes without {'--check' if check else '--nproc'}: it plans one process's run")
     console.setup(verbose, data_bars=True)
+    if dry_run:
+        import json
+
+        from hf_toolkit.plan import format_plan
+        from hf_toolkit.train import finetune as run_finetune
+
+        plan = run_finetune(recipe, set_, dry_run=True)
+        typer.echo(json.dumps(plan.to_json(), ensure_ascii=False, indent=2) if json_output else format_plan(plan))
+        return
 
     if check or (nproc > 1 and not launch.in_distributed_launch()):
         check_run(recipe, set_)  # report recipe mistakes once, before starting processes

@@ -29,9 +29,16 @@ class RunResult:
     metrics: dict[str, float]
 
 
-def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
-    """Train the model a recipe describes and save it; return the run directory and final metrics."""
+def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False) -> RunResult:
+    """Train the model a recipe describes and save it; return the run directory and final metrics.
+
+    ``dry_run``: stop once the Trainer is built and return its plan (:mod:`hf_toolkit.plan`) instead.
+    """
+    import time
+
     from transformers import set_seed
+
+    started = time.perf_counter()
 
     checked = check_run(recipe_path, overrides)
     recipe, task, args = checked.recipe, checked.task, checked.args
@@ -55,7 +62,13 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
         if args.process_index == 0:
             logger.info(modeling.describe(model))
         prepared = task.prepare(recipe, splits, tokenizer, model)
+    output_dir_existed = Path(args.output_dir).exists()
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
+    if dry_run:
+        from hf_toolkit import plan
+
+        return plan.make_plan(checked, splits, tokenizer, model, prepared, trainer, recipe_path=recipe_path,
+                              started=started, created_output_dir=not output_dir_existed)
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
 
     metrics = dict(train_output.metrics)

@@ -148,6 +148,26 @@ class Task(ABC):
         return metrics
 
     # ----------------------------------------------------------------------------------------
+    # hftk finetune --dry-run
+
+    def loss_view(self, recipe: Recipe, tokenizer: Any, model: Any, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
+        """One training example as the collator hands it to the model (plain lists), decoded to text in
+        named parts, each a list of (text, carries loss) pieces, for ``hftk finetune --dry-run``.
+
+        Default: ``input_ids`` with the tokens whose ``labels`` are -100 carrying no loss (packed
+        language-model blocks carry loss everywhere; a decoder-only prompt none). Tasks whose loss
+        lives elsewhere (a label, answer positions, a decoder's target) override this.
+        """
+        ids, labels = example["input_ids"], example.get("labels")
+        carries = [label != IGNORE_INDEX for label in labels] if isinstance(labels, list) and len(labels) == len(ids) else [True] * len(ids)
+        return {"input": loss_pieces(tokenizer, ids, carries)}
+
+    def truncation_limit(self, recipe: Recipe, tokenizer: Any, model: Any) -> int | None:
+        """Tokens of an input (its input roles together, special tokens included) beyond which
+        :meth:`prepare` cuts it; None when the task packs text into blocks and cuts nothing."""
+        return None
+
+    # ----------------------------------------------------------------------------------------
     # Applying a trained model
 
     def metric_options(self, recipe: Recipe | None) -> dict[str, Any]:
@@ -187,6 +207,24 @@ class Task(ABC):
     def format_record(self, record: dict[str, Any]) -> str:
         """One ``hftk predict`` record for a terminal (the --json output is the record itself)."""
         return str(record)
+
+
+IGNORE_INDEX = -100
+"""Label of a position that carries no loss."""
+
+
+def loss_pieces(tokenizer: Any, ids: list[int], carries: list[bool]) -> list[tuple[str, bool]]:
+    """`ids` decoded in runs of equal `carries`: [(text, carries loss), ...] (padding left out)."""
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    pad = tokenizer.pad_token_id
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or carries[end] != carries[start]:
+            run = [t for t in ids[start:end] if t != pad or carries[start]]
+            if run:
+                pieces.append((tokenizer.decode(run), carries[start]))
+            start = end
+    return pieces
 
 
 def add_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:

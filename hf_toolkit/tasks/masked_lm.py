@@ -29,7 +29,7 @@ from pydantic import Field
 from hf_toolkit import modeling
 from hf_toolkit.errors import DataError, HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import Task, add_perplexity
+from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -132,6 +132,23 @@ class MaskedLM(Task):
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
         return add_perplexity(metrics, prefix)
+
+    def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
+        """The input as the collator masked it: each position with a loss shown as `input→original`
+        ([MASK]→paris, or a random or kept token), the rest carrying no loss."""
+        pieces: list[tuple[str, bool]] = []
+        for token, label in zip(example["input_ids"], example["labels"]):
+            if label != IGNORE_INDEX:
+                pieces.append((f"{tokenizer.decode([token])}→{tokenizer.decode([label])} ", True))
+            elif pieces and not pieces[-1][1]:
+                pieces[-1] = (pieces[-1][0] + [token], False)
+            else:
+                pieces.append(([token], False))
+        return {"input": [(text if loss else " " + tokenizer.decode(text) + " ", loss) for text, loss in pieces]}
+
+    def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
+        """line_by_line truncates each line; packed text is cut into blocks, nothing lost."""
+        return (recipe.data.max_length or min(DEFAULT_LENGTH, context_length(model))) if recipe.data.line_by_line else None
 
     # ----------------------------------------------------------------------------------------
     # Inference (hftk predict, hftk eval --model)

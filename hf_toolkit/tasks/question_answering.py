@@ -32,7 +32,7 @@ from pydantic import Field
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import Task
+from hf_toolkit.tasks.base import Task, loss_pieces
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
@@ -131,6 +131,17 @@ class QuestionAnswering(Task):
             tokenizer = copy.copy(tokenizer)  # the caller's tokenizer keeps its own padding side
             tokenizer.padding_side = "right"
         return {"data_collator": DataCollatorWithPadding(tokenizer)}
+
+    def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
+        """The window with the answer span (start to end position, the loss's targets) unmarked; a window
+        without the answer points at token 0 ([CLS])."""
+        start, end = int(example["start_positions"]), int(example["end_positions"])
+        ids = example["input_ids"]
+        return {"window": loss_pieces(tokenizer, ids, [start <= i <= end for i in range(len(ids))])}
+
+    def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
+        """Question + context past data.max_length tokens: the context is cut into overlapping windows."""
+        return recipe.data.max_length
 
     def evaluate(self, trainer, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
         """Loss over the windows, then SQuAD exact match / F1 over the questions (post-processed answers)."""

@@ -170,6 +170,19 @@ class Seq2SeqTask(Task):
             for name, dataset in splits.items()
         })
 
+    def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
+        """Encoder-decoder: the source (no loss) and the target the decoder is trained to write.
+        Decoder-only: one sequence, its -100 prompt part carrying no loss (the default view)."""
+        if model_shape(model) == "decoder-only":
+            return super().loss_view(recipe, tokenizer, model, example)
+        writer = self.target_tokenizer(recipe, tokenizer)
+        target = [t for t in example["labels"] if t != IGNORE_INDEX]
+        return {"source": [(tokenizer.decode(example["input_ids"]), False)], "target": [(writer.decode(target), True)]}
+
+    def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
+        """Sources are cut to data.max_source_length tokens."""
+        return max_source_length(recipe, tokenizer, model)
+
     def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
         """Collator padding labels with -100, and generation-based metrics."""
         from transformers import DataCollatorForSeq2Seq

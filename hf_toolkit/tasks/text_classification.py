@@ -120,6 +120,14 @@ class TextClassification(Task):
 
         return {"data_collator": DataCollatorWithPadding(tokenizer), "compute_metrics": compute_metrics}
 
+    def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
+        """The text (no loss of its own) and the label the loss is computed on."""
+        return {"input": [(tokenizer.decode(example["input_ids"]), False)],
+                "label": [(str(model.config.id2label[int(example["labels"])]), True)]}
+
+    def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
+        return max_length_for(recipe.data.max_length, model)
+
     # ----------------------------------------------------------------------------------------
     # Inference (hftk predict, hftk eval --model)
 
