@@ -229,9 +229,11 @@ def generation(work: Path, quick: bool, state: dict) -> list[Row]:
         return len(prompts) / (time.perf_counter() - start)
 
     def raw() -> None:
+        """What a user writes: encode with left padding, generate, decode the new tokens."""
         inputs = tokenizer(prompts, return_tensors="pt", padding=True)
         with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            output = model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     repeats = 1 if quick else 3
     batched, single, plain = median_of(
