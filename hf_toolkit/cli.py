@@ -337,6 +337,40 @@ def predict(
             typer.echo(task.format_record(record))
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  hftk serve runs/quickstart                      # http://127.0.0.1:8000/ : playground; POST /v1/completions\n\n"
+        "  hftk serve runs/sentiment-minilm --port 8080    # POST /v1/classify\n\n"
+        "  hftk serve runs/quickstart --max-tokens-limit 256 --max-n 4"
+    )
+)
+@user_errors
+def serve(
+    model: Annotated[str, typer.Argument(help="Run directory, local model directory or hub id.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 512,
+    max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt, in tokens.")] = 2048,
+    max_n: Annotated[int, typer.Option(min=1, help="Largest n (sequences per prompt).")] = 8,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most prompts or inputs in one request.")] = 64,
+    max_top_k: Annotated[int, typer.Option(min=1, help="Largest fill-mask top_k.")] = 50,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body, in bytes.")] = 1_000_000,
+    max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait for the model; more get 503.")] = 256,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve a run over HTTP: OpenAI-compatible completions for generative runs, /v1/classify,
+    /v1/answer or /v1/fill-mask for the other heads, and a playground page at /."""
+    from hf_toolkit import console
+    from hf_toolkit.serving.limits import Limits
+    from hf_toolkit.serving.server import serve as run_serve
+
+    console.setup(verbose)
+    limits = Limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit,
+                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue)
+    run_serve(model, host=host, port=port, limits=limits)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -114,11 +114,15 @@ class Generator:
             return self.task.continues_prompt
         return not self.model.config.is_encoder_decoder
 
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        """Input ids of every prompt as the run's training encoded its inputs, not yet fitted to any length."""
+        return (self.task.encode_prompts(self.recipe, self.tokenizer, self.model, prompts) if self.task is not None
+                else self.tokenizer(prompts)["input_ids"])
+
     def prompt_ids(self, prompts: list[str], config, given: dict[str, Any]) -> list[list[int]]:
         """Input ids of every prompt, encoded as the run's training encoded its inputs, and checked
         against the lengths asked for before anything is generated (see :func:`fit_lengths`)."""
-        ids = (self.task.encode_prompts(self.recipe, self.tokenizer, self.model, prompts) if self.task is not None
-               else self.tokenizer(prompts)["input_ids"])
+        ids = self.encode(prompts)
         if self.model.config.is_encoder_decoder:
             return ids  # the encoder's input: the decoder starts on its own, the task truncates sources
         ids = [row or self.start_ids() for row in ids]

@@ -1,0 +1,67 @@
+"""The FastAPI app factory: one loaded run (an :class:`~hf_toolkit.serving.engine.Engine`) -> its routes.
+
+Routes: ``GET /`` (the playground page, ``page.html``), ``GET /health``, ``GET /info`` (what the
+page and clients need: model id, task, endpoint, chat, mask token, limits, decoding defaults),
+the OpenAI-compatible routes (:mod:`hf_toolkit.serving.openai_api`) and the task routes
+(:mod:`hf_toolkit.serving.task_api`). A run answers only its own task's endpoint. There is no
+route that loads a model or reads or writes a file, and FastAPI's /docs pages (which fetch their
+scripts from a CDN) are off; /openapi.json describes the routes.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from hf_toolkit.serving import openai_api, task_api
+from hf_toolkit.serving.engine import Engine
+from hf_toolkit.serving.errors import install
+from hf_toolkit.serving.limits import BodySizeLimit, Limits
+
+PAGE = "page.html"
+GENERATION_FIELDS = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "num_beams",
+                     "repetition_penalty")
+
+
+def create_app(engine: Engine, limits: Limits | None = None) -> Any:
+    """The app serving `engine`'s run; the engine's worker stops with the app."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    limits = limits or engine.limits
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        engine.close()
+
+    app = FastAPI(title=f"hftk serve: {engine.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodySizeLimit, limit=limits.max_body_bytes)
+    install(app)
+    page = resources.files("hf_toolkit.serving").joinpath(PAGE).read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def playground() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": engine.name, "queued": engine.worker.waiting}
+
+    @app.get("/info")
+    def info() -> dict:
+        defaults = {}
+        if engine.generates:
+            defaults = {key: getattr(engine.defaults, key, None) for key in GENERATION_FIELDS}
+            defaults = {key: value for key, value in defaults.items() if value is not None}
+        return {
+            "model": engine.name, "task": engine.kind, "endpoint": engine.endpoint, "chat": engine.chat,
+            "continues_prompt": engine.generator.continues_prompt if engine.generates else None,
+            "mask_token": getattr(engine.tokenizer, "mask_token", None), "limits": limits.public(),
+            "generation_defaults": defaults,
+        }
+
+    openai_api.add_routes(app, engine, limits)
+    task_api.add_routes(app, engine, limits)
+    return app

@@ -1,0 +1,96 @@
+"""What one request may ask of the server, and the checks that refuse more with a 4xx naming the limit.
+
+:class:`Limits` holds the bounds (each one an ``hftk serve`` option); :func:`check` compares a
+number with its bound and raises :class:`~hf_toolkit.serving.errors.ApiError` (400) whose message
+names the field, the limit and the option that sets it. :class:`BodySizeLimit` is the ASGI
+middleware that refuses a request body over ``max_body_bytes`` (413) before it is parsed, whether
+or not the client sent a Content-Length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hf_toolkit.serving.errors import ApiError, body
+
+# Field -> the hftk serve option that sets its bound.
+OPTION = {
+    "max_body_bytes": "--max-body-bytes",
+    "max_prompt_tokens": "--max-prompt-tokens",
+    "max_tokens": "--max-tokens-limit",
+    "n": "--max-n",
+    "max_batch": "--max-batch",
+    "top_k": "--max-top-k",
+    "max_queue": "--max-queue",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one request (and on the queue in front of the model)."""
+
+    max_body_bytes: int = 1_000_000
+    max_prompt_tokens: int = 2048  # and never more than the model's context
+    max_tokens: int = 512  # new tokens per sequence (OpenAI max_tokens)
+    n: int = 8  # sequences per prompt (OpenAI n)
+    max_batch: int = 64  # prompts or inputs per request
+    top_k: int = 50  # fill-mask candidates per mask
+    max_queue: int = 256  # requests waiting for the model; more get 503
+
+    def public(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def check(field: str, value: int, limit: int, limit_name: str | None = None, what: str | None = None,
+          param: str | None = None) -> None:
+    """Refuse `value` over `limit` with a message naming the field, the limit and the option."""
+    if value > limit:
+        option = OPTION[limit_name or field]
+        raise ApiError(400, f"{field}: {what or value} is over this server's limit of {limit} "
+                            f"(hftk serve {option} sets it)", param=param or field)
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before any endpoint reads it."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        data, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()  # http.disconnect, for streaming endpoints that watch for it
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        import json
+
+        message = (f"request body is over this server's limit of {self.limit} bytes "
+                   f"(hftk serve {OPTION['max_body_bytes']} sets it); send less text per request")
+        payload = json.dumps(body(message, param="body")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})

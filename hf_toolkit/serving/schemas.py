@@ -1,0 +1,108 @@
+"""Request bodies the server accepts: one pydantic model per endpoint, unknown fields refused.
+
+Static bounds (types, ``max_tokens >= 1``, ``0 <= temperature <= 2``) live here; the bounds an
+operator sets (``hftk serve --max-tokens-limit`` and the like) are checked by
+:mod:`hf_toolkit.serving.limits`. The OpenAI endpoints take the OpenAI field names; OpenAI fields
+hftk does not implement (``logprobs``, ``echo``, ``best_of``, ...) are refused by name rather
+than silently ignored. Responses are the ``openai`` package's own types (see
+:mod:`hf_toolkit.serving.openai_api`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# OpenAI request fields hftk serve does not implement: refused by name (400), never silently ignored.
+UNSUPPORTED = ("best_of", "echo", "logprobs", "top_logprobs", "logit_bias", "suffix", "presence_penalty",
+               "frequency_penalty", "stream_options", "tools", "tool_choice", "functions", "function_call",
+               "response_format", "parallel_tool_calls")
+
+Texts = Union[str, list[str]]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = Field(None, description="The served model's id (GET /v1/models); optional.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            named = [key for key in UNSUPPORTED if key in data and key not in cls.model_fields]
+            if named:
+                raise ValueError(f"{', '.join(named)}: OpenAI field{'s' if len(named) > 1 else ''} not supported by "
+                                 "hftk serve; remove it")
+        return data
+
+
+class Decoding(Request):
+    """The OpenAI decoding fields, mapped onto hftk's generation options (hf_toolkit.serving.openai_api)."""
+
+    max_tokens: Optional[int] = Field(None, ge=1, description="New tokens per sequence (default: the run's generation config).")
+    temperature: Optional[float] = Field(None, ge=0, le=2, description="0: greedy; > 0: sampling at that temperature.")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling.")
+    n: int = Field(1, ge=1, description="Sequences per prompt (needs sampling when above 1).")
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Up to 4 strings; the text ends before the first.")
+    seed: Optional[int] = None
+    stream: bool = False
+    user: Optional[str] = None  # accepted for compatibility; not used
+
+    @model_validator(mode="after")
+    def _stops(self) -> "Decoding":
+        stops = self.stops
+        if len(stops) > 4:
+            raise ValueError("stop: at most 4 stop strings")
+        if any(not s for s in stops):
+            raise ValueError("stop: a stop string may not be empty")
+        return self
+
+    @property
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class CompletionRequest(Decoding):
+    prompt: Texts = Field(..., description="A prompt, or a list of prompts (batched).")
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: Union[str, list[TextPart]]
+    name: Optional[str] = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class ChatRequest(Decoding):
+    messages: list[Message] = Field(..., min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, description="Same as max_tokens (the newer OpenAI name).")
+
+
+class ClassifyRequest(Request):
+    text: Texts
+    text_pair: Optional[Texts] = Field(None, description="Second text of each pair (one per text).")
+
+
+class AnswerRequest(Request):
+    question: Texts
+    context: Texts = Field(..., description="One context per question, or one for all questions.")
+
+
+class FillMaskRequest(Request):
+    text: Texts = Field(..., description="Text(s) holding the tokenizer's mask token.")
+    top_k: int = Field(5, ge=1, description="Candidates per mask token.")
+
+
+def as_list(value: Texts | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,98 @@
+"""``hftk serve``: check the address, load the run once, and run the app under uvicorn until SIGTERM/Ctrl-C.
+
+Everything a user can get wrong (a missing extra, a bad host, a port in use, a run that does not
+exist) is an :class:`~hf_toolkit.errors.HftkError` raised before the model loads. uvicorn handles
+SIGTERM and SIGINT: it stops accepting connections, gives open requests ``GRACE_SECONDS`` to finish
+(a generation in progress is stopped at its next piece) and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import threading
+
+from hf_toolkit.errors import HftkError
+from hf_toolkit.serving.limits import Limits
+
+GRACE_SECONDS = 5
+
+
+def check_available() -> None:
+    """The serve extra is installed (fastapi, uvicorn, openai)."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise HftkError(f"hftk serve needs {', '.join(missing)}: pip install 'hf_toolkit[serve]'")
+
+
+def check_address(host: str, port: int) -> None:
+    """The address can be bound (checked before the model loads, which takes a while)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise HftkError(f"--host {host}: not an address of this machine ({error.strerror}); "
+                        "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise HftkError(f"cannot listen on {host}:{port}: {error.strerror}; give another --port "
+                            "(or stop what uses it)") from None
+
+
+def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          log_level: str = "info") -> None:
+    """Serve `reference` (run directory, local model directory or hub id) until stopped."""
+    from hf_toolkit import rundir
+
+    check_available()
+    run = rundir.open_run(reference)
+    check_address(host, port)
+    import uvicorn
+
+    from hf_toolkit.serving.app import create_app
+    from hf_toolkit.serving.engine import Engine
+
+    engine = Engine.from_run(run, limits or Limits())
+    app = create_app(engine)
+    chat = f" and {'/v1/chat/completions'}" if engine.chat else ""
+    shown = f"[{host}]" if ":" in host else host
+    print(f"hftk: serving {engine.name} ({engine.kind}): POST {engine.endpoint}{chat}; playground http://{shown}:{port}/",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
+    _Server(config).run()
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, exiting with status 0 after a graceful shutdown on SIGTERM/SIGINT.
+
+        uvicorn re-raises the signal once it has shut down (so the process dies of it, status
+        -15); a service manager or test asking the server to stop should see it stop cleanly.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def _Server(config):  # noqa: N802 - a class made on first use (uvicorn is imported lazily)
+    return _server_class()(config)
