@@ -222,6 +222,42 @@ def generate(
             typer.echo(f"=== {r.prompt}\n{r.prompt + r.text if r.continues_prompt else r.text}\n")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  hftk chat runs/quickstart\n\n"
+        "  hftk chat runs/my-chat-model --do-sample --temperature 0.7 --max-new-tokens 200 --system 'You are terse.'"
+    )
+)
+@user_errors
+def chat(
+    run_dir: Annotated[str, typer.Argument(help="A generative run directory (causal-lm, summarization, translation) or model.")],
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens per reply (default: the run's, else 50).")] = None,
+    do_sample: Annotated[Optional[bool], typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (> 0).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0)] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (0-1].")] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option(help="> 1 discourages repeating tokens.")] = None,
+    system: Annotated[Optional[str], typer.Option(help="A system message put before the conversation.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for sampling.")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Talk with a generative run in the terminal: each reply streams as it is generated.
+
+    The history goes into every prompt: through the tokenizer's chat template when it has one,
+    else as plain text (the turns joined by newlines, oldest turns dropped to fit the context).
+    /reset clears the history, /exit (or Ctrl-D) quits. Classifier, QA and fill-mask runs answer
+    through hftk predict instead.
+    """
+    from hf_toolkit import chat as chat_lib
+    from hf_toolkit import console
+
+    console.setup(verbose)
+    options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                   top_p=top_p, repetition_penalty=repetition_penalty)
+    chat_lib.run(chat_lib.open_chat(run_dir, options, system=system, seed=seed))
+
+
 @app.command("eval")
 @user_errors
 def eval_command(
