@@ -67,6 +67,24 @@ def build_bert(path: Path, head: str) -> Path:
     return path
 
 
+def build_bart(path: Path) -> Path:
+    """A 1-layer BART (encoder-decoder) with the GPT-2 tokenizer: its output answers the prompt, not continues it."""
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration, GenerationConfig
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "gpt2"))
+    eos = tokenizer.eos_token_id
+    config = BartConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+                        pad_token_id=eos, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, decoder_start_token_id=eos)
+    model = BartForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(max_new_tokens=8, decoder_start_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def client_for(path: Path, **limits):
     from fastapi.testclient import TestClient
 
@@ -246,6 +264,18 @@ def test_after_bad_requests_the_server_still_answers(gpt2):
 def test_a_generative_run_points_task_endpoints_to_completions(gpt2):
     message = error_of(gpt2.post("/v1/classify", json={"text": "good"}), 404)
     assert "tiny-gpt2 is a causal-lm model" in message and "POST /v1/completions" in message
+
+
+def test_a_seq2seq_model_answers_rather_than_continues_as_hftk_generate(tmp_path, cli):
+    model = build_bart(tmp_path / "tiny-bart")
+    [expected] = generate_json(cli, model, "--prompt", "a long article about fishing")
+    with client_for(model) as client:
+        assert client.get("/info").json()["continues_prompt"] is False
+        plain = client.post("/v1/completions", json={"prompt": "a long article about fishing"}).json()
+        assert plain["choices"][0]["text"] == expected["text"] and expected["text"]
+        with client.stream("POST", "/v1/completions", json={"prompt": "a long article about fishing", "stream": True}) as response:
+            chunks = events(response)
+        assert "".join(c["choices"][0]["text"] for c in chunks) == expected["text"]  # the prompt is not echoed
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""hftk serve's playground page in a real headless Chromium, driven over the Chrome DevTools protocol.
+
+For a generative, a classifier and a QA run: load ``/``, fill the form, submit, and find the
+answer in the page (the streamed text equals the API's completion; the label is the API's; the
+answer is highlighted in the context). The server is the real app under uvicorn on a thread of the
+test process; the browser is Debian's ``chromium`` (``apt-get install chromium``), skipped with a
+reason where it is not installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_serve import build_bert, build_gpt2, free_port
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A headless Chromium with the DevTools protocol on a free port; yields the page's websocket."""
+    websocket = pytest.importorskip("websocket", reason="the browser test drives Chromium with websocket-client (dev extra)")
+    binary = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if binary is None:
+        pytest.skip("no Chromium binary found (apt-get install chromium): the playground page is not tested in a browser")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    process = subprocess.Popen(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            assert process.poll() is None, f"{binary} exited with status {process.returncode}"
+            assert time.monotonic() < deadline, f"{binary} did not open its DevTools port in 30 s"
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            page = next(t for t in json.load(response) if t["type"] == "page")
+        connection = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        yield Page(connection)
+        connection.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class Page:
+    """The few DevTools protocol calls the test needs: navigate, evaluate, wait for a condition."""
+
+    def __init__(self, connection):
+        self.connection, self.ids = connection, itertools.count(1)
+
+    def call(self, method: str, **params):
+        number = next(self.ids)
+        self.connection.send(json.dumps({"id": number, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.connection.recv())
+            if message.get("id") == number:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression)):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}; page: {self.evaluate('document.body.innerText')}"
+            time.sleep(0.1)
+        return value
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && document.body && document.body.dataset.state === 'ready'")
+
+    def fill_and_submit(self, values: dict[str, str], button: str) -> None:
+        assignments = "".join(f"document.getElementById({json.dumps(k)}).value = {json.dumps(v)};" for k, v in values.items())
+        self.evaluate(assignments + f"document.getElementById({json.dumps(button)}).click(); true")
+        state = self.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state")
+        assert state == "done", self.evaluate("document.getElementById('error').textContent")
+
+
+def serving(path: Path):
+    """The real app for the run at `path` under uvicorn on a thread; yields its URL."""
+    import uvicorn
+
+    from hf_toolkit.serving.app import create_app
+    from hf_toolkit.serving.engine import Engine
+    from hf_toolkit.serving.limits import Limits
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Engine.load(str(path), Limits())), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def serve(tmp_path):
+    running = []
+
+    def start(path: Path) -> str:
+        running.append(serving(path))
+        return running[-1][2]
+
+    yield start
+    for server, thread, _ in running:
+        server.should_exit = True
+        thread.join(10)
+
+
+def post(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def test_playground_streams_a_completion(browser, serve, tmp_path):
+    url = serve(build_gpt2(tmp_path / "tiny-gpt2"))
+    browser.open(url + "/")
+    assert browser.evaluate("document.body.dataset.form") == "generate-form"
+    browser.fill_and_submit({"prompt": "Once upon a time", "max_tokens": "10"}, "generate-submit")
+    expected = post(url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 10})["choices"][0]["text"]
+    assert browser.evaluate("document.getElementById('generated').textContent") == expected and expected
+    assert browser.evaluate("document.querySelector('#result .prompt').textContent") == "Once upon a time"
+
+
+def test_playground_classifies_a_text_with_label_scores(browser, serve, tmp_path):
+    url = serve(build_bert(tmp_path / "tiny-classifier", "classifier"))
+    browser.open(url + "/")
+    browser.fill_and_submit({"text": "a gorgeous, witty movie"}, "classify-submit")
+    [record] = post(url + "/v1/classify", {"text": "a gorgeous, witty movie"})["data"]
+    assert browser.evaluate("document.getElementById('label').textContent").startswith(record["label"] + " ")
+    assert browser.evaluate("document.querySelectorAll('#result .bar').length") == 3
+
+
+def test_playground_highlights_the_answer_in_the_context(browser, serve, tmp_path):
+    url = serve(build_bert(tmp_path / "tiny-qa", "qa"))
+    context = "Normandy is a region in France. It was named after the Normans."
+    browser.open(url + "/")
+    browser.fill_and_submit({"question": "Where is Normandy?", "context": context}, "answer-submit")
+    [record] = post(url + "/v1/answer", {"question": "Where is Normandy?", "context": context})["data"]
+    assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"] != ""
+    assert browser.evaluate("document.getElementById('highlighted').textContent") == context
