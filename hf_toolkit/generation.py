@@ -21,6 +21,7 @@ A run whose task encodes its inputs (summarization/translation: ``data.source_pr
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,11 +50,11 @@ class Generated:
     continues_prompt: bool = True  # False for summaries/translations: the text stands on its own
 
 
-def generation_config(model, tokenizer, options: dict[str, Any]):
-    """The model's generation config updated with the user's options (None means 'not given')."""
+def generation_config(model, tokenizer, options: dict[str, Any], *, base=None):
+    """The model's generation config (or `base`) updated with the user's options (None means 'not given')."""
     import copy
 
-    config = copy.deepcopy(model.generation_config)
+    config = copy.deepcopy(base if base is not None else model.generation_config)
     given = {k: v for k, v in options.items() if v is not None}
     if "max_length" in given:
         config.max_new_tokens = None
@@ -106,6 +107,8 @@ class Generator:
         if not self.model.config.is_encoder_decoder:
             self.tokenizer.padding_side = "left"
         self.writer = rundir.output_tokenizer(run, self.tokenizer)
+        # Each call starts from the run's own decoding settings, not from the previous call's.
+        self.defaults = copy.deepcopy(self._target().generation_config)
 
     @property
     def continues_prompt(self) -> bool:
@@ -139,10 +142,13 @@ class Generator:
         """The generation config of `options`, set on the model (see :func:`generation_config`)."""
         # The model carries the settings itself: a config passed to generate() would have its unset
         # fields (max_new_tokens=None under --max-length) filled back in from the model's.
-        config = generation_config(self.model, self.tokenizer, options)
-        target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        target.generation_config = config  # a PeftModel generates with its base model's config
+        config = generation_config(self.model, self.tokenizer, options, base=self.defaults)
+        self._target().generation_config = config
         return config
+
+    def _target(self):
+        """The model whose generation config generate() reads (a PeftModel generates with its base model's)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def generate(self, prompts: list[str], options: dict[str, Any], *, seed: int | None = None, batch_size: int = 8,
                  on_text: Callable[[str], None] | None = None) -> list[Generated]:

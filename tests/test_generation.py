@@ -234,3 +234,16 @@ def test_lengths_from_the_models_generation_config_are_named_as_such():
     with pytest.raises(HftkError, match=r"max_new_tokens 200 \(the model's generation_config.json.*--max-new-tokens 127"):
         fit_lengths([[1]], GenerationConfig(max_new_tokens=200), 128, {})
     assert fit_lengths([[1] * 500], GenerationConfig(max_new_tokens=200), None, {}) == [[1] * 500]  # no known context
+
+
+def test_one_generator_starts_every_call_from_the_runs_own_settings(tiny_gpt2):
+    """Options of one call (--max-length, sampling) do not leak into the next call of the same Generator."""
+    from hf_toolkit import rundir
+    from hf_toolkit.generation import Generator
+
+    generator = Generator(rundir.open_run(tiny_gpt2))
+    saved = generator.defaults.to_dict()
+    generator.generate(["Once upon"], {"max_length": 6, "do_sample": True, "temperature": 0.7}, seed=0)
+    config = generator.configure({})
+    assert config.max_length == saved["max_length"] and config.max_new_tokens == DEFAULT_MAX_NEW_TOKENS
+    assert not config.do_sample and config.temperature == saved["temperature"]
