@@ -1,20 +1,51 @@
-"""The Trainer's ``checkpoint-N`` directories in an output directory: which are complete, and
-which one ``training.resume_from_checkpoint`` resumes from.
+"""The Trainer's ``checkpoint-N`` directories in an output directory: which are complete, which
+one ``training.resume_from_checkpoint`` (``--resume``) resumes from, and whether the recipe still
+describes the run a checkpoint belongs to.
 
 The Trainer's own choice (the highest number) may be a save that a kill cut short: it has no
 ``trainer_state.json``, which the Trainer writes last, and resuming from it crashes.
+
+Every checkpoint also holds the recipe it was made with (``hftk_recipe.yaml``, the resolved
+recipe) and the sha256 of its local data files (``hftk_data.json``), written by
+:func:`recipe_saver` before the Trainer's own files (so a complete checkpoint has them).
+:func:`resume_changes` compares them with the recipe now: a change that alters the run (task,
+model, data or its content, batch size, lengths, seed, optimizer...) refuses the resume with the
+keys listed; a harmless one (:data:`HARMLESS`: logging, evaluation and saving frequency, more
+epochs or steps, decoding settings) is allowed and reported.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_toolkit.errors import Problem
 
+if TYPE_CHECKING:
+    from hf_toolkit.recipe.schema import Recipe
+
 TRAINER_STATE = "trainer_state.json"
 PREFIX = "checkpoint-"
+CHECKPOINT_RECIPE = "hftk_recipe.yaml"  # the same name as the run directory's resolved recipe
+CHECKPOINT_DATA = "hftk_data.json"
+# Recipe keys (dotted; a trailing '.' covers a whole section) whose change leaves a resumed run the
+# same run: how often it logs, evaluates and saves, how long it trains, what it reports, decoding.
+HARMLESS = (
+    "training.output_dir", "training.resume_from_checkpoint", "training.num_train_epochs", "training.max_steps",
+    "training.logging_steps", "training.logging_strategy", "training.logging_first_step", "training.logging_dir",
+    "training.eval_strategy", "training.eval_steps", "training.eval_delay", "training.eval_on_start",
+    "training.per_device_eval_batch_size", "training.eval_accumulation_steps", "training.save_strategy",
+    "training.save_steps", "training.save_total_limit", "training.report_to", "training.run_name",
+    "training.disable_tqdm", "training.dataloader_num_workers", "training.dataloader_pin_memory",
+    "training.dataloader_persistent_workers", "training.dataloader_prefetch_factor", "training.push_to_hub",
+    "training.hub_model_id", "training.hub_strategy", "training.hub_token", "training.hub_private_repo",
+    "training.include_num_input_tokens_seen", "training.predict_with_generate", "data.test", "data.max_eval_samples",
+    "generation.",
+)
 
 logger = logging.getLogger("hftk")
 
@@ -27,6 +58,126 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
         if suffix.isdigit() and (path / TRAINER_STATE).is_file():
             steps.append((int(suffix), path))
     return str(max(steps)[1]) if steps else None
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write a text file whole or not at all: a temporary file in the same directory, then os.replace."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def data_fingerprints(recipe: "Recipe") -> dict[str, dict[str, Any]]:
+    """Split -> {file, sha256} of each local data file the recipe trains or evaluates on."""
+    from hf_toolkit.recipe.paths import resolve_path
+
+    found = {}
+    for split, source in recipe.data.sources():
+        if source.file is None:
+            continue
+        path = resolve_path(source.file)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        found[split] = {"file": source.file, "sha256": digest.hexdigest()}
+    return found
+
+
+def save_recipe(checkpoint: str | Path, recipe: "Recipe", fingerprints: dict[str, dict[str, Any]]) -> None:
+    """The recipe and data fingerprints a checkpoint was made with, into its directory."""
+    import yaml
+
+    checkpoint = Path(checkpoint)
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    write_atomically(checkpoint / CHECKPOINT_DATA, json.dumps(fingerprints, indent=2) + "\n")
+    write_atomically(checkpoint / CHECKPOINT_RECIPE, yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True))
+
+
+def recipe_saver(recipe: "Recipe") -> Any:
+    """A TrainerCallback writing the recipe and data fingerprints into each checkpoint (rank 0):
+    when a save is decided (step or epoch end, before the Trainer writes) and again on save (a
+    save decided by the best metric)."""
+    from transformers import TrainerCallback
+
+    class SaveRecipe(TrainerCallback):
+        fingerprints: dict | None = None
+
+        def _write(self, args, state) -> None:
+            if not state.is_world_process_zero:
+                return
+            if self.fingerprints is None:
+                self.fingerprints = data_fingerprints(recipe)
+            save_recipe(Path(args.output_dir) / f"{PREFIX}{state.global_step}", recipe, self.fingerprints)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                self._write(args, state)
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                self._write(args, state)
+
+        def on_save(self, args, state, control, **kwargs):
+            if not (Path(args.output_dir) / f"{PREFIX}{state.global_step}" / CHECKPOINT_RECIPE).is_file():
+                self._write(args, state)
+
+    return SaveRecipe()
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted key (an empty mapping has no leaves: ``config: {}`` is no setting)."""
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def _harmless(key: str) -> bool:
+    return any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS)
+
+
+def resume_changes(recipe: "Recipe", checkpoint: str | Path) -> tuple[list[Problem], list[str]]:
+    """(changes that refuse the resume, one Problem per key; harmless changes, described) between
+    the recipe a checkpoint was made with and `recipe`."""
+    import yaml
+
+    checkpoint = Path(checkpoint)
+    saved_file = checkpoint / CHECKPOINT_RECIPE
+    if not saved_file.is_file():
+        return [], [f"{checkpoint} holds no {CHECKPOINT_RECIPE} (not written by this hftk): the recipe could not be "
+                    "compared with the one it was made with"]
+    then = _flat(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    now = _flat(recipe.dump())
+    fingerprints_file = checkpoint / CHECKPOINT_DATA
+    old_data = json.loads(fingerprints_file.read_text(encoding="utf-8")) if fingerprints_file.is_file() else {}
+    new_data = data_fingerprints(recipe)
+    problems, harmless = [], []
+    fix = f"set it back to resume from {checkpoint.name}, or start a new run with --overwrite (or another training.output_dir)"
+    for split in sorted(set(old_data) | set(new_data)):
+        key = f"data.{split}"
+        old, new = old_data.get(split), new_data.get(split)
+        then.pop(key, None), now.pop(key, None)
+        if old and new and old["sha256"] == new["sha256"]:
+            if old["file"] != new["file"]:
+                harmless.append(f"{key}: {old['file']} -> {new['file']} (same content)")
+            continue
+        if split == "test":  # scored once at the end: no part of the training
+            harmless.append(f"{key}: changed (scored only at the end)")
+            continue
+        what = ("its content changed since the checkpoint (sha256 differs)" if old and new and old["file"] == new["file"]
+                else f"was {old['file'] if old else 'not set'} when {checkpoint.name} was saved, now {new['file'] if new else 'not set'}")
+        problems.append(Problem(("data", split), f"{what}; {fix}"))
+    for key in sorted(set(then) | set(now)):
+        old, new = then.get(key, "(not set)"), now.get(key, "(not set)")
+        if old == new or key == "training.resume_from_checkpoint":
+            continue
+        if _harmless(key):
+            harmless.append(f"{key}: {old} -> {new}")
+        else:
+            problems.append(Problem(tuple(key.split(".")), f"{old!r} when {checkpoint.name} was saved, now {new!r}; "
+                                                           f"resuming would not continue the same run; {fix}"))
+    return problems, harmless
 
 
 def resume_problems(args: Any) -> list[Problem]:
@@ -42,9 +193,15 @@ def resume_problems(args: Any) -> list[Problem]:
     return []
 
 
-def resume_point(args: Any) -> str | None:
+def resume_target(args: Any) -> str | None:
     """The checkpoint ``training.resume_from_checkpoint`` names (true: the newest complete one), or None."""
     resume = latest_checkpoint(args.output_dir) if args.resume_from_checkpoint is True else args.resume_from_checkpoint
+    return resume or None
+
+
+def resume_point(args: Any) -> str | None:
+    """:func:`resume_target`, said on the log."""
+    resume = resume_target(args)
     if resume:
         logger.info("resuming from %s", resume)
     return resume or None

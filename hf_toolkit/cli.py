@@ -41,8 +41,9 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except HftkError as error:
-            typer.echo(f"hftk: error: {error}", err=True)
-            raise typer.Exit(2) from None
+            if str(error):  # other ranks of a stopped run leave the message to rank 0
+                typer.echo(f"hftk: error: {error}", err=True)
+            raise typer.Exit(getattr(error, "exit_code", 2)) from None  # 2; a run stopped by a signal: 128 + it
 
     return wrapper
 
@@ -83,9 +84,18 @@ def finetune(
         "print the plan instead of training: resolved recipe, rows, three examples with their loss mask, token "
         "lengths, steps, parameters, a memory estimate. Nothing is trained or written.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as one JSON object.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in the output directory from its newest complete checkpoint (the same as "
+        "training.resume_from_checkpoint: true); refused when the recipe changed in a way that matters.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the run the output directory holds (its checkpoints and files are deleted first).")] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory."""
+    """Fine-tune a model as a YAML recipe describes, and save it as a Hugging Face model directory.
+
+    A run into an output directory that holds a run needs --resume or --overwrite. SIGTERM or
+    Ctrl-C saves a checkpoint and stops (exit 143 / 130); --resume continues from it.
+    """
     from hf_toolkit import console, launch
     from hf_toolkit.checks import check_run
 
@@ -104,17 +114,20 @@ def finetune(
         typer.echo(json.dumps(plan.to_json(), ensure_ascii=False, indent=2) if json_output else format_plan(plan))
         return
 
+    checked = None
     if check or (nproc > 1 and not launch.in_distributed_launch()):
-        check_run(recipe, set_)  # report recipe mistakes once, before starting processes
+        # report recipe mistakes once, before starting processes
+        checked = check_run(recipe, set_, resume=resume, overwrite=overwrite)
     if check:
         typer.echo(f"{recipe}: OK")
         return
-    if nproc > 1 and not launch.in_distributed_launch():
-        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_], *(["--verbose"] if verbose else [])]
-        raise typer.Exit(launch.relaunch(nproc, argv))
+    if checked is not None:
+        flags = [*(["--resume"] if resume else []), *(["--overwrite"] if overwrite else []), *(["--verbose"] if verbose else [])]
+        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_], *flags]
+        raise typer.Exit(launch.relaunch(nproc, argv, output_dir=checked.args.output_dir, overwrite=overwrite))
     from hf_toolkit.train import finetune as run_finetune
 
-    result = run_finetune(recipe, set_)
+    result = run_finetune(recipe, set_, resume=resume, overwrite=overwrite)
     if not launch.is_main_process():
         return
     typer.echo(f"Saved to {result.output_dir}")

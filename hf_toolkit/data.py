@@ -10,6 +10,7 @@ lists the columns that exist.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import re
@@ -60,7 +61,8 @@ def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf
         if suffix == ".json" and _looks_like_squad(path, encoding):
             return load_squad_json(path, encoding)
         try:
-            return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
+            with _builder_logs_quiet():  # a failed read is explained below, by line; its logged traceback is not for users
+                return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
             if suffix != ".parquet":
                 datafiles.explain_failure(path, source.file, kind=_BUILDERS[suffix], encoding=encoding)
@@ -78,6 +80,18 @@ def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf
                if offline else "  Check the dataset name, config name and split.")
         ) from None
     return dataset
+
+
+@contextlib.contextmanager
+def _builder_logs_quiet():
+    """The packaged builders (json, csv, text) log a traceback when a file cannot be read."""
+    builders = logging.getLogger("datasets.packaged_modules")
+    level = builders.level
+    builders.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        builders.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------

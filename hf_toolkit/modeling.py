@@ -89,7 +89,7 @@ def load_tokenizer(section: ModelSection, train_texts: Iterable[str] | None = No
     else:
         reference = section.tokenizer or section.name_or_path
         assert reference is not None  # the recipe schema guarantees one of them
-        tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer")
+        tokenizer = from_pretrained(AutoTokenizer, reference, "tokenizer", trust_remote_code=section.trust_remote_code)
     ensure_pad_token(tokenizer)
     return tokenizer
 
@@ -141,7 +141,9 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
     if section.init == "scratch":
         model = auto_class.from_config(config)
     else:
-        model = from_pretrained(auto_class, section.name_or_path, "model", config=config)
+        # Safetensors only, unless the recipe opts in to pickle weights (which can run code when loaded).
+        model = from_pretrained(auto_class, section.name_or_path, "model", config=config, trust_remote_code=section.trust_remote_code,
+                                use_safetensors=None if section.allow_pickle else True)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -158,7 +160,7 @@ def base_config(section: ModelSection | ModelPart, key: str = "model") -> Any:
     from transformers import CONFIG_MAPPING, AutoConfig
 
     if section.name_or_path is not None:
-        return from_pretrained(AutoConfig, section.name_or_path, "model config")
+        return from_pretrained(AutoConfig, section.name_or_path, "model config", trust_remote_code=section.trust_remote_code)
     model_type = section.config["model_type"]
     if model_type not in CONFIG_MAPPING:
         raise UnknownModelType(Problem((*key.split("."), "config", "model_type"),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hf_toolkit import checks, modeling, plot
-from hf_toolkit.checkpoints import TRAINER_STATE
+from hf_toolkit.checkpoints import TRAINER_STATE, write_atomically
 from hf_toolkit.errors import HftkError
 from hf_toolkit.recipe.paths import looks_local
 from hf_toolkit.recipe.problems import Locator
@@ -186,13 +186,13 @@ def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
 
 def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str,
                     story: "Story | None" = None, log_history: list[dict[str, Any]] | None = None) -> None:
-    """hftk's own files: the resolved recipe, the metrics, the loss curve (from `log_history`) and the model card."""
+    """hftk's own files: the resolved recipe, the metrics, the loss curve (from `log_history`) and the model card,
+    each written whole or not at all (a temporary file, then os.replace)."""
     out = Path(output_dir)
-    (out / RECIPE_FILE).write_text(recipe_yaml(recipe), encoding="utf-8")
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_atomically(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     drawn = plot.loss_curve(log_history, out / LOSS_PLOT, title=f"{recipe.task}: {out.name}") if log_history else None
-    (out / MODEL_CARD).write_text(model_card(recipe, metrics, auto_class_name, story, has_plot=drawn is not None),
-                                  encoding="utf-8")
+    write_atomically(out / MODEL_CARD, model_card(recipe, metrics, auto_class_name, story, has_plot=drawn is not None))
+    write_atomically(out / RECIPE_FILE, recipe_yaml(recipe))  # last: a run directory with it is a finished run
 
 
 def recipe_yaml(recipe: "Recipe") -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit import data as data_lib
-from hf_toolkit import modeling, rundir
+from hf_toolkit import checkpoints, modeling, rundir, runlock, stopping
 from hf_toolkit.checkpoints import resume_point
-from hf_toolkit.checks import check_run
+from hf_toolkit.checks import CheckedRun, check_run
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks.base import Task
 
@@ -29,19 +29,34 @@ class RunResult:
     metrics: dict[str, float]
 
 
-def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False) -> RunResult:
+def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, *,
+             resume: bool = False, overwrite: bool = False) -> RunResult:
     """Train the model a recipe describes and save it; return the run directory and final metrics.
 
     ``dry_run``: stop once the Trainer is built and return its plan (:mod:`hf_toolkit.plan`) instead.
+    ``resume`` (``--resume``): continue from the newest complete checkpoint; ``overwrite``
+    (``--overwrite``): replace the run the output directory holds. The output directory is locked
+    while the run writes it (:mod:`hf_toolkit.runlock`).
     """
     import time
 
-    from transformers import set_seed
-
     started = time.perf_counter()
 
-    checked = check_run(recipe_path, overrides)
+    checked = check_run(recipe_path, overrides, resume=resume, overwrite=overwrite, dry_run=dry_run)
+    if dry_run:
+        return _train(checked, recipe_path, started, dry_run=True)
+    with runlock.hold(checked.args.output_dir, main=checked.args.process_index == 0, overwrite=overwrite):
+        return _train(checked, recipe_path, started)
+
+
+def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run: bool = False) -> RunResult:
+    """Everything after the checks: data, model, Trainer, training, the saved run."""
+    from transformers import set_seed
+
     recipe, task, args = checked.recipe, checked.task, checked.args
+    if args.process_index == 0:
+        for note in checked.notes:
+            logger.info("resuming with a harmless change since the checkpoint: %s", note)
     if args.world_size > 1 and args.max_steps > 0 and args.process_index == 0:
         logger.info(
             "training.max_steps=%d fixes the step count: with %d processes each step sees %d times the data "
@@ -69,7 +84,10 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
         return plan.make_plan(checked, splits, tokenizer, model, prepared, trainer, recipe_path=recipe_path,
                               started=started, created_output_dir=not output_dir_existed)
+    guard = stopping.guard(trainer)  # before the recipe saver, which then sees the save a stop asks for
+    trainer.add_callback(checkpoints.recipe_saver(recipe))
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
+    stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 
     metrics = dict(train_output.metrics)
     for split, prefix in (("validation", "eval"), ("test", "test")):

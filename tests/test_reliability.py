@@ -137,3 +137,275 @@ def test_empty_validation_split_is_named(here, cli):
     write(here / "test.csv", "text,label\n")
     result = cli("finetune", classifier(here, "train.jsonl", "  test: test.csv\n"))
     assert_user_error(result, "test.csv: no rows, only the header line", out=here / "out")
+
+
+# --------------------------------------------------------------------------------------------
+# Real runs: a tiny scratch GPT-2, 30 steps, checkpoints every 2
+
+TINY = """\
+task: causal-lm
+seed: 0
+model:
+  init: scratch
+  train_tokenizer: {vocab_size: 300}
+  config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}
+data: {train: a.txt, block_size: 32}
+training:
+  output_dir: full
+  max_steps: 30
+  per_device_train_batch_size: 4
+  logging_steps: 1
+  save_strategy: steps
+  save_steps: 2
+  disable_tqdm: true
+"""
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def hftk(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hf_toolkit", *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def start(*args, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hf_toolkit", *map(str, args)], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(run / "model.safetensors")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def stories(tmp_path_factory, tiny_corpus) -> Path:
+    """A work directory with the recipe, its data and one uninterrupted run (``full``)."""
+    work = tmp_path_factory.mktemp("stories")
+    (work / "a.txt").write_text(tiny_corpus.read_text()[:6000])
+    write(work / "tiny.yaml", TINY)
+    result = hftk("finetune", "tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_sigkill_after_the_second_checkpoint_then_resume_ends_with_the_uninterrupted_weights(stories, cli, monkeypatch):
+    process = start("finetune", "tiny.yaml", "--set", "training.output_dir=killed", cwd=stories)
+    wait_for(stories / "killed" / "checkpoint-4" / "trainer_state.json", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = stories / "killed"
+    assert not (killed / "hftk_recipe.yaml").exists() and not (killed / "checkpoint-30").exists(), "killed too late to test"
+    assert json.loads((killed / ".hftk.lock").read_text())["pid"] == process.pid  # the lock the kill left behind
+
+    # No flag: the unfinished run is not overwritten; both ways forward are named.
+    again = hftk("finetune", "tiny.yaml", "--set", "training.output_dir=killed", cwd=stories)
+    assert again.returncode == 2
+    assert "'killed' already holds an unfinished run (" in again.stderr and "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    # A change that matters is refused with the keys listed; a harmless one is allowed (and said).
+    monkeypatch.chdir(stories)
+    changed = cli("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=killed",
+                  "--set", "training.learning_rate=1e-3", "--set", "data.block_size=16")
+    assert changed.exit_code == 2
+    assert "data.block_size: 32 when checkpoint-" in changed.stderr and "now 16" in changed.stderr
+    assert "training.learning_rate: '(not set)' when checkpoint-" in changed.stderr and "now 0.001" in changed.stderr
+
+    resumed = hftk("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=killed", "--set", "training.logging_steps=3",
+                   cwd=stories)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "cleared a stale lock of pid" in resumed.stderr
+    assert "resuming with a harmless change since the checkpoint: training.logging_steps: 1 -> 3" in resumed.stderr
+    assert "resuming from killed/checkpoint-" in resumed.stderr
+    # Same seed, restored optimizer, scheduler and RNG states, same batches: bit-identical on CPU.
+    assert max_difference(weights(stories / "full"), weights(killed)) == 0.0
+    assert not (killed / ".hftk.lock").exists()
+
+    finished = hftk("finetune", "tiny.yaml", "--set", "training.output_dir=killed", cwd=stories)
+    assert finished.returncode == 2 and "'killed' already holds a finished run (hftk_recipe.yaml" in finished.stderr
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_resume_loses_nothing(stories):
+    process = start("finetune", "tiny.yaml", "--set", "training.output_dir=termed", "--set", "training.save_steps=100",
+                    cwd=stories)
+    while "'loss'" not in (line := process.stdout.readline()):  # training has started
+        assert line, process.communicate()[1][-3000:]
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    assert time.time() - sent < 30
+    [checkpoint] = (stories / "termed").glob("checkpoint-*")
+    assert (checkpoint / "trainer_state.json").is_file() and (checkpoint / "hftk_recipe.yaml").is_file()
+    assert f"stopped by SIGTERM at step {checkpoint.name.split('-')[1]}" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    resumed = hftk("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=termed",
+                   "--set", "training.save_steps=100", cwd=stories)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert max_difference(weights(stories / "full"), weights(stories / "termed")) == 0.0
+
+
+def test_sigterm_under_nproc_2_stops_every_rank_at_one_step(stories):
+    process = start("finetune", "tiny.yaml", "--nproc", 2, "--set", "training.output_dir=ddp", "--set", "training.save_steps=100",
+                    cwd=stories)
+    while "'loss'" not in (line := process.stdout.readline()):
+        assert line, process.communicate()[1][-3000:]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 143, stderr[-3000:]
+    [checkpoint] = (stories / "ddp").glob("checkpoint-*")  # one step for both ranks, saved whole
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert stderr.count("hftk: error: stopped by SIGTERM") == 1 and "Traceback" not in stderr
+    assert not (stories / "ddp" / ".hftk.lock").exists() and not (stories / "ddp" / ".hftk.stop").exists()
+    resumed = hftk("finetune", "tiny.yaml", "--nproc", 2, "--resume", "--set", "training.output_dir=ddp",
+                   "--set", "training.save_steps=100", cwd=stories)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((stories / "ddp" / "trainer_state.json").read_text())["global_step"] == 30
+
+
+def test_overwrite_replaces_the_old_run(stories, tmp_path):
+    import shutil
+
+    shutil.copytree(stories / "full", stories / "copy")
+    (stories / "copy" / "left-over.txt").write_text("from the old run")
+    result = hftk("finetune", "tiny.yaml", "--overwrite", "--set", "training.output_dir=copy", "--set", "training.max_steps=2",
+                  cwd=stories)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = stories / "copy"
+    assert not (out / "left-over.txt").exists() and not (out / "checkpoint-30").exists()
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    both = hftk("finetune", "tiny.yaml", "--overwrite", "--resume", "--set", "training.output_dir=copy", cwd=stories)
+    assert both.returncode == 2 and "use --resume or --overwrite, not both" in both.stderr
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_cleared(tmp_path, caplog):
+    from hf_toolkit import runlock
+
+    out = tmp_path / "run"
+    with runlock.hold(out):
+        with pytest.raises(runlock.RunLocked, match=f"another hftk finetune \\(pid {os.getpid()} on {socket.gethostname()}"):
+            with runlock.hold(out):
+                pass
+    assert not out.exists(), "the lock's directory is removed again when the run left nothing in it"
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out.mkdir()
+    (out / runlock.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
+    with caplog.at_level("WARNING", logger="hftk"), runlock.hold(out):
+        assert json.loads((out / runlock.LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert f"cleared a stale lock of pid {dead.pid}" in caplog.text
+    (out / runlock.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": "another-machine", "started": "then"}))
+    with pytest.raises(runlock.RunLocked, match="another-machine"):  # another host's process cannot be judged dead
+        with runlock.hold(out):
+            pass
+
+
+def test_finetune_into_a_locked_directory_exits_2(tmp_path, tiny_corpus, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    write(tmp_path / "tiny.yaml", TINY.replace("output_dir: full", "output_dir: locked"))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "locked").mkdir()
+        (tmp_path / "locked" / ".hftk.lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "started": "now"}))
+        result = cli("finetune", "tiny.yaml")
+        assert result.exit_code == 2
+        assert f"another hftk finetune (pid {sleeper.pid}" in result.stderr and "is writing this output directory" in result.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_changed_data_content_refuses_the_resume(tmp_path, monkeypatch):
+    from hf_toolkit import checkpoints
+    from hf_toolkit.checks import validate_recipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("some text\n")
+    raw = {"task": "causal-lm", "model": {"init": "scratch", "config": {"model_type": "gpt2"}, "train_tokenizer": {}},
+           "data": {"train": "a.txt", "test": "a.txt"}, "training": {"eval_steps": 5}}
+    checkpoints.save_recipe(tmp_path / "checkpoint-2", validate_recipe(raw), checkpoints.data_fingerprints(validate_recipe(raw)))
+    (tmp_path / "a.txt").write_text("other text\n")
+    raw["training"]["eval_steps"] = 10
+    problems, harmless = checkpoints.resume_changes(validate_recipe(raw), tmp_path / "checkpoint-2")
+    assert [(p.key, p.message.split(";")[0]) for p in problems] == [
+        (("data", "train"), "its content changed since the checkpoint (sha256 differs)")]
+    assert harmless == ["data.test: changed (scored only at the end)", "training.eval_steps: 5 -> 10"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_weights(stories):
+    result = hftk("finetune", "tiny.yaml", "--set", "training.output_dir=nan", "--set", "training.learning_rate=1e30",
+                  "--set", "training.max_grad_norm=0", "--set", "training.save_steps=100", cwd=stories)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "the training loss became NaN or inf at step" in result.stderr and "learning_rate" in result.stderr
+    assert "Traceback" not in result.stderr
+    [checkpoint] = (stories / "nan").glob("checkpoint-*")
+    import torch
+
+    assert all(torch.isfinite(t).all() for t in weights(checkpoint).values())
+    assert not (stories / "nan" / "hftk_recipe.yaml").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Safe defaults
+
+def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, tiny_corpus, cli, monkeypatch):
+    from transformers import GPT2Config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    GPT2Config(n_layer=1, n_head=2, n_embd=16).save_pretrained(tmp_path / "pickled")
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded by the check")
+    text = TINY.replace("  init: scratch\n  train_tokenizer: {vocab_size: 300}\n", "  name_or_path: ./pickled\n  tokenizer: gpt2\n")
+    text = text.replace("config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}", "config: {}")
+    result = cli("finetune", write(tmp_path / "r.yaml", text), "--check")
+    assert result.exit_code == 2
+    assert "r.yaml:4: model.name_or_path: './pickled' holds only pickle weights (pytorch_model.bin)" in result.stderr
+    assert "model.allow_pickle: true" in result.stderr
+
+
+def test_models_load_from_safetensors_without_remote_code_by_default(monkeypatch):
+    from hf_toolkit import modeling
+    from hf_toolkit.recipe.schema import ModelSection
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+
+    def from_pretrained(loader, reference, what, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(modeling, "build_config", lambda *a, **k: None)
+    monkeypatch.setattr(modeling, "from_pretrained", from_pretrained)
+    for section, expected in ((ModelSection(name_or_path="./m"), (True, False)),
+                              (ModelSection(name_or_path="./m", allow_pickle=True, trust_remote_code=True), (None, True))):
+        with pytest.raises(Loaded):
+            modeling.load_model(object, section, tokenizer=None)
+        assert (seen["use_safetensors"], seen["trust_remote_code"]) == expected
+
+
+def test_run_files_are_written_atomically(stories):
+    out = stories / "full"
+    assert (out / "hftk_recipe.yaml").is_file() and (out / "metrics.json").is_file()
+    assert not list(out.rglob("*.tmp")) and not (out / ".hftk.lock").exists()
+    from hf_toolkit.checkpoints import write_atomically
+
+    write_atomically(out / "metrics.json", "{}\n")
+    assert (out / "metrics.json").read_text() == "{}\n" and not list(out.glob(".metrics.json.*"))

@@ -70,14 +70,25 @@ def test_resume_from_checkpoint_continues_the_saved_run(tmp_path, tiny_corpus, c
     # A save cut short (no trainer_state.json) is skipped, not resumed from.
     (tmp_path / "run" / "checkpoint-6").mkdir()
     (tmp_path / "run" / "checkpoint-6" / "model.safetensors").write_bytes(b"")
-    # Other text and more steps: steps 1-4 come from the checkpoint, so their losses are the first run's.
-    (tmp_path / "second.yaml").write_text(RESUMABLE.format(train="b.txt", steps=6))
+    # Other text would not continue the same run: refused (issue 12).
+    (tmp_path / "other.yaml").write_text(RESUMABLE.format(train="b.txt", steps=6))
+    refused = cli("finetune", "other.yaml", "--set", "training.resume_from_checkpoint=true")
+    assert refused.exit_code == 2 and "data.train: was a.txt when checkpoint-4 was saved, now b.txt" in refused.stderr
+    # More steps: steps 1-4 come from the checkpoint (the log history marked there is kept), 5-6 are new.
+    saved_state = tmp_path / "run" / "checkpoint-4" / "trainer_state.json"
+    marked = json.loads(saved_state.read_text())
+    for entry in marked["log_history"]:
+        if "loss" in entry:
+            entry["loss"] += 1000.0
+    saved_state.write_text(json.dumps(marked))
+    (tmp_path / "second.yaml").write_text(RESUMABLE.format(train="a.txt", steps=6))
     result = cli("finetune", "second.yaml", "--set", "training.resume_from_checkpoint=true")
     assert result.exit_code == 0, result
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     losses = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
-    assert [losses[s] for s in range(1, 5)] == [e["loss"] for e in first if "loss" in e]
+    assert [losses[s] for s in range(1, 5)] == [e["loss"] + 1000.0 for e in first if "loss" in e]
+    assert all(losses[s] < 1000.0 for s in (5, 6))
     assert set(losses) == set(range(1, 7))
 
 

@@ -37,7 +37,26 @@ def file_problems(sources: list[tuple[str, DataSource]], model: ModelSection | N
                 message = _missing_path(value, "give an existing directory or a hub id such as 'gpt2'")
                 if message:
                     problems.append(Problem((*key.split("."), name), message))
+        pickle_only = _pickle_only(part.name_or_path) if part.init == "pretrained" and not part.allow_pickle else None
+        if pickle_only:
+            problems.append(Problem((*key.split("."), "name_or_path"),
+                                    f"'{part.name_or_path}' holds only pickle weights ({pickle_only}), which can run code when "
+                                    f"loaded; convert them to safetensors, or if you trust the file set {key}.allow_pickle: true"))
     return problems
+
+
+def _pickle_only(reference: str | None) -> str | None:
+    """The pickle weights file of a local model directory without safetensors weights, else None."""
+    if reference is None or not looks_local(reference):
+        return None
+    try:
+        path = resolve_path(reference)
+    except ValueError:
+        return None
+    if not path.is_dir() or any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json")):
+        return None
+    pickles = sorted(p.name for p in path.glob("*.bin") if p.name.startswith(("pytorch_model", "tf_model", "model")))
+    return pickles[0] if pickles else None
 
 
 def _missing_path(value: str, fix: str) -> str | None:

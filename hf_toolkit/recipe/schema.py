@@ -54,6 +54,8 @@ class ModelPart(Section):
         "pretrained", description="'pretrained' loads weights; 'scratch' builds untrained weights from a config."
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of this side's config.")
+    allow_pickle: bool = Field(False, description="As model.allow_pickle, for this side.")
+    trust_remote_code: bool = Field(False, description="As model.trust_remote_code, for this side.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelPart":
