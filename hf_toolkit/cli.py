@@ -54,6 +54,11 @@ VerboseOption = Annotated[
                  "(transformers, datasets, peft, torch), which hftk otherwise hides or shortens to one line."),
 ]
 
+def examples(*commands: str) -> str:
+    """A command's help epilog: its example command lines."""
+    return "Examples:\n\n" + "\n\n".join(f"  {command}" for command in commands)
+
+
 SetOption = Annotated[
     list[str],
     typer.Option("--set", help="Override a recipe key: dotted.key=value (value parsed as YAML). Repeatable."),
@@ -61,12 +66,11 @@ SetOption = Annotated[
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk finetune recipes/quickstart.yaml\n\n"
-        "  hftk finetune recipes/quickstart.yaml --set training.max_steps=20 --set data.block_size=64\n\n"
-        "  hftk finetune recipes/gpt2-wikitext.yaml --set training.output_dir=runs/mine\n\n"
-        "  hftk finetune recipes/quickstart.yaml --nproc 2      # 2 DDP processes (GPUs, or CPU with gloo)"
+    epilog=examples(
+        "hftk finetune recipes/quickstart.yaml",
+        "hftk finetune recipes/quickstart.yaml --set training.max_steps=20 --set data.block_size=64",
+        "hftk finetune recipes/gpt2-wikitext.yaml --set training.output_dir=runs/mine",
+        "hftk finetune recipes/quickstart.yaml --nproc 2      # 2 DDP processes (GPUs, or CPU with gloo)",
     )
 )
 @user_errors
@@ -137,11 +141,10 @@ def finetune(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk export runs/lora-gpt2 exported/gpt2-merged --merge\n\n"
-        "  hftk export runs/sentiment exported/sentiment-int8 --quantize int8\n\n"
-        "  hftk export runs/lora-gpt2 exported/gpt2-int8 --merge --quantize int8"
+    epilog=examples(
+        "hftk export runs/lora-gpt2 exported/gpt2-merged --merge",
+        "hftk export runs/sentiment exported/sentiment-int8 --quantize int8",
+        "hftk export runs/lora-gpt2 exported/gpt2-int8 --merge --quantize int8",
     )
 )
 @user_errors
@@ -168,12 +171,11 @@ def export(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk generate --model runs/quickstart --prompt 'Once upon a time'\n\n"
-        "  hftk generate --model gpt2 --prompt 'The quick brown fox jumps over the lazy' --max-length 50\n\n"
-        "  hftk generate --model runs/quickstart --prompts-file prompts.txt --do-sample --top-p 0.9 --seed 0 --json\n\n"
-        "  hftk generate --model runs/quickstart --prompt 'The little fox' --num-beams 4 --num-return-sequences 2"
+    epilog=examples(
+        "hftk generate --model runs/quickstart --prompt 'Once upon a time'",
+        "hftk generate --model gpt2 --prompt 'The quick brown fox jumps over the lazy' --max-length 50",
+        "hftk generate --model runs/quickstart --prompts-file prompts.txt --do-sample --top-p 0.9 --seed 0 --json",
+        "hftk generate --model runs/quickstart --prompt 'The little fox' --num-beams 4 --num-return-sequences 2",
     )
 )
 @user_errors
@@ -236,10 +238,9 @@ def generate(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk chat runs/quickstart\n\n"
-        "  hftk chat runs/my-chat-model --do-sample --temperature 0.7 --max-new-tokens 200 --system 'You are terse.'"
+    epilog=examples(
+        "hftk chat runs/quickstart",
+        "hftk chat runs/my-chat-model --do-sample --temperature 0.7 --max-new-tokens 200 --system 'You are terse.'",
     )
 )
 @user_errors
@@ -347,13 +348,12 @@ def eval_command(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk predict --model runs/sentiment-minilm --text 'a gorgeous, witty movie' --text 'a tedious mess'\n\n"
-        "  hftk predict --model runs/nli --text 'A man sleeps.' --text-pair 'A person rests.' --json\n\n"
-        "  hftk predict --model runs/squad --question 'Where is Normandy?' --context 'Normandy is a region in France.'\n\n"
-        "  hftk predict --model runs/mlm --text 'Paris is the [MASK] of France.' --top-k 3\n\n"
-        "  hftk predict --model runs/sentiment-minilm --file reviews.jsonl --json > predictions.json"
+    epilog=examples(
+        "hftk predict --model runs/sentiment-minilm --text 'a gorgeous, witty movie' --text 'a tedious mess'",
+        "hftk predict --model runs/nli --text 'A man sleeps.' --text-pair 'A person rests.' --json",
+        "hftk predict --model runs/squad --question 'Where is Normandy?' --context 'Normandy is a region in France.'",
+        "hftk predict --model runs/mlm --text 'Paris is the [MASK] of France.' --top-k 3",
+        "hftk predict --model runs/sentiment-minilm --file reviews.jsonl --json > predictions.json",
     )
 )
 @user_errors
@@ -387,11 +387,10 @@ def predict(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  hftk serve runs/quickstart                      # http://127.0.0.1:8000/ : playground; POST /v1/completions\n\n"
-        "  hftk serve runs/sentiment-minilm --port 8080    # POST /v1/classify\n\n"
-        "  hftk serve runs/quickstart --max-tokens-limit 256 --max-n 4"
+    epilog=examples(
+        "hftk serve runs/quickstart                      # http://127.0.0.1:8000/ : playground; POST /v1/completions",
+        "hftk serve runs/sentiment-minilm --port 8080    # POST /v1/classify",
+        "hftk serve runs/quickstart --max-tokens-limit 256 --max-n 4",
     )
 )
 @user_errors
