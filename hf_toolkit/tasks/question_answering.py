@@ -143,6 +143,25 @@ class QuestionAnswering(Task):
         """Question + context past data.max_length tokens: the context is cut into overlapping windows."""
         return recipe.data.max_length
 
+    def trainer_class(self):
+        """A Trainer that evaluates in dataset order.
+
+        Post-processing pairs each window's logits with the window at the same position. Under
+        ``train_sampling_strategy: group_by_length`` transformers 5 length-groups evaluation too
+        (``Trainer._get_eval_sampler``), which would pair logits with the wrong windows.
+        """
+        from transformers import Trainer
+
+        class WindowOrderTrainer(Trainer):
+            def _get_eval_sampler(self, eval_dataset):
+                from torch.utils.data import SequentialSampler
+
+                if eval_dataset is None or self.args.world_size > 1:
+                    return None  # several processes: Accelerate shards in order and gathers in order
+                return SequentialSampler(eval_dataset)
+
+        return WindowOrderTrainer
+
     def evaluate(self, trainer, recipe: Recipe, examples: "Dataset", features: "Dataset", prefix: str) -> dict[str, float]:
         """Loss over the windows, then SQuAD exact match / F1 over the questions (post-processed answers)."""
         s = recipe.data
