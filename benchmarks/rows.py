@@ -88,6 +88,16 @@ def _hftk_finetune(recipe: str, work: Path) -> tuple[float, Path]:
     return finetune(path).metrics["train_samples_per_second"], out
 
 
+def _hftk_side(recipe: str, work: Path, runs: list[Path]) -> Callable[[], float]:
+    """One hftk side of a training row: each call trains into a new run directory, kept in `runs`."""
+    def measure() -> float:
+        speed, out = _hftk_finetune(recipe, work)
+        runs.append(out)
+        return speed
+
+    return measure
+
+
 def _plain_causal(work: Path, steps: int) -> float:
     """What a user would write: tokenizer, GPT-2 from a config, tokenize + pack, Trainer."""
     from datasets import load_dataset
@@ -116,13 +126,7 @@ def train_causal_lm(work: Path, quick: bool, state: dict) -> Row:
     steps, repeats = (15, 1) if quick else (40, 3)
     recipe = CAUSAL_RECIPE.format(tokenizer=GPT2_TOKENIZER, stories=STORIES, out="{out}", steps=steps)
     runs: list[Path] = []
-
-    def hftk() -> float:
-        speed, out = _hftk_finetune(recipe, work)
-        runs.append(out)
-        return speed
-
-    ours, plain = median_of(repeats, hftk, lambda: _plain_causal(work, steps))
+    ours, plain = median_of(repeats, _hftk_side(recipe, work, runs), lambda: _plain_causal(work, steps))
     state["causal_run"] = runs[-1]
     return Row(row.name, f"{ours * 128:,.0f} tokens/s", f"{plain * 128:,.0f} tokens/s", ours / plain, row.goal,
                f"{steps} steps, median of {repeats}")
@@ -177,13 +181,7 @@ def train_classification(work: Path, quick: bool, state: dict) -> list[Row]:
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = CLASSIFIER_RECIPE.format(model=model_dir, train=train, out="{out}", steps=steps)
     runs: list[Path] = []
-
-    def hftk() -> float:
-        speed, out = _hftk_finetune(recipe, work)
-        runs.append(out)
-        return speed
-
-    ours, dynamic, padded = median_of(repeats, hftk, lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=False),
+    ours, dynamic, padded = median_of(repeats, _hftk_side(recipe, work, runs), lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=False),
                                       lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=True))
     state["classifier_run"] = runs[-1]
     note = f"{steps} steps, median of {repeats}"

@@ -57,6 +57,15 @@ def cli():
     return run
 
 
+def finetune(recipe: Path):
+    """Train a recipe in-process through the real CLI (module-scoped fixtures build their runs so)."""
+    from hf_toolkit.cli import app
+
+    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import finetune, write
 
 pexpect = pytest.importorskip("pexpect", reason="pexpect is not installed (pip install -e '.[dev]')")
 
@@ -41,15 +41,10 @@ generation:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_corpus):
-    from typer.testing import CliRunner
-
-    from hf_toolkit.cli import app
-
     tmp = tmp_path_factory.mktemp("chat")
     corpus = write(tmp / "corpus.txt", tiny_corpus.read_text()[:8000])
     recipe = write(tmp / "tiny.yaml", RECIPE.format(corpus=corpus, out=tmp / "run"))
-    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    finetune(recipe)
     return tmp / "run"
 
 

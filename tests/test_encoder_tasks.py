@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import shared_path, write
+from conftest import finetune, shared_path, write
 
 TINY_BERT = "{model_type: bert, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}"
 POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "delightful"]
@@ -60,9 +60,6 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory):
-    from hf_toolkit.cli import app
-    from typer.testing import CliRunner
-
     tmp = tmp_path_factory.mktemp("cls")
     jsonl(tmp / "train.jsonl", sentiment_rows(240, 0))
     jsonl(tmp / "dev.jsonl", sentiment_rows(60, 1))
@@ -72,8 +69,7 @@ def classifier_run(tmp_path_factory):
         "  columns: {text: sentence, label: sentiment}\n  max_length: 32\n",
         "  num_train_epochs: 12\n  learning_rate: 3.0e-3\n  per_device_train_batch_size: 16\n  eval_strategy: epoch\n  logging_steps: 10\n",
     )
-    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    result = finetune(recipe)
     return tmp / "run", tmp, result
 
 
@@ -326,9 +322,6 @@ def squad_json(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def qa_run(tmp_path_factory):
-    from hf_toolkit.cli import app
-    from typer.testing import CliRunner
-
     tmp = tmp_path_factory.mktemp("qa")
     jsonl(tmp / "train.jsonl", qa_rows(400, 0, unanswerable_every=5, long_every=7))
     dev = qa_rows(40, 1, unanswerable_every=5, long_every=7)
@@ -342,8 +335,7 @@ def qa_run(tmp_path_factory):
         "  train_sampling_strategy: group_by_length\n",
         extra_model="",
     )
-    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    finetune(recipe)
     return tmp / "run", dev
 
 

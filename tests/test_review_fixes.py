@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import shared_path, write
+from conftest import finetune, shared_path, write
 
 TINY_RUN_RECIPE = """\
 task: causal-lm
@@ -28,15 +28,10 @@ training:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_corpus):
-    from typer.testing import CliRunner
-
-    from hf_toolkit.cli import app
-
     tmp = tmp_path_factory.mktemp("tiny")
     corpus = write(tmp / "corpus.txt", tiny_corpus.read_text()[:5000])
     recipe = write(tmp / "r.yaml", TINY_RUN_RECIPE.format(corpus=corpus, out=tmp / "run"))
-    result = CliRunner().invoke(app, ["finetune", str(recipe)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    finetune(recipe)
     write(tmp / "held_out.txt", "Once upon a time there was a fox.\nThe fox ran home.\n")
     return tmp / "run", tmp / "held_out.txt"
 
