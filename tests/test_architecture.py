@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-
 from conftest import write
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hf_toolkit"
