@@ -391,6 +391,7 @@ def predict(
         "hftk serve runs/quickstart                      # http://127.0.0.1:8000/ : playground; POST /v1/completions",
         "hftk serve runs/sentiment-minilm --port 8080    # POST /v1/classify",
         "hftk serve runs/quickstart --max-tokens-limit 256 --max-n 4",
+        "hftk serve runs/quickstart --max-batch-size 1   # no batching: one request at a time",
     )
 )
 @user_errors
@@ -405,6 +406,10 @@ def serve(
     max_top_k: Annotated[int, typer.Option(min=1, help="Largest fill-mask top_k.")] = 50,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body, in bytes.")] = 1_000_000,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait for the model; more get 503.")] = 256,
+    max_batch_size: Annotated[int, typer.Option(
+        min=1, help="Most sequences (prompts x n, or task inputs) run as one batch: waiting requests with the same "
+                    "decoding settings (greedy, or sampling without a seed; a stream runs alone) share one model call. "
+                    "1: one request at a time.")] = 16,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve a run over HTTP: OpenAI-compatible completions for generative runs, /v1/classify,
@@ -415,7 +420,7 @@ def serve(
 
     console.setup(verbose)
     limits = Limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit,
-                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue)
+                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue, max_batch_size=max_batch_size)
     run_serve(model, host=host, port=port, limits=limits)
 
 

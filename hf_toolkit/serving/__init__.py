@@ -11,7 +11,8 @@ Modules: ``app`` (FastAPI app factory, /, /health, /info), ``openai_api`` (/v1/c
 /v1/chat/completions, /v1/models), ``task_api`` (/v1/classify, /v1/answer, /v1/fill-mask),
 ``schemas`` (request bodies), ``limits`` (bounds on a request; body-size middleware), ``errors``
 (one OpenAI-shaped error body, no 500 for a user mistake), ``engine`` (the loaded run and the single
-worker thread in front of it), ``server`` (checks, then uvicorn), ``page.html`` (the playground).
+worker thread in front of it, which runs waiting requests that decode alike as one batch),
+``server`` (checks, then uvicorn), ``page.html`` (the playground).
 
 Why not transformers' own server (``transformers serve``, ``transformers/cli/serving/``): its app
 factory ``build_server`` takes a ``ModelManager`` that loads models itself, by hub id, on request

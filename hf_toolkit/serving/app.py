@@ -1,7 +1,8 @@
 """The FastAPI app factory: one loaded run (an :class:`~hf_toolkit.serving.engine.Engine`) -> its routes.
 
-Routes: ``GET /`` (the playground page, ``page.html``), ``GET /health``, ``GET /info`` (what the
-page and clients need: model id, task, endpoint, chat, mask token, limits, decoding defaults),
+Routes: ``GET /`` (the playground page, ``page.html``), ``GET /health`` (with the requests queued
+and the model calls so far by requests per batch), ``GET /info`` (what the page and clients need:
+model id, task, endpoint, chat, mask token, limits, decoding defaults),
 the OpenAI-compatible routes (:mod:`hf_toolkit.serving.openai_api`) and the task routes
 (:mod:`hf_toolkit.serving.task_api`). A run answers only its own task's endpoint. There is no
 route that loads a model or reads or writes a file, and FastAPI's /docs pages (which fetch their
@@ -37,6 +38,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         engine.close()
 
     app = FastAPI(title=f"hftk serve: {engine.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine = engine
     app.add_middleware(BodySizeLimit, limit=limits.max_body_bytes)
     install(app)
     page = resources.files("hf_toolkit.serving").joinpath(PAGE).read_text(encoding="utf-8")
@@ -47,7 +49,9 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": engine.name, "queued": engine.worker.waiting}
+        # batches: the model calls so far, by how many requests each ran ({"1": 40, "8": 3})
+        return {"status": "ok", "model": engine.name, "queued": engine.worker.waiting,
+                "batches": {str(size): count for size, count in sorted(engine.worker.batches.items())}}
 
     @app.get("/info")
     def info() -> dict:

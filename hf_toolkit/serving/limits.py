@@ -23,12 +23,13 @@ OPTION = {
     "max_batch": "--max-batch",
     "top_k": "--max-top-k",
     "max_queue": "--max-queue",
+    "max_batch_size": "--max-batch-size",
 }
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one request (and on the queue in front of the model)."""
+    """Bounds on one request (and on the queue and the batches in front of the model)."""
 
     max_body_bytes: int = 1_000_000
     max_prompt_tokens: int = 2048  # and never more than the model's context
@@ -37,6 +38,7 @@ class Limits:
     max_batch: int = 64  # prompts or inputs per request
     top_k: int = 50  # fill-mask candidates per mask
     max_queue: int = 256  # requests waiting for the model; more get 503
+    max_batch_size: int = 16  # sequences (inputs) of waiting requests run as one batch; 1: one request at a time
 
     def public(self) -> dict[str, int]:
         return asdict(self)

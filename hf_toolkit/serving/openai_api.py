@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from hf_toolkit.errors import HftkError
-from hf_toolkit.serving.engine import COMPLETIONS, Engine, Output
+from hf_toolkit.serving.engine import COMPLETIONS, Engine, Generation, Output, batch_key
 from hf_toolkit.serving.errors import ApiError, body
 from hf_toolkit.serving.limits import Limits, check
 from hf_toolkit.serving.schemas import ChatRequest, CompletionRequest, Decoding, as_list
@@ -55,6 +55,8 @@ class Plan:
         self.prompt_tokens = [len(ids) for ids in fitted]
         self.max_new_tokens, self.max_length = config.max_new_tokens, config.max_length
         self.streamable = len(prompts) == 1 and self.n == 1 and (config.num_beams or 1) == 1
+        self.request = Generation(prompts, self.options, self.seed, self.stops, self.at_length, batch_key(config, self.seed),
+                                  len(prompts) * (config.num_return_sequences or 1))
 
     def at_length(self, prompt_index: int, tokens: int) -> bool:
         if self.max_new_tokens is not None:
@@ -65,10 +67,6 @@ class Plan:
         prompt = sum(self.prompt_tokens)
         completion = sum(output.tokens for output in outputs)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def job(self, engine: Engine, on_piece=None, cancelled: threading.Event | None = None):
-        return lambda: engine.generate(self.prompts, self.options, seed=self.seed, stops=self.stops, limit=self.at_length,
-                                       on_piece=on_piece, cancelled=cancelled)
 
 
 def options(engine: Engine, limits: Limits, request: Decoding, max_tokens: int | None) -> dict[str, Any]:
@@ -143,13 +141,13 @@ def add_routes(app: Any, engine: Engine, limits: Limits) -> None:
     async def answer(plan: Plan, rid: str, stream: bool, chunk, whole) -> Any:
         """Queue the plan; a JSON response, or an SSE stream of `chunk(...)` events."""
         if not stream:
-            outputs = await engine.worker.run(plan.job(engine))
+            outputs = await engine.queue_generation(plan.request)
             return whole(outputs)
         cancelled = threading.Event()
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
         on_piece = (lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)) if plan.streamable else None
-        job = engine.worker.start(plan.job(engine, on_piece, cancelled))  # 503 here, before the stream starts
+        job = engine.queue_generation(plan.request, on_piece, cancelled)  # 503 here, before the stream starts
         job.add_done_callback(lambda _: pieces.put_nowait(_DONE))
 
         async def events():
@@ -169,10 +167,13 @@ def add_routes(app: Any, engine: Engine, limits: Limits) -> None:
                     yield chunk(rid, i, finish=output.finish_reason, usage=plan.usage(outputs) if last else None)
             except HftkError as error:
                 yield sse(body(str(error)))
+            except ApiError as error:  # the server is stopping
+                yield sse(body(error.message, error.kind))
             except Exception as error:  # noqa: BLE001 - a stream cannot change its status any more
                 yield sse(body(f"generation failed: {type(error).__name__}: {error}", "server_error"))
             finally:
                 cancelled.set()  # the client left (or the stream ended): stop generating at the next piece
+                job.cancel()  # and drop the request if the worker has not reached it yet
             yield sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -68,7 +68,7 @@ def _add_route(app: Any, engine: Engine, limits: Limits, path: str, schema: type
         check(first, len(rows[first]), limits.max_batch, "max_batch", what=f"{len(rows[first])} inputs")
         top_k = getattr(request, "top_k", 5)
         check("top_k", top_k, limits.top_k)
-        records = await engine.worker.run(lambda: engine.predict(rows, top_k))
+        records = await engine.queue_prediction(rows, top_k)
         return {"object": "list", "model": engine.name, "data": records}
 
     predict.__annotations__ = {"request": schema, "return": dict}  # a real class, not the string of a local name
