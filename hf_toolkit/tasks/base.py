@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
 
+
+# Tasks whose examples vary in length batch them by length (transformers' LengthGroupedSampler:
+# random mega-batches of 50 batches, each sorted by length), so dynamic padding pads little; the
+# engine's default samples at random and pads every batch to its longest example. Measured in
+# BENCHMARKS.md (python -m benchmarks, the batching rows).
+LENGTH_GROUPED: dict[str, Any] = {"train_sampling_strategy": "group_by_length"}
+
 class Task(ABC):
     """One task hftk trains and applies. Class attributes describe it; methods are its hooks."""
 

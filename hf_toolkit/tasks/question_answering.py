@@ -32,7 +32,7 @@ from pydantic import Field
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import Task, loss_pieces
+from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, loss_pieces
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class QuestionAnswering(Task):
     optional_roles = ("id",)
     target_roles = ("answers",)
     peft_task_type = "QUESTION_ANS"
+    training_defaults = LENGTH_GROUPED  # evaluation stays in window order (trainer_class)
     # `hftk eval --model`: squad_v2 gives exactly squad's exact match and F1 on answerable-only data
     # (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
     eval_metrics = ("squad_v2",)

@@ -47,7 +47,7 @@ from hf_toolkit import metrics as metrics_lib
 from hf_toolkit import modeling
 from hf_toolkit.errors import DataError, Problem, RecipeError
 from hf_toolkit.recipe.schema import DataSection, ModelPart, Recipe
-from hf_toolkit.tasks.base import Task
+from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -94,7 +94,7 @@ class Seq2SeqTask(Task):
     # Generic PeftModel: the same adapters work for all three shapes.
     peft_task_type = None
     # Evaluation generates text to score.
-    training_defaults = {"predict_with_generate": True}
+    training_defaults = {"predict_with_generate": True, **LENGTH_GROUPED}
     generates = True
     continues_prompt = False
     accepts_model_pair = True

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from hf_toolkit import metrics, modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import Task
+from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -67,6 +67,7 @@ class TextClassification(Task):
     optional_roles = ("text_pair",)
     target_roles = ("label",)
     peft_task_type = "SEQ_CLS"
+    training_defaults = LENGTH_GROUPED
     eval_metrics = METRICS
     predicts = True
 
