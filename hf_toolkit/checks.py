@@ -86,6 +86,7 @@ def _recipe_problems(data: Any, locator: Locator, overrides: Sequence[str]) -> t
     recipe, problems = _shape(data, locator, overrides)
     sources, model = _valid_sections(recipe, data)
     missing = environment.file_problems(sources, model) + environment.hub_problems(model)
+    problems += environment.attention_problems(model)
     if isinstance(data.get("training"), dict):
         problems += environment.training_problems(data["training"])
     return recipe, missing, problems

@@ -138,12 +138,13 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
     `config_kwargs` are task settings (e.g. ``num_labels``) applied on top of ``model.config``.
     """
     config = build_config(section, tokenizer, **config_kwargs)
+    attention = {"attn_implementation": section.attn_implementation} if section.attn_implementation else {}
     if section.init == "scratch":
-        model = auto_class.from_config(config)
+        model = auto_class.from_config(config, **attention)
     else:
         # Safetensors only, unless the recipe opts in to pickle weights (which can run code when loaded).
         model = from_pretrained(auto_class, section.name_or_path, "model", config=config, trust_remote_code=section.trust_remote_code,
-                                use_safetensors=None if section.allow_pickle else True)
+                                use_safetensors=None if section.allow_pickle else True, **attention)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit import data as data_lib
-from hf_toolkit import checkpoints, modeling, rundir, runlock, stopping
+from hf_toolkit import checkpoints, modeling, rundir, runlock, stopping, throughput
 from hf_toolkit.checkpoints import resume_point
 from hf_toolkit.checks import CheckedRun, check_run
 from hf_toolkit.recipe.schema import Recipe
@@ -90,6 +90,10 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 
     metrics = dict(train_output.metrics)
+    speed, line = throughput.report(trainer, prepared["train"], metrics)
+    metrics.update(speed)
+    if args.process_index == 0:
+        logger.info(line)
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in prepared:
             metrics.update(task.evaluate(trainer, recipe, splits[split], prepared[split], prefix))

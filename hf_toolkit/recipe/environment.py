@@ -194,7 +194,7 @@ def training_problems(training: dict[str, Any]) -> list[Problem]:
     problems += _across_keys_problems(training)
     if "report_to" in training and not problems:
         problems += _report_to_problems(training["report_to"])
-    return problems
+    return problems + (_package_problems(training) if not problems else [])
 
 
 # Numeric `training` keys and the values that make sense, as (lowest, lowest included, highest,
@@ -276,6 +276,45 @@ def strategy_problems(training: dict[str, Any], args: Any) -> list[Problem]:
                                     f"only used with {strategy_key}: {uses}, but {strategy_key} is '{strategy}' ({given}); "
                                     f"set {strategy_key}: {uses}, or remove {key}"))
     return problems
+
+
+# Attention implementations that need a package (and a CUDA GPU) beyond transformers and torch.
+FLASH_ATTENTION_PACKAGES = {"flash_attention_2": ("flash_attn", "flash-attn"),
+                            "flash_attention_3": ("flash_attn_interface", "flash-attn 3 (hopper build)")}
+
+
+def attention_problems(model: ModelSection | None) -> list[Problem]:
+    """``model.attn_implementation``: a name transformers knows, its package installed, a GPU for
+    flash attention; not on an encoder-decoder pair (each side keeps its own)."""
+    value = getattr(model, "attn_implementation", None)
+    if value is None:
+        return []
+    key = ("model", "attn_implementation")
+    if model.is_pair:
+        return [Problem(key, "does not apply to an encoder-decoder pair (model.encoder + model.decoder); remove it")]
+    from transformers import AttentionInterface
+
+    known = ["eager", *AttentionInterface._global_mapping]
+    if value not in known and "/" not in value:  # "org/repo": a kernel from the hub's kernels library
+        return [Problem(key, f"unknown attention implementation '{value}'{did_you_mean(value, known) or ''}; "
+                             f"one of {', '.join(repr(k) for k in known)}")]
+    if value in FLASH_ATTENTION_PACKAGES:
+        import torch
+
+        module, package = FLASH_ATTENTION_PACKAGES[value]
+        if not torch.cuda.is_available():
+            return [Problem(key, f"'{value}' needs a CUDA GPU; on CPU use 'sdpa' (the default)")]
+        if importlib.util.find_spec(module) is None:
+            return [Problem(key, f"'{value}' needs the {package} package: pip install {package.split()[0]}, or use 'sdpa'")]
+    return []
+
+
+def _package_problems(training: dict[str, Any]) -> list[Problem]:
+    """Switches of `training` whose feature lives in a package that is not installed."""
+    if training.get("use_liger_kernel") is True and importlib.util.find_spec("liger_kernel") is None:
+        return [Problem(("training", "use_liger_kernel"), "needs the liger-kernel package (Triton kernels for CUDA GPUs): "
+                                                          "pip install liger-kernel, or remove the key")]
+    return []
 
 
 def _report_to_problems(report_to: Any) -> list[Problem]:

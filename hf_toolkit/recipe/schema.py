@@ -97,6 +97,9 @@ class ModelSection(Section):
     allow_pickle: bool = Field(
         False, description="Load pickle weights (pytorch_model.bin), which can run code when loaded; default: safetensors only."
     )
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel: 'sdpa' (transformers' default), 'eager', 'flex_attention', or on CUDA GPUs "
+        "'flash_attention_2'/'flash_attention_3' (need the flash-attn package); null: the default.")
     trust_remote_code: bool = Field(
         False, description="Run the model repository's own Python code (auto_map); only for repositories you trust."
     )
