@@ -15,10 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import machine, rows
+from benchmarks import machine, rows, serving
 
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 BENCHMARKS_MD = rows.REPO / "BENCHMARKS.md"
+# In this order: generation and serving use the causal-LM row's run, prediction the classifier's.
+ROWS = (*rows.ROWS, serving.serving)
 
 
 def run(quick: bool) -> list[rows.Row]:
@@ -30,7 +32,7 @@ def run(quick: bool) -> list[rows.Row]:
     results: list[rows.Row] = []
     state: dict = {}
     with tempfile.TemporaryDirectory() as work:
-        for row in rows.ROWS:
+        for row in ROWS:
             print(f"benchmarks: {row.__name__} ...", file=sys.stderr, flush=True)
             produced = row(Path(work), quick, state)
             results += produced if isinstance(produced, list) else [produced]
