@@ -44,7 +44,7 @@ HARMLESS = (
     "training.dataloader_persistent_workers", "training.dataloader_prefetch_factor", "training.push_to_hub",
     "training.hub_model_id", "training.hub_strategy", "training.hub_token", "training.hub_private_repo",
     "training.include_num_input_tokens_seen", "training.predict_with_generate", "data.test", "data.max_eval_samples",
-    "generation.",
+    "data.cache", "generation.",
 )
 
 logger = logging.getLogger("hftk")

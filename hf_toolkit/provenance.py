@@ -60,11 +60,20 @@ def collect(recipe: "Recipe", rows: dict[str, int], processes: int = 1) -> Story
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's sha256, hashed once per process while its size and modification time stay the same
+    (the preprocessing cache key and the model card both need it)."""
+    stat = os.stat(path)
+    identity = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if identity not in _hashed:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _hashed[identity] = digest.hexdigest()
+    return _hashed[identity]
+
+
+_hashed: dict[tuple[str, int, int, int], str] = {}
 
 
 def versions() -> dict[str, str]:

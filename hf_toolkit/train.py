@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit import data as data_lib
-from hf_toolkit import checkpoints, modeling, rundir, runlock, stopping, throughput
+from hf_toolkit import checkpoints, modeling, prepcache, rundir, runlock, stopping, throughput
 from hf_toolkit.checkpoints import resume_point
 from hf_toolkit.checks import CheckedRun, check_run
 from hf_toolkit.recipe.schema import Recipe
@@ -65,10 +65,12 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
         )
     # Seed before the model is built: the Trainer only seeds afterwards.
     set_seed(recipe.seed)
-    # Rank 0 tokenizes first and fills the datasets cache; other ranks then read it.
+    # Each node's main process loads and tokenizes first and fills the preprocessing cache
+    # (hf_toolkit.prepcache) and the datasets cache; the other processes then read them.
     with args.main_process_first(desc="loading and tokenizing data"):
-        splits = data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles,
-                                      read_rows=task.read_rows)
+        cache = prepcache.open_cache(recipe, task, main=args.local_process_index == 0, dry_run=dry_run)
+        splits = cache.splits(lambda: data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed,
+                                                           optional_roles=task.optional_roles, read_rows=task.read_rows))
         tokenizer, model = task.build_model(recipe, splits)
         for key, value in checked.generation.items():
             setattr(model.generation_config, key, value)
@@ -76,7 +78,9 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
             model = modeling.apply_lora(model, recipe.peft, task.peft_task_type)
         if args.process_index == 0:
             logger.info(modeling.describe(model))
-        prepared = task.prepare(recipe, splits, tokenizer, model)
+        prepared = cache.prepared(lambda: task.prepare(recipe, splits, tokenizer, model), tokenizer, model)
+        if args.process_index == 0:
+            logger.info(cache.summary())
     output_dir_existed = Path(args.output_dir).exists()
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
     if dry_run:

@@ -37,6 +37,16 @@ def shared():
     return shared_path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def preprocessing_cache(tmp_path_factory):
+    """Every run of the session (CLI in-process or subprocess alike) uses a preprocessing cache of its
+    own, never the user's ~/.cache/hftk; tests of the cache itself point HFTK_CACHE elsewhere."""
+    folder = tmp_path_factory.mktemp("hftk-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HFTK_CACHE", str(folder))
+        yield folder
+
+
 class Result:
     def __init__(self, exit_code: int, stdout: str, stderr: str):
         self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr

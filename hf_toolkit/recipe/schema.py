@@ -216,6 +216,9 @@ class DataSection(Section):
     drop_empty: bool = Field(False, description="Drop rows whose text (or target, question...) is empty after cleaning, "
                              "instead of stopping with their row numbers.")
     encoding: str = Field("utf-8", min_length=1, description="Text encoding of local data files (e.g. latin-1, cp1252).")
+    cache: bool = Field(True, description="Keep the loaded and tokenized splits in hftk's preprocessing cache "
+                        "($HFTK_CACHE, default ~/.cache/hftk), so the next run of the same data and options skips "
+                        "reading and tokenizing; false: neither read nor write it.")
 
     @field_validator("encoding")
     @classmethod

@@ -66,6 +66,11 @@ class Task(ABC):
     """``model.encoder`` + ``model.decoder`` (an EncoderDecoderModel) is a model for this task."""
     predicts: ClassVar[bool] = False
     """``hftk predict`` applies the trained model (:meth:`predict_records`)."""
+    cache_prepared: ClassVar[bool] = True
+    """:meth:`prepare`'s output depends only on the splits, the tokenizer(s), the model config and the
+    recipe's ``data`` options, and is all there is to it, so :mod:`hf_toolkit.prepcache` may keep it and
+    skip ``prepare`` next time. False for a task whose ``prepare`` also changes the tokenizer or model,
+    or keeps state elsewhere."""
 
     @property
     def input_roles(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
