@@ -6,8 +6,9 @@ command runs with ``--verbose``, :func:`setup` keeps hftk's lines, hftk's data b
 train``, ``Packing train ...``), the Trainer's training/evaluation bars and its logged metrics, and
 
 - drops transformers' ``loss_type=None ... unrecognized`` note (GPT-2 names no loss type; the
-  default it falls back to is GPT-2's loss) and its ``Loading weights`` / ``Writing model shards``
-  bars;
+  default it falls back to is GPT-2's loss), its advice to pass an ``attention_mask`` (hftk passes
+  none only with ``data.packing: padding_free``, whose rows hold no padding: the mask comes from
+  the position ids) and its ``Loading weights`` / ``Writing model shards`` bars;
 - shortens transformers' LOAD REPORT table (weights a checkpoint lacked, had extra or of another
   shape) to one line, e.g. ``BertForSequenceClassification: 2 weights newly initialized (not in
   the checkpoint): classifier.bias, classifier.weight``;
@@ -33,7 +34,8 @@ import warnings
 
 HFTK_LOGGER = "hftk"
 QUIET_TRANSFORMERS_BARS = ("Loading weights", "Writing model shards")
-DROPPED_TRANSFORMERS_NOTES = ("was set in the config but it is unrecognized. Using the default loss",)
+DROPPED_TRANSFORMERS_NOTES = ("was set in the config but it is unrecognized. Using the default loss",
+                              "We strongly recommend passing in an `attention_mask` since your input_ids may be padded")
 GRADIENT_CHECKPOINTING_WARNING = r"`is_gradient_checkpointing` is deprecated"
 LOAD_STATUS_WORDS = {
     "MISSING": "newly initialized (not in the checkpoint)",

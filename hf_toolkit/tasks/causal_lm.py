@@ -56,11 +56,9 @@ class CausalLM(Task):
     generates = True
 
     def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
-        """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids."""
-        context = modeling.context_length(model.config) or DEFAULT_BLOCK_SIZE
-        block_size = recipe.data.block_size or min(DEFAULT_BLOCK_SIZE, context)
-        if block_size > context:
-            raise DataError(f"data.block_size={block_size} is longer than the model's context ({context} tokens); lower it")
+        """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids
+        (padding-free: each text whole, cut at `block_size`)."""
+        block_size = self.block_size(recipe, model)
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
         def tokenize(batch: dict[str, list], add_eos: bool) -> dict[str, list]:
@@ -93,6 +91,18 @@ class CausalLM(Task):
                 raise DataError(f"data.{name}: {total} tokens is less than one block of {block_size}; "
                                 "add text or lower data.block_size")
         return type(splits)(packed)
+
+    def block_size(self, recipe: Recipe, model) -> int:
+        """``data.block_size``, or min(1024, the model's context); longer than the context is a DataError."""
+        context = modeling.context_length(model.config) or DEFAULT_BLOCK_SIZE
+        block_size = recipe.data.block_size or min(DEFAULT_BLOCK_SIZE, context)
+        if block_size > context:
+            raise DataError(f"data.block_size={block_size} is longer than the model's context ({context} tokens); lower it")
+        return block_size
+
+    def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
+        """Blocks cut nothing; padding-free packing cuts each text at `block_size`."""
+        return self.block_size(recipe, model) if recipe.data.packing == "padding_free" else None
 
     def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
         """Packed blocks have equal length: the default collator stacks them. Padding-free: one row per
