@@ -15,12 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import machine, rows, serving
+from benchmarks import machine, rows, serving, startup
 
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 BENCHMARKS_MD = rows.REPO / "BENCHMARKS.md"
 # In this order: generation and serving use the causal-LM row's run, prediction the classifier's.
-ROWS = (*rows.ROWS, serving.serving)
+ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_cache)
 
 
 def run(quick: bool) -> list[rows.Row]:

@@ -617,8 +617,6 @@ def not_measured() -> list[Row]:
 
     later = "not measured yet: hftk has no such feature or harness yet (issue 13 open)"
     return [
-        Row("time to first optimizer step, hftk finetune vs the plain script", skipped=later),
-        Row("preprocessing cache: second run of a recipe vs the first", skipped="hftk has no preprocessing cache yet (issue 13 open)"),
         Row("model FLOPs utilisation of a GPT-2-small step vs measured matmul peak", skipped=later),
         Row("peak memory: full fine-tuning vs LoRA vs gradient checkpointing", skipped=later),
         Row("training.torch_compile vs eager on CPU", skipped=later),
