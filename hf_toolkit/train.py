@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit import data as data_lib
-from hf_toolkit import checkpoints, modeling, prepcache, rundir, runlock, stopping, throughput
+from hf_toolkit import checkpoints, modeling, prepcache, rundir, runlock, stopping, throughput, training_args
 from hf_toolkit.checkpoints import resume_point
 from hf_toolkit.checks import CheckedRun, check_run
 from hf_toolkit.recipe.schema import Recipe
@@ -78,6 +78,8 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
             model = modeling.apply_lora(model, recipe.peft, task.peft_task_type)
         if args.process_index == 0:
             logger.info(modeling.describe(model))
+            for line in training_args.describe_compute(recipe.precision, args, model):
+                logger.info(line)
         prepared = cache.prepared(lambda: task.prepare(recipe, splits, tokenizer, model), tokenizer, model)
         if args.process_index == 0:
             logger.info(cache.summary())
@@ -90,6 +92,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
                               started=started, created_output_dir=not output_dir_existed)
     guard = stopping.guard(trainer)  # before the recipe saver, which then sees the save a stop asks for
     trainer.add_callback(checkpoints.recipe_saver(recipe))
+    trainer.add_callback(training_args.memory_keeper(args))
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 

@@ -1,0 +1,128 @@
+"""What training computes in, without training: the run log's lines on the precision and the
+attention kernel and why (from the model config, TrainingArguments' flags and torch's own kernel
+choice), and the defaults hftk picks for speed (fused AdamW)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_toolkit import modeling, training_args
+
+
+def tiny_bert(**config):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    with torch.device("meta"):  # the config is all that is read: no weights
+        return BertForQuestionAnswering(BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=64, **config))
+
+
+def test_attention_dropout_leaves_the_fused_cpu_kernel_and_the_line_says_which_key_to_set():
+    if modeling.sdpa_kernel(0.0, torch.bfloat16) != "flash":
+        pytest.skip("this torch has no fused CPU attention kernel")
+    on = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.1), dtype=torch.bfloat16)
+    assert on == ("attention: sdpa, math fallback while training (attention_probs_dropout_prob 0.1 > 0 leaves the fused "
+                  "CPU kernel; set model.config.attention_probs_dropout_prob: 0 for speed)")
+    off = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.0), dtype=torch.float32)
+    assert off == "attention: sdpa, fused flash kernel (attention_probs_dropout_prob 0)"
+    eager = tiny_bert(attention_probs_dropout_prob=0.0)
+    eager.config._attn_implementation = "eager"
+    assert modeling.describe_attention(eager, dtype=torch.float32).startswith("attention: eager (no fused kernel")
+
+
+def test_attention_dropout_is_found_under_each_family_s_key_and_in_a_pair_s_sides():
+    from transformers import BertConfig, DistilBertConfig, EncoderDecoderConfig, GPT2Config
+
+    assert modeling.attention_dropout(GPT2Config(attn_pdrop=0.1)) == ("attn_pdrop", 0.1)
+    assert modeling.attention_dropout(DistilBertConfig(attention_dropout=0.0)) == ("attention_dropout", 0.0)
+    pair = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(attention_probs_dropout_prob=0.1),
+                                                             BertConfig(attention_probs_dropout_prob=0.0))
+    assert modeling.attention_dropout(pair) == ("encoder.attention_probs_dropout_prob", 0.1)
+    assert modeling.attention_dropout(SimpleNamespace()) is None
+
+
+def args(bf16=False, fp16=False):
+    return SimpleNamespace(bf16=bf16, fp16=fp16, use_cpu=True)
+
+
+@pytest.mark.parametrize(("precision", "flags", "features", "line"), [
+    ("auto", args(bf16=True), ["AMX-BF16"], "precision: bf16 autocast (precision: auto; this CPU has AMX-BF16)"),
+    ("auto", args(), [], "precision: fp32 (precision: auto; this CPU has neither AMX-BF16 nor AVX512-BF16, "
+                         "so bf16 is emulated and slower than fp32)"),
+    (None, args(), ["AVX512-BF16"], "precision: fp32 (the recipe sets no precision; precision: auto would train in "
+                                    "bf16 autocast: this CPU has AVX512-BF16)"),
+    (None, args(), [], "precision: fp32 (the recipe sets no precision)"),
+    (None, args(bf16=True), ["AMX-BF16"], "precision: bf16 autocast (training.bf16: true; this CPU has AMX-BF16)"),
+])
+def test_precision_line_says_what_and_why(monkeypatch, precision, flags, features, line):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training_args, "cpu_bf16_features", lambda: features)
+    assert training_args.describe_precision(precision, flags) == line
+
+
+def test_training_logs_both_lines(monkeypatch):
+    monkeypatch.setattr(training_args, "cpu_bf16_features", lambda: ["AMX-BF16"])
+    lines = training_args.describe_compute("auto", args(bf16=True), tiny_bert(attention_probs_dropout_prob=0.0))
+    assert lines[0] == "precision: bf16 autocast (precision: auto; this CPU has AMX-BF16)"
+    assert lines[1].startswith("attention: sdpa")
+
+
+def test_fused_adamw_is_the_default_and_a_recipe_s_optimizer_wins(tmp_path, monkeypatch):
+    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.tasks import TASKS
+
+    (tmp_path / "t.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    base = {"task": "causal-lm", "model": {"name_or_path": "./"}, "data": {"train": "t.txt"}}
+    task = TASKS["causal-lm"]
+    built = training_args.training_arguments(validate_recipe(base), task, default_output_dir="run")
+    assert built.optim == "adamw_torch_fused"
+    chosen = validate_recipe({**base, "training": {"optim": "adamw_torch"}})
+    assert training_args.training_arguments(chosen, task, default_output_dir="run").optim == "adamw_torch"
+
+
+class FakeLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, parameter, value):
+        self.calls.append((parameter, value))
+        return 1
+
+    def malloc_trim(self, pad):
+        self.calls.append(("trim", pad))
+        return 1
+
+
+def test_training_keeps_freed_memory_on_cpu_unless_the_user_tuned_malloc(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(training_args, "_glibc", lambda: libc)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+                 "MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    keep, line = training_args.keep_freed_memory(args())
+    assert keep and line.startswith("memory: malloc keeps freed memory for reuse while training")
+
+    keeper = training_args.memory_keeper(args())
+    keeper.on_train_begin()
+    assert libc.calls == [(-4, 0), (-1, 2**31 - 1)]  # no mmap for large blocks, no trimming
+    keeper.on_train_end()
+    assert libc.calls[2:] == [(-1, 128 * 1024), (-4, 65536), ("trim", 0)]  # glibc's defaults back, memory returned
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert training_args.keep_freed_memory(args()) == (False, "memory: malloc as MALLOC_TRIM_THRESHOLD_ sets it")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert training_args.keep_freed_memory(args()) == (False, "memory: jemalloc (LD_PRELOAD)")
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_args.keep_freed_memory(SimpleNamespace(bf16=True, fp16=False, use_cpu=False)) == (False, None)
+    libc.calls.clear()
+    keeper = training_args.memory_keeper(SimpleNamespace(bf16=True, fp16=False, use_cpu=False))
+    keeper.on_train_begin()
+    keeper.on_train_end()
+    assert libc.calls == []
