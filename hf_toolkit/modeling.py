@@ -139,7 +139,8 @@ def load_model(auto_class: Any, section: ModelSection, tokenizer: "PreTrainedTok
     `config_kwargs` are task settings (e.g. ``num_labels``) applied on top of ``model.config``.
     """
     config = build_config(section, tokenizer, **config_kwargs)
-    attention = {"attn_implementation": section.attn_implementation} if section.attn_implementation else {}
+    implementation = getattr(section, "attn_implementation", None)  # a pair's sides (ModelPart) keep the default
+    attention = {"attn_implementation": implementation} if implementation else {}
     if section.init == "scratch":
         model = auto_class.from_config(config, **attention)
     else:
