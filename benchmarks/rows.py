@@ -99,6 +99,15 @@ def _hftk_side(recipe: str, work: Path, runs: list[Path]) -> Callable[[], float]
     return measure
 
 
+def _hftk_precision(recipe: str, work: Path) -> str:
+    """'bf16' or 'fp32': what hftk trains a recipe in on this machine (its checks decide)."""
+    from hf_toolkit.checks import check_run
+
+    path = work / f"precision-check-{time.monotonic_ns()}.yaml"
+    path.write_text(recipe.replace("{out}", str(work / path.stem)))
+    return "bf16" if check_run(path).args.bf16 else "fp32"
+
+
 def _plain_causal(work: Path, steps: int) -> float:
     """What a user would write: tokenizer, GPT-2 from a config, tokenize + pack, Trainer."""
     from datasets import load_dataset
@@ -130,7 +139,7 @@ def train_causal_lm(work: Path, quick: bool, state: dict) -> Row:
     ours, plain = median_of(repeats, _hftk_side(recipe, work, runs), lambda: _plain_causal(work, steps))
     state["causal_run"] = runs[-1]
     return Row(row.name, f"{ours * 128:,.0f} tokens/s", f"{plain * 128:,.0f} tokens/s", ours / plain, row.goal,
-               f"{steps} steps, median of {repeats}")
+               f"{steps} steps, median of {repeats}; hftk's defaults ({_hftk_precision(recipe, work)}) vs the engine's (fp32)")
 
 
 def _sst2_rows(start: int, count: int) -> list[dict]:
@@ -148,7 +157,7 @@ training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 
 """
 
 
-def _plain_classifier(work: Path, model_dir: str, rows: list[dict], steps: int, *, pad_to_max: bool) -> float:
+def _plain_classifier(work: Path, model_dir: str, rows: list[dict], steps: int, *, pad_to_max: bool, bf16: bool = False) -> float:
     """The transformers example's way: pad every text to max_length (run_glue's default), or pad per batch."""
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
@@ -161,7 +170,7 @@ def _plain_classifier(work: Path, model_dir: str, rows: list[dict], steps: int, 
     data = Dataset.from_list(rows).map(lambda b: tokenizer(b["text"], truncation=True, max_length=128, padding=padding),
                                        batched=True, remove_columns=["text"])
     collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
-    trainer = Trainer(model=model, args=_args(work / "plain-cls", steps, 16), train_dataset=data, data_collator=collator)
+    trainer = Trainer(model=model, args=_args(work / "plain-cls", steps, 16, bf16=bf16), train_dataset=data, data_collator=collator)
     return trainer.train().metrics["train_samples_per_second"]
 
 
@@ -182,17 +191,19 @@ def train_classification(work: Path, quick: bool, state: dict) -> list[Row]:
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = CLASSIFIER_RECIPE.format(model=model_dir, train=train, out="{out}", steps=steps)
     runs: list[Path] = []
+    precision = _hftk_precision(recipe, work)
     ours, dynamic, padded = median_of(repeats, _hftk_side(recipe, work, runs), lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=False),
-                                      lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=True))
+                                      lambda: _plain_classifier(work, model_dir, rows, steps, pad_to_max=True, bf16=precision == "bf16"))
     state["classifier_run"] = runs[-1]
     note = f"{steps} steps, median of {repeats}"
     # The same texts and truncation on both sides, so non-pad tokens per example are equal and the
     # ratio of examples/s is the ratio of non-pad tokens/s.
     return [
         Row(name, f"{ours:.1f} examples/s", f"{dynamic:.1f} examples/s", ours / dynamic, ">= 1.0x",
-            note + "; baseline: pads per batch, random order (engine defaults); hftk: length-grouped batches"),
+            note + f"; baseline: the engine's defaults (pads per batch, random order, fp32); hftk: its defaults "
+            f"(length-grouped batches, {precision})"),
         Row(padding_name, f"{ours:.1f} examples/s", f"{padded:.1f} examples/s", ours / padded, ">= 1.5x",
-            note + "; hftk pads each batch to its longest text"),
+            note + f"; the same texts and precision ({precision}) both sides; hftk pads each length-grouped batch to its longest text"),
     ]
 
 

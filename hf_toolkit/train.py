@@ -78,7 +78,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
             model = modeling.apply_lora(model, recipe.peft, task.peft_task_type)
         if args.process_index == 0:
             logger.info(modeling.describe(model))
-            for line in training_args.describe_compute(recipe.precision, args, model):
+            for line in training_args.describe_compute(training_args.precision_setting(recipe), args, model):
                 logger.info(line)
         prepared = cache.prepared(lambda: task.prepare(recipe, splits, tokenizer, model), tokenizer, model)
         if args.process_index == 0:

@@ -71,14 +71,28 @@ def torch_defaults(training: dict[str, Any]) -> dict[str, Any]:
     return {"optim": "adamw_torch_fused"}
 
 
+def precision_setting(recipe: "Recipe") -> str | None:
+    """What decides a run's precision: the recipe's ``precision``; when it sets none, ``'default'``
+    (bf16 where the hardware runs it natively, else fp32), or None when ``training.bf16``/``fp16``
+    are written (they then apply as written)."""
+    if recipe.precision is not None:
+        return recipe.precision
+    return None if "bf16" in recipe.training or "fp16" in recipe.training else "default"
+
+
 def precision_flags(recipe: "Recipe", training: dict[str, Any]) -> dict[str, bool]:
-    """TrainingArguments bf16/fp16 for the recipe's `precision` (None: leave training as written).
+    """TrainingArguments bf16/fp16 for the recipe's `precision`.
 
     ``auto``: bf16 on CUDA GPUs that support it, fp16 on older CUDA GPUs, bf16 autocast on CPUs
-    with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+    with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere. No ``precision`` (the default): the
+    same, except fp16, which only a recipe that asks for it gets (fp16 overflows in some models,
+    T5 among them; bf16 has fp32's range); with ``training.bf16``/``fp16`` written, those apply.
+    bf16 autocast keeps fp32 weights, optimizer states and loss: only matmul inputs round to bf16.
     """
     if recipe.precision is None:
-        return {}
+        if "bf16" in training or "fp16" in training:
+            return {}
+        return {"bf16": resolve_precision("auto") == "bf16", "fp16": False}
     if "bf16" in training or "fp16" in training:
         raise RecipeError([Problem(("precision",), "set either precision or training.bf16/training.fp16, not both")])
     choice = resolve_precision(recipe.precision)
@@ -120,8 +134,9 @@ def compute_dtype(args) -> Any:
 
 
 def describe_precision(precision: str | None, args) -> str:
-    """hftk's log line on the precision a run trains in, and why: the recipe's ``precision`` (or
-    ``training.bf16/fp16``) and what the machine offers, e.g. 'precision: bf16 autocast (precision:
+    """hftk's log line on the precision a run trains in, and why: `precision` as
+    :func:`precision_setting` gives it (the recipe's, ``'default'``, or None for ``training.bf16/fp16``)
+    and what the machine offers, e.g. 'precision: bf16 autocast (precision:
     auto; this CPU has AMX-BF16, AVX512-BF16)'."""
     import torch
 
@@ -135,12 +150,12 @@ def describe_precision(precision: str | None, args) -> str:
         auto, offers = "bf16", f"this CPU has {', '.join(native)}"
     else:
         auto, offers = "fp32", "this CPU has neither AMX-BF16 nor AVX512-BF16, so bf16 is emulated and slower than fp32"
+    if precision == "default":
+        hint = "; precision: auto or fp16 trains in fp16 with loss scaling" if auto == "fp16" else ""
+        return f"precision: {what} (the recipe sets no precision: bf16 where the hardware runs it natively; {offers}{hint})"
     if precision is not None:
         return f"precision: {what} (precision: {precision}; {offers})"
-    if args.bf16 or args.fp16:
-        return f"precision: {what} (training.{'bf16' if args.bf16 else 'fp16'}: true; {offers})"
-    hint = f"; precision: auto would train in {auto} autocast: {offers}" if auto != "fp32" else ""
-    return f"precision: fp32 (the recipe sets no precision{hint})"
+    return f"precision: {what} (training.bf16: {str(args.bf16).lower()}, training.fp16: {str(args.fp16).lower()}; {offers})"
 
 
 def describe_compute(precision: str | None, args, model) -> list[str]:

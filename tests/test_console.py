@@ -72,7 +72,8 @@ def test_finetune_prints_results_once_without_blank_lines_or_library_noise(base,
     assert "saved the run" not in base.stderr
     assert "  eval_loss:" in base.stdout
     assert "hftk: GPT2LMHeadModel:" in base.stderr and "parameters" in base.stderr
-    assert "hftk: precision: fp32 (the recipe sets no precision" in base.stderr  # what training computes in, and why
+    assert "hftk: precision: " in base.stderr and "(the recipe sets no precision: bf16 where the hardware runs it natively; " \
+        in base.stderr  # what training computes in, and why
     assert "hftk: attention: sdpa, " in base.stderr and "attn_pdrop 0.1" in base.stderr
     assert "hftk: memory: " in base.stderr or not sys.platform.startswith("linux")
     assert "2/2" in base.stderr  # the Trainer's training bar stays

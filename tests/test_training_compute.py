@@ -52,15 +52,39 @@ def args(bf16=False, fp16=False):
     ("auto", args(bf16=True), ["AMX-BF16"], "precision: bf16 autocast (precision: auto; this CPU has AMX-BF16)"),
     ("auto", args(), [], "precision: fp32 (precision: auto; this CPU has neither AMX-BF16 nor AVX512-BF16, "
                          "so bf16 is emulated and slower than fp32)"),
-    (None, args(), ["AVX512-BF16"], "precision: fp32 (the recipe sets no precision; precision: auto would train in "
-                                    "bf16 autocast: this CPU has AVX512-BF16)"),
-    (None, args(), [], "precision: fp32 (the recipe sets no precision)"),
-    (None, args(bf16=True), ["AMX-BF16"], "precision: bf16 autocast (training.bf16: true; this CPU has AMX-BF16)"),
+    ("default", args(bf16=True), ["AVX512-BF16"], "precision: bf16 autocast (the recipe sets no precision: bf16 where the "
+                                                   "hardware runs it natively; this CPU has AVX512-BF16)"),
+    ("default", args(), [], "precision: fp32 (the recipe sets no precision: bf16 where the hardware runs it natively; "
+                            "this CPU has neither AMX-BF16 nor AVX512-BF16, so bf16 is emulated and slower than fp32)"),
+    (None, args(bf16=True), ["AMX-BF16"], "precision: bf16 autocast (training.bf16: true, training.fp16: false; "
+                                          "this CPU has AMX-BF16)"),
+    (None, args(), ["AMX-BF16"], "precision: fp32 (training.bf16: false, training.fp16: false; this CPU has AMX-BF16)"),
 ])
 def test_precision_line_says_what_and_why(monkeypatch, precision, flags, features, line):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(training_args, "cpu_bf16_features", lambda: features)
     assert training_args.describe_precision(precision, flags) == line
+
+
+def test_a_recipe_without_precision_trains_in_bf16_only_where_it_is_native(monkeypatch, tmp_path):
+    from hf_toolkit.checks import validate_recipe
+
+    (tmp_path / "t.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    base = {"task": "causal-lm", "model": {"name_or_path": "./"}, "data": {"train": "t.txt"}}
+    recipe = validate_recipe(base)
+    assert training_args.precision_setting(recipe) == "default"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training_args, "cpu_has_native_bf16", lambda: True)
+    assert training_args.precision_flags(recipe, {}) == {"bf16": True, "fp16": False}
+    monkeypatch.setattr(training_args, "cpu_has_native_bf16", lambda: False)
+    assert training_args.precision_flags(recipe, {}) == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training_args.precision_flags(recipe, {}) == {"bf16": False, "fp16": False}  # fp16 only when asked
+    written = validate_recipe({**base, "training": {"bf16": False}})
+    assert training_args.precision_setting(written) is None
+    assert training_args.precision_flags(written, {"bf16": False}) == {}  # training.bf16 as written
 
 
 def test_training_logs_both_lines(monkeypatch):

@@ -284,7 +284,8 @@ class Recipe(Section):
     task: str = Field(description="The task; one of hf_toolkit.tasks.TASKS (checked by hf_toolkit.checks).")
     seed: int = Field(42, ge=0, lt=2**32, description="Seeds data shuffling and weight initialisation.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
-        None, description="Mixed precision; 'auto' picks bf16/fp16/fp32 for the hardware. None: training.bf16/fp16 as written."
+        None, description="Mixed precision; 'auto' picks bf16/fp16/fp32 for the hardware. None: bf16 where the hardware "
+        "runs it natively, else fp32 (training.bf16/fp16 as written when set)."
     )
     model: ModelSection
     data: DataSection
