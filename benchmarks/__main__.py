@@ -15,12 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import machine, rows, serving, startup
+from benchmarks import bert_steps, compute, machine, rows, serving, startup
 
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 BENCHMARKS_MD = rows.REPO / "BENCHMARKS.md"
 # In this order: generation and serving use the causal-LM row's run, prediction the classifier's.
-ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_cache)
+ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_cache, compute.mfu, compute.memory,
+        compute.torch_compile, bert_steps.bert_steps)
 
 
 def run(quick: bool) -> list[rows.Row]:
@@ -36,7 +37,7 @@ def run(quick: bool) -> list[rows.Row]:
             print(f"benchmarks: {row.__name__} ...", file=sys.stderr, flush=True)
             produced = row(Path(work), quick, state)
             results += produced if isinstance(produced, list) else [produced]
-    return results + rows.not_measured()
+    return results
 
 
 def render(results: list[rows.Row], command: str) -> str:

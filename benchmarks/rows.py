@@ -645,20 +645,4 @@ def gpu_training(work: Path, quick: bool, state: dict) -> list[Row]:
     return rows
 
 
-# --------------------------------------------------------------------------------------------
-# Rows not measured yet, or not measurable here
-
-
-def not_measured() -> list[Row]:
-    """Rows of issue 13 this command does not measure yet, each with the reason (never dropped silently)."""
-    import torch
-
-    later = "not measured yet: hftk has no such feature or harness yet (issue 13 open)"
-    return [
-        Row("model FLOPs utilisation of a GPT-2-small step vs measured matmul peak", skipped=later),
-        Row("peak memory: full fine-tuning vs LoRA vs gradient checkpointing", skipped=later),
-        Row("training.torch_compile vs eager on CPU", skipped=later),
-    ]
-
-
 ROWS = (train_causal_lm, train_classification, train_seq2seq, batching_qa, packing, generation, prediction, int8_inference, precision, gpu_training)
