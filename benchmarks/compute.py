@@ -132,6 +132,7 @@ def _child() -> None:
     status = lambda: Path("/proc/self/status").read_text()  # noqa: E731
     report: dict = {"rss_after_imports_kib": status_kib(status(), "VmRSS"), "threads": torch.get_num_threads()}
     step_ends: list[float] = []
+    cpu_ends: list[float] = []  # process CPU time (all threads) at the same moments
     hwm_per_step: list[int] = []
     profile_step = options.get("profile_step")
 
@@ -151,6 +152,7 @@ def _child() -> None:
             except OSError:
                 report["peak_reset"] = False
             step_ends.append(time.perf_counter())
+            cpu_ends.append(time.process_time())
 
         def on_step_begin(self, args, state, control, **kwargs):
             if profile_step is not None and state.global_step + 1 == profile_step:
@@ -167,8 +169,10 @@ def _child() -> None:
                 report["profile"] = _summarize(self.profiler, bool(options.get("shapes")))
                 self.profiler = None
                 step_ends.append(float("nan"))  # the profiled step is not timed
+                cpu_ends.append(float("nan"))
             else:
                 step_ends.append(time.perf_counter())
+                cpu_ends.append(time.process_time())
             hwm_per_step.append(status_kib(status(), "VmHWM"))
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -191,7 +195,7 @@ def _child() -> None:
     started = time.perf_counter()
     result = train.finetune(recipe_path)
     report["wall_seconds"] = time.perf_counter() - started
-    report["step_ends"] = step_ends
+    report["step_ends"], report["cpu_ends"] = step_ends, cpu_ends
     report["metrics"] = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     report["peak_process_kib"] = status_kib(status(), "VmHWM")
     if options.get("dry_run"):  # hftk's own estimate for the same recipe
@@ -354,6 +358,8 @@ def _share(profile: dict, top: int) -> str:
 
 
 def mfu(work: Path, quick: bool, state: dict) -> Row:
+    """Achieved model FLOP/s of `hftk finetune` (steady-state steps, precision: auto) over the best
+    matmul FLOP/s measured in this process at the same dtype and thread count, before and after the run."""
     size, steps, warmup = (QUICK, 5, 2) if quick else (GPT2_SMALL, 8, 2)
     name = "model FLOPs utilisation of a GPT-2-small training step vs this machine's measured matmul peak"
     if (reason := needs(GPT2_TOKENIZER)) is not None:
@@ -362,24 +368,28 @@ def mfu(work: Path, quick: bool, state: dict) -> Row:
 
     from hf_toolkit.training_args import resolve_precision
 
-    dtype = resolve_precision("auto")
     if torch.cuda.is_available():
         return Row(name, skipped="a CUDA GPU is present: this row measures the CPU (hftk trains on the GPU there)")
+    dtype = resolve_precision("auto")
     squares = [(n, n, n) for n in ((1024, 2048) if quick else (1024, 2048, 4096))]
     load = _load()
-    rates = matmul_peak(dtype, squares + model_gemm_shapes(size), repeats=2 if quick else 3, seconds=0.1 if quick else 0.25)
-    peak = max(rates[s] for s in squares)
-    mix = gemm_mix_rate(size, rates)
-    report = run_child(recipe(size, steps), work, "mfu", profile_step=steps)
+    rates = matmul_peak(dtype, squares + model_gemm_shapes(size), repeats=2, seconds=0.1 if quick else 0.2)
+    try:
+        report = run_child(recipe(size, steps), work, "mfu", profile_step=steps)
+    except RuntimeError as error:
+        return Row(name, skipped=f"the training run failed: {error}")
+    if not quick:  # the peak again, after the run: the best of both
+        rates = {shape: max(rate, after) for (shape, rate), after in zip(rates.items(), matmul_peak(dtype, list(rates), repeats=2, seconds=0.15).values())}
+    peak, mix = max(rates[s] for s in squares), gemm_mix_rate(size, rates)
     step = steady_step_seconds(report["step_ends"], warmup)
     flops = model_flops_per_token(size.layers, size.width, size.vocab, size.block) * size.tokens
     achieved = flops / step
     precision = "bf16 autocast" if report["bf16"] else "fp32"
-    note = (f"{'quick: ' if quick else ''}{size.label}, {precision} (precision: auto), {report['threads']} threads; "
+    note = (f"{'quick: ' if quick else ''}{size.label} from scratch, {precision} (precision: auto), {report['threads']} threads; "
             f"FLOPs/step = tokens x (6N + 12LdT), N = 12Ld^2 + Vd = {matmul_parameters(size.layers, size.width, size.vocab) / 1e6:.1f}M "
-            f"(PaLM app. B) = {flops / 1e12:.2f} TFLOP; steady step {step:.2f} s (median of steps {warmup + 1}-{steps - 1}); "
-            f"peak: best {dtype} square matmul; vs the model's own GEMM shapes ({_gflops(mix)}): {achieved / mix:.0%}; "
-            f"profiled step: {_share(report['profile'], 5)}; {load}")
+            f"(PaLM app. B): {flops / 1e12:.2f} TFLOP; steady step {step:.2f} s (median of steps {warmup + 1}-{steps - 1}); "
+            f"peak: best {dtype} square matmul (1024-{squares[-1][0]}); the model's own GEMM shapes run at {_gflops(mix)}, "
+            f"{achieved / mix:.0%} of that; profiled step: {_share(report['profile'], 6)}; {load}")
     return Row(name, f"{achieved / peak:.1%} MFU ({_gflops(achieved)})", f"{_gflops(peak)} peak {dtype} matmul",
                achieved / peak, ">= 0.5", note)
 
@@ -405,7 +415,10 @@ def memory(work: Path, quick: bool, state: dict) -> list[Row]:
     model = saved_model(work, size, state)  # LoRA adapts saved weights: every side starts from the same ones
     reports = {}
     for key, extra, peft in (("full", "", False), ("lora", "", True), ("gc", gc, False), ("lora+gc", gc, True)):
-        reports[key] = run_child(recipe(size, steps, extra, model_dir=model, peft=peft), work, f"mem-{key}", dry_run=True, lora=peft)
+        try:
+            reports[key] = run_child(recipe(size, steps, extra, model_dir=model, peft=peft), work, f"mem-{key}", dry_run=True, lora=peft)
+        except RuntimeError as error:
+            return [Row(n, skipped=f"the {key} run failed: {error}") for n in names.values()]
 
     def above_imports(r: dict) -> float:
         return r["peak_train_kib"] - r["rss_after_imports_kib"]
@@ -437,30 +450,43 @@ def memory(work: Path, quick: bool, state: dict) -> list[Row]:
 
 
 def torch_compile(work: Path, quick: bool, state: dict) -> Row:
-    size, steps, warmup = (Size(layers=2, heads=4, width=256, block=128, batch=8), 8, 3) if quick else (GPT2_SMALL, 10, 3)
+    """Steady-state tokens/s of the same recipe with ``training.torch_compile: true`` and without; the
+    compiled run twice on one fresh inductor cache: cold (what a first run pays) and warm (a rerun)."""
+    size, steps, warmup = (Size(layers=2, heads=4, width=256, block=128, batch=8), 8, 3) if quick else (GPT2_SMALL, 9, 3)
     name = "training.torch_compile: true vs eager on CPU"
     if (reason := needs(GPT2_TOKENIZER)) is not None:
         return Row(name, skipped=reason)
     load = _load()
-    eager = run_child(recipe(size, steps), work, "eager")
     try:
-        compiled = run_child(recipe(size, steps, extra=", torch_compile: true"), work, "compiled")
+        eager = run_child(recipe(size, steps), work, "eager")
+    except RuntimeError as error:
+        return Row(name, skipped=f"the eager run failed: {error}")
+    cache = {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-cache-{time.monotonic_ns()}")}
+    try:
+        compiled = {"cold": run_child(recipe(size, steps, extra=", torch_compile: true"), work, "compiled", env=cache)}
+        if not quick:
+            compiled["warm"] = run_child(recipe(size, steps, extra=", torch_compile: true"), work, "compiled", env=cache)
     except RuntimeError as error:
         return Row(name, skipped=f"torch.compile failed here: {error}")
-    speeds, firsts = [], []
-    for r in (compiled, eager):
-        speeds.append(size.tokens / steady_step_seconds(r["step_ends"], warmup))
-        firsts.append(r["step_ends"][1] - r["step_ends"][0])
-    ratio = speeds[0] / speeds[1]
+    eager_step = steady_step_seconds(eager["step_ends"], warmup)
+    compiled_step = statistics.median([steady_step_seconds(r["step_ends"], warmup) for r in compiled.values()])
+    ratio = eager_step / compiled_step
     winner = "compile wins" if ratio > 1.02 else "eager wins" if ratio < 0.98 else "a tie (within 2%)"
-    compile_seconds = firsts[0] - firsts[1]
-    note = (f"{'quick: ' if quick else ''}{size.label}, {'bf16 autocast' if eager['bf16'] else 'fp32'}; steady state = median "
-            f"of steps {warmup + 1}-{steps}; {winner} in steady state; compiling cost {compile_seconds:.0f} s "
-            f"(first step {firsts[0]:.1f} s vs {firsts[1]:.1f} s eager), repaid after "
-            f"{_payback(compile_seconds, size.tokens / speeds[1], size.tokens / speeds[0])}; {load}")
-    return Row(name, f"compiled: {speeds[0]:,.0f} tokens/s", f"eager: {speeds[1]:,.0f} tokens/s", ratio, "", note)
+    first_eager = eager["step_ends"][1] - eager["step_ends"][0]
+    costs = []
+    for key, r in compiled.items():
+        first = r["step_ends"][1] - r["step_ends"][0]
+        costs.append(f"{first - first_eager:.0f} s on a {key} inductor cache (first step {first:.1f} s vs {first_eager:.1f} s eager), "
+                     f"repaid after {_payback(first - first_eager, eager_step, compiled_step)}")
+    note = (f"{'quick: ' if quick else ''}{size.label}, {'bf16 autocast' if eager['bf16'] else 'fp32'}; steady state: median "
+            f"of steps {warmup + 1}-{steps}{' (compiled: median of the cold and the warm run)' if len(compiled) > 1 else ''}; "
+            f"{winner} in steady state; compiling costs {'; '.join(costs)}; {load}")
+    return Row(name, f"compiled: {size.tokens / compiled_step:,.0f} tokens/s", f"eager: {size.tokens / eager_step:,.0f} tokens/s",
+               ratio, "", note)
 
 
 def _payback(compile_seconds: float, eager_step: float, compiled_step: float) -> str:
     saved = eager_step - compiled_step
-    return f"{compile_seconds / saved:,.0f} steps" if saved > 0 else "never (no per-step saving)"
+    if saved <= 0:
+        return "never (no per-step saving)"
+    return f"{max(compile_seconds, 0) / saved:,.0f} steps"
