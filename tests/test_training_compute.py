@@ -150,3 +150,24 @@ def test_training_keeps_freed_memory_on_cpu_unless_the_user_tuned_malloc(monkeyp
     keeper.on_train_begin()
     keeper.on_train_end()
     assert libc.calls == []
+
+
+def test_kept_memory_is_handed_back_when_the_process_outgrows_its_size_after_the_first_steps(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(training_args, "_glibc", lambda: libc)
+    monkeypatch.setattr(training_args, "keep_freed_memory", lambda args: (True, "memory: ..."))
+    sizes = iter([
+        100,       # after step 3: the size the limit is set from (125)
+        120,       # within the limit
+        130, 104,  # over it: trimmed, 104 left, and the limit becomes max(125, 104 x 1.25) = 130
+        129,       # within the new limit
+        200, 180,  # a larger live size: trimmed, and the limit follows it (225)
+        220,
+    ])
+    monkeypatch.setattr(training_args, "_resident_bytes", lambda: next(sizes))
+    keeper = training_args.memory_keeper(args())
+    keeper.on_train_begin()
+    for step in range(1, 9):
+        keeper.on_step_end(None, SimpleNamespace(global_step=step))
+    assert [call for call in libc.calls if call[0] == "trim"] == [("trim", 0), ("trim", 0)]
+    assert keeper.ceiling == 225
