@@ -13,6 +13,8 @@ import datetime
 import os
 import sys
 import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from benchmarks import bert_steps, compute, machine, rows, serving, startup
@@ -24,7 +26,7 @@ ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_c
         compute.torch_compile, bert_steps.bert_steps)
 
 
-def run(quick: bool) -> list[rows.Row]:
+def run(quick: bool, only: list[str] | None = None) -> list[rows.Row]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from hf_toolkit import console
@@ -34,10 +36,28 @@ def run(quick: bool) -> list[rows.Row]:
     state: dict = {}
     with tempfile.TemporaryDirectory() as work:
         for row in ROWS:
+            if only and row.__name__ not in only:
+                continue
             print(f"benchmarks: {row.__name__} ...", file=sys.stderr, flush=True)
-            produced = row(Path(work), quick, state)
-            results += produced if isinstance(produced, list) else [produced]
+            start = time.perf_counter()
+            try:
+                produced = row(Path(work), quick, state)
+            except Exception as error:  # one broken row must not lose the others' measurements
+                traceback.print_exc()
+                produced = rows.Row(row.__name__, skipped=f"failed: {type(error).__name__}: {error}")
+            produced = produced if isinstance(produced, list) else [produced]
+            for done in produced:  # progress, so a long run shows its numbers as they come
+                print(f"benchmarks:   {render_row(done)}", file=sys.stderr, flush=True)
+            print(f"benchmarks: {row.__name__} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            results += produced
     return results
+
+
+def render_row(row: rows.Row) -> str:
+    if row.skipped is not None:
+        return f"| {row.name} | | | | {row.goal} | skipped | {row.skipped} |"
+    ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+    return f"| {row.name} | {row.hftk} | {row.baseline} | {ratio} | {row.goal} | {row.met()} | {row.note} |"
 
 
 def render(results: list[rows.Row], command: str) -> str:
@@ -52,11 +72,7 @@ def render(results: list[rows.Row], command: str) -> str:
         "| row | hftk | baseline | ratio | goal | met | note |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in results:
-        if row.skipped is not None:
-            lines.append(f"| {row.name} | | | | {row.goal} | skipped | {row.skipped} |")
-        else:
-            lines.append(f"| {row.name} | {row.hftk} | {row.baseline} | {row.ratio:.2f}x | {row.goal} | {row.met()} | {row.note} |")
+    lines += [render_row(row) for row in results]
     return "\n".join(lines)
 
 
@@ -73,14 +89,16 @@ def write(section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--quick", action="store_true", help="fewer steps, one repeat: a few minutes")
     parser.add_argument("--no-write", action="store_true", help="print the table only, leave BENCHMARKS.md alone")
+    parser.add_argument("--only", nargs="+", metavar="ROW", choices=[row.__name__ for row in ROWS],
+                        help="run these rows only (implies --no-write; a row may need an earlier one's run)")
     args = parser.parse_args()
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
-    section = render(run(args.quick), command)
+    section = render(run(args.quick, args.only), command)
     print(section)
-    if not args.no_write:
+    if not args.no_write and not args.only:
         write(section)
 
 
