@@ -342,8 +342,8 @@ def describe_attention(model: Any, *, dtype: Any, device: str = "cpu") -> str:
 
     'attention: sdpa, fused flash kernel (attention_probs_dropout_prob 0)', or 'attention: sdpa, math fallback
     while training (attention_probs_dropout_prob 0.1 > 0 leaves the fused CPU kernel; set
-    model.config.attention_probs_dropout_prob: 0 for speed)'. `dtype` is the dtype attention computes
-    in (bf16 under bf16 autocast).
+    model.config.attention_probs_dropout_prob: 0 to keep it; faster on long sequences, not on short ones)'.
+    `dtype` is the dtype attention computes in (bf16 under bf16 autocast).
     """
     config = model.config
     implementation = getattr(config, "_attn_implementation", None) or "eager"
@@ -363,7 +363,7 @@ def describe_attention(model: Any, *, dtype: Any, device: str = "cpu") -> str:
         side, _, name = str(key).rpartition(".")
         recipe_key = f"model.{side}.config.{name}" if side else f"model.config.{name}"
         return (f"attention: sdpa, math fallback while training ({key} {dropout:g} > 0 leaves the fused {device.upper()} "
-                f"kernel; set {recipe_key}: 0 for speed)")
+                f"kernel; set {recipe_key}: 0 to keep it; faster on long sequences, not on short ones)")
     return f"attention: sdpa, math fallback (torch has no fused kernel for {str(dtype).removeprefix('torch.')} on {device}; {at})"
 
 

@@ -25,7 +25,8 @@ def test_attention_dropout_leaves_the_fused_cpu_kernel_and_the_line_says_which_k
         pytest.skip("this torch has no fused CPU attention kernel")
     on = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.1), dtype=torch.bfloat16)
     assert on == ("attention: sdpa, math fallback while training (attention_probs_dropout_prob 0.1 > 0 leaves the fused "
-                  "CPU kernel; set model.config.attention_probs_dropout_prob: 0 for speed)")
+                  "CPU kernel; set model.config.attention_probs_dropout_prob: 0 to keep it; faster on long sequences, "
+                  "not on short ones)")
     off = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.0), dtype=torch.float32)
     assert off == "attention: sdpa, fused flash kernel (attention_probs_dropout_prob 0)"
     eager = tiny_bert(attention_probs_dropout_prob=0.0)
