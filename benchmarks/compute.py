@@ -389,9 +389,76 @@ def mfu(work: Path, quick: bool, state: dict) -> Row:
             f"FLOPs/step = tokens x (6N + 12LdT), N = 12Ld^2 + Vd = {matmul_parameters(size.layers, size.width, size.vocab) / 1e6:.1f}M "
             f"(PaLM app. B): {flops / 1e12:.2f} TFLOP; steady step {step:.2f} s (median of steps {warmup + 1}-{steps - 1}); "
             f"peak: best {dtype} square matmul (1024-{squares[-1][0]}); the model's own GEMM shapes run at {_gflops(mix)}, "
-            f"{achieved / mix:.0%} of that; profiled step: {_share(report['profile'], 6)}; {load}")
+            f"{achieved / mix:.0%} of that; profiled step: {_share(report['profile'], 6)}")
+    floor = step_floor_seconds(size, rates)
+    note += (f"; ceiling: {' + '.join(f'{name} {seconds:.2f} s' for name, seconds in floor.items())}, each measured alone, "
+             f"already take {sum(floor.values()):.2f} s a step, so no step here can pass {flops / sum(floor.values()) / peak:.0%} MFU")
+    if report["bf16"] and not quick:
+        note += "; " + fp32_contrast(size, steps, warmup, squares, flops, step, peak, work)
+    note += f"; {load}"
     return Row(name, f"{achieved / peak:.1%} MFU ({_gflops(achieved)})", f"{_gflops(peak)} peak {dtype} matmul",
                achieved / peak, ">= 0.5", note)
+
+
+def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float]:
+    """Seconds of the parts no GPT-2 step can skip, each measured alone in this process: its GEMMs at
+    the rates measured for their shapes, one fused AdamW step over its fp32 parameters, and the loss
+    (bf16 logits cast to fp32, cross entropy forward and backward, as transformers computes it),
+    with freed memory kept as hftk keeps it while training (no page faults)."""
+    import torch
+
+    from hf_toolkit import training_args
+
+    libc = training_args._glibc()
+    if libc is not None:
+        libc.mallopt(training_args._M_MMAP_MAX, 0)
+        libc.mallopt(training_args._M_TRIM_THRESHOLD, 2**31 - 1)
+
+    def best(step, repeats: int = 5) -> float:
+        step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    shapes = model_gemm_shapes(size)
+    gemm_flops = sum(2 * m * k * n * (1 if index >= len(shapes) - 3 else size.layers) for index, (m, k, n) in enumerate(shapes))
+    d = size.width
+    per_layer = [(d, 3 * d), (3 * d,), (d, d), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,), (d,), (d,), (d,), (d,)]
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in [(size.vocab, d), (size.block, d), *per_layer * size.layers, (d,), (d,)]]
+    for param in params:
+        param.grad = torch.full_like(param, 1e-3)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    logits = torch.randn(size.tokens, size.vocab, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, size.vocab, (size.tokens,))
+
+    def loss() -> None:
+        logits.grad = None
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+
+    try:
+        return {"GEMMs": gemm_flops / gemm_mix_rate(size, rates), "fused AdamW": best(optimizer.step), "loss": best(loss)}
+    finally:
+        if libc is not None:
+            for parameter, value in training_args._GLIBC_DEFAULTS:
+                libc.mallopt(parameter, value)
+
+
+def fp32_contrast(size: Size, steps: int, warmup: int, squares: list, flops: float, bf16_step: float, bf16_peak: float,
+                  work: Path) -> str:
+    """The same step in fp32 as a share of the fp32 matmul peak: where matmuls dominate the step (fp32),
+    MFU is high; native bf16 (AMX) speeds the matmuls up several times but not the memory-bound rest."""
+    try:
+        report = run_child(recipe(size, steps).replace("precision: auto", "precision: fp32"), work, "mfu-fp32")
+    except RuntimeError as error:
+        return f"the fp32 contrast run failed: {error}"
+    peak = max(matmul_peak("fp32", squares, repeats=2, seconds=0.2).values())
+    step = steady_step_seconds(report["step_ends"], warmup)
+    return (f"the same step in fp32: {step:.2f} s, {_gflops(flops / step)} = {flops / step / peak:.0%} of the fp32 matmul peak "
+            f"({_gflops(peak)}); the bf16 step is {step / bf16_step:.2f}x faster at a lower MFU because bf16 matmuls peak "
+            f"{bf16_peak / peak:.1f}x higher and the memory-bound rest of the step does not speed up")
 
 
 # --------------------------------------------------------------------------------------------

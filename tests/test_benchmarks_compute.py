@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository, not installed
 
-from benchmarks.compute import (GPT2_SMALL, categorize, gemm_mix_rate, matmul_parameters, model_flops_per_token,
-                                model_gemm_shapes, status_kib, steady_step_seconds)
+from benchmarks.compute import (GPT2_SMALL, Size, categorize, gemm_mix_rate, matmul_parameters, model_flops_per_token,
+                                model_gemm_shapes, status_kib, steady_step_seconds, step_floor_seconds)
 
 
 def test_matmul_parameters_of_gpt2_small_by_hand():
@@ -60,3 +60,15 @@ def test_gemm_mix_rate_is_flop_weighted():
 ])
 def test_categorize(op, category):
     assert categorize(op) == category
+
+
+def test_step_floor_gemm_time_is_the_step_flops_at_the_measured_rates():
+    tiny = Size(layers=2, heads=2, width=16, block=8, batch=2, vocab=64)
+    shapes = model_gemm_shapes(tiny)
+    rates = {shape: 1e9 for shape in shapes}  # every GEMM at 1 GFLOP/s
+    per_layer = sum(2 * m * k * n for m, k, n in shapes[:-3])
+    head = sum(2 * m * k * n for m, k, n in shapes[-3:])
+    floor = step_floor_seconds(tiny, rates)
+    assert floor["GEMMs"] == pytest.approx((2 * per_layer + head) / 1e9)
+    assert set(floor) == {"GEMMs", "fused AdamW", "loss"}
+    assert floor["fused AdamW"] > 0 and floor["loss"] > 0
