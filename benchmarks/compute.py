@@ -377,7 +377,7 @@ def mfu(work: Path, quick: bool, state: dict) -> Row:
     try:
         report = run_child(recipe(size, steps), work, "mfu", profile_step=steps)
     except RuntimeError as error:
-        return Row(name, skipped=f"the training run failed: {error}")
+        return Row(name, skipped=f"failed: the training run: {error}")
     if not quick:  # the peak again, after the run: the best of both
         rates = {shape: max(rate, after) for (shape, rate), after in zip(rates.items(), matmul_peak(dtype, list(rates), repeats=2, seconds=0.15).values())}
     peak, mix = max(rates[s] for s in squares), gemm_mix_rate(size, rates)
@@ -485,7 +485,7 @@ def memory(work: Path, quick: bool, state: dict) -> list[Row]:
         try:
             reports[key] = run_child(recipe(size, steps, extra, model_dir=model, peft=peft), work, f"mem-{key}", dry_run=True, lora=peft)
         except RuntimeError as error:
-            return [Row(n, skipped=f"the {key} run failed: {error}") for n in names.values()]
+            return [Row(n, skipped=f"failed: the {key} run: {error}") for n in names.values()]
 
     def above_imports(r: dict) -> float:
         return r["peak_train_kib"] - r["rss_after_imports_kib"]
@@ -527,7 +527,7 @@ def torch_compile(work: Path, quick: bool, state: dict) -> Row:
     try:
         eager = run_child(recipe(size, steps), work, "eager")
     except RuntimeError as error:
-        return Row(name, skipped=f"the eager run failed: {error}")
+        return Row(name, skipped=f"failed: the eager run: {error}")
     cache = {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-cache-{time.monotonic_ns()}")}
     try:
         compiled = {"cold": run_child(recipe(size, steps, extra=", torch_compile: true"), work, "compiled", env=cache)}
