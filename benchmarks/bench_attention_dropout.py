@@ -124,7 +124,7 @@ def main() -> None:
         for task in args.tasks:
             seconds = speed(task, args.speed, work)
             print(f"{task}: attention dropout 0.1 {seconds[0.1]:.3f} s/step, 0 {seconds[0.0]:.3f} s/step "
-                  f"({seconds[0.1] / seconds[0.0]:.2f}x faster without; best of 2 turns of {args.speed} steps)", flush=True)
+                  f"(without dropout {seconds[0.1] / seconds[0.0]:.2f}x the speed; best of 2 turns of {args.speed} steps)", flush=True)
         return
     results = []
     for task in args.tasks:

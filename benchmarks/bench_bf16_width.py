@@ -43,7 +43,7 @@ def main() -> None:
     print("| d_model | fp32 cold | bf16 cold | fp32 warm | bf16 warm | bf16/fp32 warm |")
     print("|---|---|---|---|---|---|")
     for width in args.widths:
-        config = rows.SEQ2SEQ_CONFIG.replace("d_model: 128", f"d_model: {width}").replace("ffn_dim: 256", f"ffn_dim: {2 * width}")
+        config = rows.seq2seq_config(width)
         setup = rows.SEQ2SEQ_RECIPE.format(tokenizer="train_tokenizer: {vocab_size: 4000}", config=config, train=train,
                                            out="{out}", steps=1)
         _, tokenizer_dir = rows._hftk_finetune(setup, work)  # the tokenizer both precisions share (untimed)

@@ -325,16 +325,23 @@ def model_gemm_shapes(size: Size) -> list[tuple[int, int, int]]:
     return shapes
 
 
+def gemm_flops(size: Size) -> list[tuple[tuple[int, int, int], int]]:
+    """(GEMM shape, its FLOPs in one step) for each GEMM of :func:`model_gemm_shapes` (shapes may
+    repeat): the vocabulary projection's three GEMMs count once, the others once per layer."""
+    shapes = model_gemm_shapes(size)
+    return [((m, k, n), 2 * m * k * n * (1 if index >= len(shapes) - 3 else size.layers))
+            for index, (m, k, n) in enumerate(shapes)]
+
+
+def gemm_seconds(size: Size, rates: dict[tuple, float]) -> float:
+    """Seconds of one step's GEMMs run back to back at their measured rates."""
+    return sum(flops / rates[shape] for shape, flops in gemm_flops(size))
+
+
 def gemm_mix_rate(size: Size, rates: dict[tuple, float]) -> float:
     """FLOP/s of one step's GEMMs run back to back at their measured rates (FLOP-weighted: total
-    FLOPs over total time); the vocabulary projection's three GEMMs count once, the others per layer."""
-    flops = seconds = 0.0
-    shapes = model_gemm_shapes(size)
-    for index, shape in enumerate(shapes):
-        count = 1 if index >= len(shapes) - 3 else size.layers
-        work = 2 * shape[0] * shape[1] * shape[2] * count
-        flops, seconds = flops + work, seconds + work / rates[shape]
-    return flops / seconds
+    FLOPs over total time)."""
+    return sum(flops for _, flops in gemm_flops(size)) / gemm_seconds(size, rates)
 
 
 def _load() -> str:
@@ -407,12 +414,7 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
     with freed memory kept as hftk keeps it while training (no page faults)."""
     import torch
 
-    from hf_toolkit import training_args
-
-    libc = training_args._glibc()
-    if libc is not None:
-        libc.mallopt(training_args._M_MMAP_MAX, 0)
-        libc.mallopt(training_args._M_TRIM_THRESHOLD, 2**31 - 1)
+    from hf_toolkit.training_args import freed_memory_kept
 
     def best(step, repeats: int = 5) -> float:
         step()
@@ -423,8 +425,6 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
             times.append(time.perf_counter() - start)
         return min(times)
 
-    shapes = model_gemm_shapes(size)
-    gemm_flops = sum(2 * m * k * n * (1 if index >= len(shapes) - 3 else size.layers) for index, (m, k, n) in enumerate(shapes))
     d = size.width
     per_layer = [(d, 3 * d), (3 * d,), (d, d), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,), (d,), (d,), (d,), (d,)]
     params = [torch.nn.Parameter(torch.zeros(shape)) for shape in [(size.vocab, d), (size.block, d), *per_layer * size.layers, (d,), (d,)]]
@@ -438,12 +438,8 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
         logits.grad = None
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
 
-    try:
-        return {"GEMMs": gemm_flops / gemm_mix_rate(size, rates), "fused AdamW": best(optimizer.step), "loss": best(loss)}
-    finally:
-        if libc is not None:
-            for parameter, value in training_args._GLIBC_DEFAULTS:
-                libc.mallopt(parameter, value)
+    with freed_memory_kept():
+        return {"GEMMs": gemm_seconds(size, rates), "fused AdamW": best(optimizer.step), "loss": best(loss)}
 
 
 def fp32_contrast(size: Size, steps: int, warmup: int, squares: list, flops: float, bf16_step: float, bf16_peak: float,

@@ -226,8 +226,13 @@ def _non_pad_tokens(features, column: str = "input_ids") -> int:
 
 
 WMT = SHARED / "wmt_en_de_newstest2013_dev" / "dev.jsonl"
-SEQ2SEQ_CONFIG = ("{model_type: bart, d_model: 128, encoder_layers: 2, decoder_layers: 2, encoder_attention_heads: 4, "
-                  "decoder_attention_heads: 4, encoder_ffn_dim: 256, decoder_ffn_dim: 256, max_position_embeddings: 256}")
+def seq2seq_config(width: int = 128) -> str:
+    """The seq2seq rows' BART (2+2 layers, 4 heads, feed-forward 2 x `width`) as a recipe's model.config."""
+    return (f"{{model_type: bart, d_model: {width}, encoder_layers: 2, decoder_layers: 2, encoder_attention_heads: 4, "
+            f"decoder_attention_heads: 4, encoder_ffn_dim: {2 * width}, decoder_ffn_dim: {2 * width}, max_position_embeddings: 256}}")
+
+
+SEQ2SEQ_CONFIG = seq2seq_config()
 SEQ2SEQ_RECIPE = """\
 task: translation
 seed: 0

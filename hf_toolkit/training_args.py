@@ -6,6 +6,8 @@ a recipe problem) and used as is by training, which logs what it computes in and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,6 +243,32 @@ def _resident_bytes() -> int | None:
         return None
 
 
+def _keep_freed(libc) -> None:
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def _restore_defaults(libc) -> None:
+    """glibc's defaults back, and the free memory handed back to the system."""
+    for parameter, value in _GLIBC_DEFAULTS:
+        libc.mallopt(parameter, value)
+    libc.malloc_trim(0)
+
+
+@contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """Inside the block glibc keeps freed memory as :func:`memory_keeper` does while training (no
+    trimming on growth): for timing CPU work outside a Trainer as hftk's training runs it."""
+    libc = _glibc()
+    if libc is not None:
+        _keep_freed(libc)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            _restore_defaults(libc)
+
+
 def memory_keeper(args) -> Any:
     """A TrainerCallback that applies :func:`keep_freed_memory` from the start of training to its end
     (handing free memory back with ``malloc_trim`` whenever the process outgrows :data:`GROWTH_LIMIT`),
@@ -252,8 +280,7 @@ def memory_keeper(args) -> Any:
             self.libc = _glibc() if keep_freed_memory(args)[0] else None
             self.ceiling, self.trims = None, 0
             if self.libc is not None:
-                self.libc.mallopt(_M_MMAP_MAX, 0)
-                self.libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+                _keep_freed(self.libc)
 
         def on_step_end(self, _args, state, *_, **__):
             if self.libc is None or (state.global_step < SIZED_AFTER_STEPS and self.ceiling is None):
@@ -270,9 +297,7 @@ def memory_keeper(args) -> Any:
 
         def on_train_end(self, *_, **__):
             if getattr(self, "libc", None) is not None:
-                for parameter, value in _GLIBC_DEFAULTS:
-                    self.libc.mallopt(parameter, value)
-                self.libc.malloc_trim(0)
+                _restore_defaults(self.libc)
                 self.libc = None
 
     return KeepFreedMemory()

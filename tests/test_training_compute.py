@@ -172,3 +172,12 @@ def test_kept_memory_is_handed_back_when_the_process_outgrows_its_size_after_the
         keeper.on_step_end(None, SimpleNamespace(global_step=step))
     assert [call for call in libc.calls if call[0] == "trim"] == [("trim", 0), ("trim", 0)]
     assert keeper.ceiling == 225
+
+
+def test_freed_memory_kept_sets_what_training_sets_and_restores_glibc_even_on_error(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(training_args, "_glibc", lambda: libc)
+    with pytest.raises(RuntimeError), training_args.freed_memory_kept():
+        assert libc.calls == [(-4, 0), (-1, 2**31 - 1)]
+        raise RuntimeError("the timed work failed")
+    assert libc.calls[2:] == [(-1, 128 * 1024), (-4, 65536), ("trim", 0)]
