@@ -30,7 +30,7 @@ ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_c
 def run(quick: bool, only: list[str] | None = None) -> list[rows.Row]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from hf_toolkit import console
+    from hf_toolkit.core import console
 
     console.setup(models=True)
     results: list[rows.Row] = []

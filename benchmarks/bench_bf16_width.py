@@ -32,7 +32,7 @@ def main() -> None:
         os.environ.setdefault(key, "1")
     if (reason := rows.needs(rows.WMT)) is not None:
         raise SystemExit(f"skipped: {reason}")
-    from hf_toolkit import console
+    from hf_toolkit.core import console
 
     console.setup(models=True)
     work = Path(tempfile.mkdtemp(prefix="bf16-width-"))

@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
-    from hf_toolkit.training_args import cpu_has_native_bf16
+    from hf_toolkit.training.arguments import cpu_has_native_bf16
 
     print(f"native bf16 on this CPU (AVX512-BF16/AMX): {cpu_has_native_bf16()}")
     results = {p: run(p, args.steps) for p in ("fp32", "bf16")}

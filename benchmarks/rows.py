@@ -81,7 +81,7 @@ def _args(out: Path, steps: int, batch: int, *, bf16: bool = False, seq2seq: boo
 
 
 def _hftk_finetune(recipe: str, work: Path) -> tuple[float, Path]:
-    from hf_toolkit.train import finetune
+    from hf_toolkit.training.train import finetune
 
     out = work / f"hftk-{time.monotonic_ns()}"
     path = work / f"{out.name}.yaml"
@@ -101,7 +101,7 @@ def _hftk_side(recipe: str, work: Path, runs: list[Path]) -> Callable[[], float]
 
 def _hftk_precision(recipe: str, work: Path) -> str:
     """'bf16' or 'fp32': what hftk trains a recipe in on this machine (its checks decide)."""
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.training.preflight import check_run
 
     path = work / f"precision-check-{time.monotonic_ns()}.yaml"
     path.write_text(recipe.replace("{out}", str(work / path.stem)))
@@ -111,7 +111,14 @@ def _hftk_precision(recipe: str, work: Path) -> str:
 def _plain_causal(work: Path, steps: int) -> float:
     """What a user would write: tokenizer, GPT-2 from a config, tokenize + pack, Trainer."""
     from datasets import load_dataset
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, default_data_collator, set_seed
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        default_data_collator,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
     set_seed(0)
@@ -160,8 +167,14 @@ training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 
 def _plain_classifier(work: Path, model_dir: str, rows: list[dict], steps: int, *, pad_to_max: bool, bf16: bool = False) -> float:
     """The transformers example's way: pad every text to max_length (run_glue's default), or pad per batch."""
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        default_data_collator,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     set_seed(0)
@@ -210,8 +223,8 @@ def train_classification(work: Path, quick: bool, state: dict) -> list[Row]:
 def _prepared(recipe_path: Path):
     """hftk's own prepared training split for a recipe (its checks, data loading, tokenizer and model,
     task.prepare), so a baseline can batch exactly the same features differently."""
-    from hf_toolkit import data as data_lib
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.core import data as data_lib
+    from hf_toolkit.training.preflight import check_run
 
     checked = check_run(recipe_path, ())
     recipe, task = checked.recipe, checked.task
@@ -247,7 +260,14 @@ def _plain_seq2seq(work: Path, tokenizer_dir: Path, rows: list[dict], steps: int
     """transformers' run_translation.py, reduced: tokenize source and target (padded to max_length
     when `pad_to_max`, as its --pad_to_max_length does), DataCollatorForSeq2Seq, Seq2SeqTrainer."""
     from datasets import Dataset
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
+    from transformers import (
+        AutoConfig,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Seq2SeqTrainer,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     set_seed(0)
@@ -316,7 +336,12 @@ training: {{output_dir: {out}, max_steps: {steps}, per_device_train_batch_size: 
 def _plain_qa_padded(work: Path, model_dir: str, features, tokenizer, steps: int, bf16: bool) -> float:
     """run_qa.py's default batching of the same windows: every window padded to max_seq_length (384),
     random order."""
-    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer, set_seed
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        DataCollatorWithPadding,
+        Trainer,
+        set_seed,
+    )
 
     set_seed(0)
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
@@ -368,7 +393,14 @@ def _plain_padded_lm(work: Path, texts: list[str], steps: int, bf16: bool) -> fl
     """Document-level causal LM as one writes it with the engine: each text truncated to 128 tokens,
     DataCollatorForLanguageModeling(mlm=False) padding every batch to its longest text."""
     from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer, set_seed
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
     tokenizer.pad_token = tokenizer.eos_token
@@ -425,8 +457,8 @@ def generation(work: Path, quick: bool, state: dict) -> list[Row]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_toolkit import rundir
-    from hf_toolkit.generation import Generator
+    from hf_toolkit.apply.generation import Generator
+    from hf_toolkit.core import rundir
 
     prompts, options = _prompts(64), {"max_new_tokens": 16, "do_sample": False}
     generator = Generator(rundir.open_run(run))
@@ -465,7 +497,7 @@ def prediction(work: Path, quick: bool, state: dict) -> Row:
         return Row(name, skipped="needs the classification training row (MiniLM and SST-2)")
     from transformers import pipeline
 
-    from hf_toolkit import rundir
+    from hf_toolkit.core import rundir
     from hf_toolkit.tasks import TASKS
 
     texts = [r["text"] for r in _sst2_rows(1000, 1000 if not quick else 300)]
@@ -506,9 +538,9 @@ training: {{output_dir: {{out}}, max_steps: {steps}, per_device_train_batch_size
 
 def precision(work: Path, quick: bool, state: dict) -> Row:
     name = "CPU precision: bf16 autocast vs fp32 training (GPT-2 small 12x768, batch 8 x 128)"
-    from hf_toolkit.training_args import cpu_has_native_bf16
-
     import torch
+
+    from hf_toolkit.training.arguments import cpu_has_native_bf16
 
     if torch.cuda.is_available():
         return Row(name, skipped="a CUDA GPU is present: precision: auto picks the GPU's bf16/fp16 there")
@@ -522,7 +554,7 @@ def precision(work: Path, quick: bool, state: dict) -> Row:
 
     def side(choice: str) -> Callable[[], float]:
         def measure() -> float:
-            from hf_toolkit.train import finetune
+            from hf_toolkit.training.train import finetune
 
             out = work / f"precision-{choice}-{time.monotonic_ns()}"
             path = work / f"{out.name}.yaml"
@@ -552,7 +584,7 @@ def int8_inference(work: Path, quick: bool, state: dict) -> Row:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hf_toolkit.export import export
+    from hf_toolkit.apply.export import export
 
     numbers = export(run, work / "int8", merge=False, quantize="int8").numbers
     int8 = torch.load(work / "int8" / "model_int8.pt", weights_only=False).eval()
@@ -592,7 +624,7 @@ training: {{output_dir: {{out}}, max_steps: {steps}, per_device_train_batch_size
 def gpu_training(work: Path, quick: bool, state: dict) -> list[Row]:
     """GPT-2 small on a CUDA GPU: hftk's defaults (bf16, sdpa, fused AdamW) vs the plain script (fp32),
     then flash attention, padding-free packing and liger kernels where installed; tokens/s and MFU
-    from hftk's own throughput report (hf_toolkit.throughput)."""
+    from hftk's own throughput report (hf_toolkit.training.throughput)."""
     import importlib.util
 
     import torch
@@ -603,7 +635,7 @@ def gpu_training(work: Path, quick: bool, state: dict) -> list[Row]:
         return [Row(name, skipped=reason), Row("GPU: flash_attention_2, padding-free packing, liger kernels", skipped=reason)]
     if (reason := needs(GPT2_TOKENIZER)) is not None:
         return [Row(name, skipped=reason)]
-    from hf_toolkit.train import finetune
+    from hf_toolkit.training.train import finetune
 
     steps = 10 if quick else 50
     lines = [line for line in STORIES.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -618,8 +650,15 @@ def gpu_training(work: Path, quick: bool, state: dict) -> list[Row]:
         return finetune(path).metrics
 
     def plain() -> float:
-        from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, default_data_collator, set_seed
         from datasets import Dataset
+        from transformers import (
+            AutoTokenizer,
+            GPT2Config,
+            GPT2LMHeadModel,
+            Trainer,
+            default_data_collator,
+            set_seed,
+        )
 
         tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
         set_seed(0)

@@ -26,7 +26,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.rows import CAUSAL_RECIPE, GPT2_TOKENIZER, REPO, STORIES, Row, _hftk_finetune, _prompts, needs
+from benchmarks.rows import (
+    CAUSAL_RECIPE,
+    GPT2_TOKENIZER,
+    REPO,
+    STORIES,
+    Row,
+    _hftk_finetune,
+    _prompts,
+    needs,
+)
 
 CLIENTS = (1, 8, 32)
 NEW_TOKENS = 16

@@ -1,14 +1,14 @@
 """Start-up rows of ``python -m benchmarks``: how long ``hftk finetune`` takes to reach its first
 optimizer step against a plain Trainer script, and what the preprocessing cache
-(:mod:`hf_toolkit.prepcache`) saves on a recipe's second run.
+(:mod:`hf_toolkit.training.prepcache`) saves on a recipe's second run.
 
 Both rows time real processes from their start. This module is also the runner of those
 processes (``python -m benchmarks.startup hftk|plain REPORT ...``): the parent puts the wall-clock
 time just before it starts a process into ``HFTK_BENCH_START``; the runner hooks a callback into
-the Trainer (hftk: around ``hf_toolkit.train.build_trainer``; the plain script: around
+the Trainer (hftk: around ``hf_toolkit.training.train.build_trainer``; the plain script: around
 ``transformers.Trainer.__init__``) that writes the seconds since then into the REPORT file at the
 end of the first optimizer step and ends the process there (``os._exit``). On hftk's side the
-runner also times the recipe checks (``hf_toolkit.checks.check_run``, in the run and again once
+runner also times the recipe checks (``hf_toolkit.training.preflight.check_run``, in the run and again once
 everything is imported) and the preprocessing phase: from the preprocessing cache's opening to
 the prepared datasets, minus building the model, timed around hftk's functions rather than taken
 from hftk's own log line (``HFTK_BENCH_STOP=prepared`` ends the process there).
@@ -212,8 +212,9 @@ def _run_hftk(report: Path, argv: list[str]) -> None:
     """The real ``hftk`` CLI, with hftk's functions timed and the first-step callback."""
     import datasets  # noqa: F401 - every run imports it (the Trainer does): kept out of the preprocessing phase
 
-    import hf_toolkit.train as train
-    from hf_toolkit import cli, prepcache
+    import hf_toolkit.training.train as train
+    from hf_toolkit import cli
+    from hf_toolkit.training import prepcache
 
     seen: dict = {}
     stop = os.environ.get("HFTK_BENCH_STOP", "first-step")
@@ -302,8 +303,15 @@ def _plain_causal_script(out: Path) -> None:
 
     import torch
     from datasets import load_dataset
-    from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments,
-                              default_data_collator, set_seed)
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(GPT2_TOKENIZER)
     set_seed(0)

@@ -100,8 +100,9 @@ def finetune(
     A run into an output directory that holds a run needs --resume or --overwrite. SIGTERM or
     Ctrl-C saves a checkpoint and stops (exit 143 / 130); --resume continues from it.
     """
-    from hf_toolkit import console, launch
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.core import console
+    from hf_toolkit.training import launch
+    from hf_toolkit.training.preflight import check_run
 
     if json_output and not dry_run:
         raise HftkError("--json prints the plan of --dry-run; add --dry-run (training itself prints its metrics)")
@@ -111,8 +112,8 @@ def finetune(
     if dry_run:
         import json
 
-        from hf_toolkit.plan import format_plan
-        from hf_toolkit.train import finetune as run_finetune
+        from hf_toolkit.training.plan import format_plan
+        from hf_toolkit.training.train import finetune as run_finetune
 
         plan = run_finetune(recipe, set_, dry_run=True)
         typer.echo(json.dumps(plan.to_json(), ensure_ascii=False, indent=2) if json_output else format_plan(plan))
@@ -129,7 +130,7 @@ def finetune(
         flags = [*(["--resume"] if resume else []), *(["--overwrite"] if overwrite else []), *(["--verbose"] if verbose else [])]
         argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_], *flags]
         raise typer.Exit(launch.relaunch(nproc, argv, output_dir=checked.args.output_dir, overwrite=overwrite))
-    from hf_toolkit.train import finetune as run_finetune
+    from hf_toolkit.training.train import finetune as run_finetune
 
     result = run_finetune(recipe, set_, resume=resume, overwrite=overwrite)
     if not launch.is_main_process():
@@ -158,8 +159,8 @@ def export(
     verbose: VerboseOption = False,
 ) -> None:
     """Write a deployable model: LoRA merged into plain weights, and/or an int8 CPU copy."""
-    from hf_toolkit import console
-    from hf_toolkit.export import export as run_export
+    from hf_toolkit.apply.export import export as run_export
+    from hf_toolkit.core import console
 
     if quantize not in (None, "int8"):
         raise HftkError(f"--quantize: '{quantize}' is not supported; use --quantize int8")
@@ -206,8 +207,8 @@ def generate(
     """
     import json
 
-    from hf_toolkit import console
-    from hf_toolkit.generation import generate as run_generate
+    from hf_toolkit.apply.generation import generate as run_generate
+    from hf_toolkit.core import console
 
     console.setup(verbose)
 
@@ -263,8 +264,8 @@ def chat(
     /reset clears the history, /exit (or Ctrl-D) quits. Classifier, QA and fill-mask runs answer
     through hftk predict instead.
     """
-    from hf_toolkit import chat as chat_lib
-    from hf_toolkit import console
+    from hf_toolkit.apply import chat as chat_lib
+    from hf_toolkit.core import console
 
     console.setup(verbose)
     options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
@@ -331,7 +332,8 @@ def eval_command(
     """
     import json
 
-    from hf_toolkit import console, evaluation
+    from hf_toolkit.apply import evaluation
+    from hf_toolkit.core import console
 
     console.setup(verbose, models=model is not None)
     result = evaluation.run_eval(
@@ -372,9 +374,9 @@ def predict(
     """Apply a classifier (label + probability), extractive QA model (answer span + score) or fill-mask model (top-k fillers)."""
     import json
 
-    from hf_toolkit import console
-    from hf_toolkit.prediction import Inputs
-    from hf_toolkit.prediction import predict as run_predict
+    from hf_toolkit.apply.prediction import Inputs
+    from hf_toolkit.apply.prediction import predict as run_predict
+    from hf_toolkit.core import console
 
     console.setup(verbose)
     inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file)
@@ -414,7 +416,7 @@ def serve(
 ) -> None:
     """Serve a run over HTTP: OpenAI-compatible completions for generative runs, /v1/classify,
     /v1/answer or /v1/fill-mask for the other heads, and a playground page at /."""
-    from hf_toolkit import console
+    from hf_toolkit.core import console
     from hf_toolkit.serving.limits import Limits
     from hf_toolkit.serving.server import serve as run_serve
 

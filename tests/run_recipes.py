@@ -17,7 +17,7 @@ so that runs with different process counts (whose random masks differ) can be co
 
 ``fsdp_on_cpu``: lets accelerate run FSDP in CPU processes (see :func:`allow_fsdp_on_cpu`).
 
-``record_sharding``: a TrainerCallback (added to the Trainer that ``hf_toolkit.train.build_trainer``
+``record_sharding``: a TrainerCallback (added to the Trainer that ``hf_toolkit.training.train.build_trainer``
 builds) writes ``<output_dir>/sharding-rank<R>.json`` after the first optimizer step: for every
 parameter of the model being trained, whether it is a DTensor, its placements, and the number of
 elements this rank holds against the full tensor's.
@@ -106,8 +106,8 @@ def allow_fsdp_on_cpu() -> None:
 
 def main(plan_path: str) -> None:
     global ORIGINAL_COLLATOR_CLASS
-    from hf_toolkit import train
     from hf_toolkit.tasks import masked_lm
+    from hf_toolkit.training import train
 
     build_trainer = train.build_trainer
     ORIGINAL_COLLATOR_CLASS = masked_lm.masking_collator_class

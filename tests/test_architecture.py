@@ -56,8 +56,43 @@ def test_no_import_cycles_not_even_inside_functions():
         if module not in state:
             visit(module, [module])
     assert not cycles, cycles
-    importers = {module for module, targets in graph.items() if "hf_toolkit.train" in targets}
+    importers = {module for module, targets in graph.items() if "hf_toolkit.training.train" in targets}
     assert importers <= {"hf_toolkit.cli"}, f"only the CLI imports the finetune flow (for a file name, say): {importers}"
+
+
+# Layers, lowest first. A module imports only from its own layer or the layers below it (inside
+# functions too); README's "Architecture" section draws the same order. Within a layer, the cycle
+# test above keeps the imports one-way.
+LAYERS = [
+    ("errors", ["hf_toolkit.errors", "hf_toolkit.compat"]),
+    ("recipe shape", ["hf_toolkit.recipe.schema", "hf_toolkit.recipe.yamlio", "hf_toolkit.recipe.problems",
+                      "hf_toolkit.recipe.paths"]),
+    ("core, metrics", ["hf_toolkit.core", "hf_toolkit.metrics", "hf_toolkit.recipe.environment"]),
+    ("tasks", ["hf_toolkit.tasks"]),
+    ("recipe checks, run directory", ["hf_toolkit.recipe.checks", "hf_toolkit.core.rundir"]),
+    ("training, apply", ["hf_toolkit.training", "hf_toolkit.apply"]),
+    ("serving", ["hf_toolkit.serving"]),
+    ("cli", ["hf_toolkit.cli", "hf_toolkit.__main__"]),
+]
+
+
+def layer_of(module: str) -> int:
+    """The highest layer whose prefix names `module` (the most specific entry wins)."""
+    best = None
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (rank, len(prefix))
+    assert best is not None, f"{module} is in no layer: add it to LAYERS and to README's Architecture picture"
+    return best[0]
+
+
+def test_dependencies_point_one_way():
+    upward = [f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+              for module, targets in import_graph().items() if module not in ("hf_toolkit", "hf_toolkit.recipe")
+              for target in targets if target not in ("hf_toolkit", "hf_toolkit.recipe") and layer_of(target) > layer_of(module)]
+    assert not upward, "\n".join(upward)
 
 
 def test_generic_code_never_probes_a_task():

@@ -9,8 +9,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository, not installed
 
-from benchmarks.compute import (GPT2_SMALL, Size, categorize, gemm_mix_rate, matmul_parameters, model_flops_per_token,
-                                model_gemm_shapes, status_kib, steady_step_seconds, step_floor_seconds)
+from benchmarks.compute import (
+    GPT2_SMALL,
+    Size,
+    categorize,
+    gemm_mix_rate,
+    matmul_parameters,
+    model_flops_per_token,
+    model_gemm_shapes,
+    status_kib,
+    steady_step_seconds,
+    step_floor_seconds,
+)
 
 
 def test_matmul_parameters_of_gpt2_small_by_hand():

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import finetune, write
 
 pexpect = pytest.importorskip("pexpect", reason="pexpect is not installed (pip install -e '.[dev]')")
@@ -80,7 +79,7 @@ def test_chat_in_a_terminal_streams_replies_resets_and_exits_0(run_dir):
 
 @pytest.fixture(scope="module")
 def chat(run_dir):
-    from hf_toolkit.chat import open_chat
+    from hf_toolkit.apply.chat import open_chat
 
     return open_chat(str(run_dir), {"max_new_tokens": 12, "do_sample": True}, seed=0)  # a barely trained model: sample
 
@@ -114,7 +113,7 @@ def test_a_chat_template_shapes_the_prompt(chat):
     chat.reset()
     chat.tokenizer.chat_template = template
     try:
-        from hf_toolkit.chat import Chat
+        from hf_toolkit.apply.chat import Chat
 
         templated = Chat(chat.generator, chat.options, system="be", seed=0)
         assert templated.mode == "the tokenizer's chat template"

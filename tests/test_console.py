@@ -138,7 +138,7 @@ def test_classifier_load_report_is_one_line_and_predict_is_quiet(work):
 
 
 def test_load_report_summary_reads_the_table():
-    from hf_toolkit.console import summarize_load_report
+    from hf_toolkit.core.console import summarize_load_report
 
     report = (
         "\x1b[1mBertForMaskedLM LOAD REPORT\x1b[0m from: bert-base-uncased\n"
@@ -171,7 +171,7 @@ def test_verbose_after_quiet_restores_the_libraries_in_process():
     import datasets
     from transformers.utils import logging as hf_logging
 
-    from hf_toolkit import console
+    from hf_toolkit.core import console
 
     def hook():
         previous = hf_logging.set_tqdm_hook(None)

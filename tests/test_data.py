@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hf_toolkit.data import clean_text, load_splits
+from hf_toolkit.core.data import clean_text, load_splits
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection
 
@@ -101,7 +101,7 @@ def test_hub_dataset_offline_fails_fast_naming_the_split(tmp_path, monkeypatch):
     import datasets
     from huggingface_hub import constants
 
-    from hf_toolkit import hub
+    from hf_toolkit.core import hub
 
     monkeypatch.setattr(hub, "reachable", lambda: False)
     calls: list[str] = []
@@ -127,7 +127,7 @@ def test_hub_dataset_offline_fails_fast_naming_the_split(tmp_path, monkeypatch):
 
 
 def test_packaged_builder_with_local_files_never_asks_the_hub(tmp_path, monkeypatch):
-    from hf_toolkit import hub
+    from hf_toolkit.core import hub
 
     monkeypatch.setattr(hub, "reachable", lambda: pytest.fail("a local json file needs no hub probe"))
     path = write_rows(tmp_path / "rows.jsonl", ROWS)

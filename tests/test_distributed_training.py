@@ -3,7 +3,7 @@
 1. 2 DDP processes x batch b train exactly like 1 process x batch 2b, for every task and model
    shape (issue 15 item 1: the Trainer multiplied the loss by the number of processes for models
    whose loss ignores ``num_items_in_batch``; see
-   ``hf_toolkit.train.pass_loss_kwargs_only_to_losses_that_read_them``). Gradient accumulation
+   ``hf_toolkit.training.train.pass_loss_kwargs_only_to_losses_that_read_them``). Gradient accumulation
    (1 process, 2 x b) is checked the same way: the same Trainer flag skipped its division.
 2. FSDP2, asked from the recipe (``training.fsdp: true``, ``fsdp_config: {fsdp_version: 2}``) or
    by examples/accelerate/fsdp.yaml through ``accelerate launch``, really shards the parameters

@@ -128,8 +128,9 @@ def test_predict_text_output_and_file_input(classifier_run, cli):
 def test_task_predict_gives_ids_that_metrics_score(classifier_run):
     from datasets import Dataset
 
-    from hf_toolkit import metrics, rundir
-    from hf_toolkit.data import eval_rows
+    from hf_toolkit import metrics
+    from hf_toolkit.core import rundir
+    from hf_toolkit.core.data import eval_rows
     from hf_toolkit.tasks import TASKS
 
     task = TASKS["text-classification"]
@@ -350,7 +351,7 @@ def test_qa_learns_to_extract_spans_incl_long_contexts_and_no_answer(qa_run):
 def test_qa_long_context_answer_found_in_second_window(qa_run):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from hf_toolkit import rundir
+    from hf_toolkit.core import rundir
     from hf_toolkit.tasks import question_answering
 
     run, dev = qa_run
@@ -395,8 +396,9 @@ def test_qa_predict_plain_no_answer_shows_no_character_span(qa_run, cli):
 def test_qa_task_predict_scores_with_squad_metrics(qa_run):
     from datasets import Dataset
 
-    from hf_toolkit import metrics, rundir
-    from hf_toolkit.data import eval_rows
+    from hf_toolkit import metrics
+    from hf_toolkit.core import rundir
+    from hf_toolkit.core.data import eval_rows
     from hf_toolkit.tasks import TASKS
 
     task = TASKS["question-answering"]
@@ -445,7 +447,7 @@ def test_qa_doc_stride_not_below_max_length_exits_2(tmp_path, cli):
 
 
 def test_nested_squad_json_loads_as_rows(tmp_path):
-    from hf_toolkit.data import load_source
+    from hf_toolkit.core.data import load_source
     from hf_toolkit.recipe.schema import DataSource
 
     rows = qa_rows(6, 3, unanswerable_every=3)
@@ -482,7 +484,7 @@ def test_hftk_eval_model_mode_scores_qa_and_classification_runs(qa_run, classifi
 
 
 def test_eval_column_mistakes_fail_before_the_model_loads_and_set_maps_them(classifier_run, cli, monkeypatch):
-    from hf_toolkit import rundir
+    from hf_toolkit.core import rundir
 
     classifier, tmp, _ = classifier_run
     rows = [{"review": r["sentence"], "sentiment": r["sentiment"]} for r in sentiment_rows(30, 11)]

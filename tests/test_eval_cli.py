@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_path, write
 
 TOL = 1e-9
@@ -302,7 +301,7 @@ def test_subprocess_hftk_eval(tmp_path):
 
 def test_cli_import_stays_light():
     """`hftk --help` must not import the metric libraries (or torch): it has to stay instant."""
-    code = ("import sys, hf_toolkit.cli, hf_toolkit.evaluation, hf_toolkit.metrics; "
+    code = ("import sys, hf_toolkit.cli, hf_toolkit.apply.evaluation, hf_toolkit.metrics; "
             "heavy = {'sacrebleu', 'rouge_score', 'sklearn', 'evaluate', 'torch', 'transformers', 'numpy'}; "
             "print(sorted(heavy & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

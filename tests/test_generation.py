@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from hf_toolkit.apply.generation import DEFAULT_MAX_NEW_TOKENS, generation_config
 from hf_toolkit.errors import HftkError
-from hf_toolkit.generation import DEFAULT_MAX_NEW_TOKENS, generation_config
 
 
 def saved(**settings):
@@ -227,7 +227,7 @@ def test_output_modes_print_what_the_readme_says(tiny_gpt2, cli):
 def test_lengths_from_the_models_generation_config_are_named_as_such():
     from transformers import GenerationConfig
 
-    from hf_toolkit.generation import fit_lengths
+    from hf_toolkit.apply.generation import fit_lengths
 
     with pytest.raises(HftkError, match=r"max_length 30 \(the model's generation_config.json; --max-length overrides it\)"):
         fit_lengths([[1] * 30], GenerationConfig(max_length=30), 128, {})
@@ -238,8 +238,8 @@ def test_lengths_from_the_models_generation_config_are_named_as_such():
 
 def test_one_generator_starts_every_call_from_the_runs_own_settings(tiny_gpt2):
     """Options of one call (--max-length, sampling) do not leak into the next call of the same Generator."""
-    from hf_toolkit import rundir
-    from hf_toolkit.generation import Generator
+    from hf_toolkit.apply.generation import Generator
+    from hf_toolkit.core import rundir
 
     generator = Generator(rundir.open_run(tiny_gpt2))
     saved = generator.defaults.to_dict()

@@ -5,7 +5,6 @@ the throughput / MFU report. (tests/test_scale.py trains on a real GPU where the
 from __future__ import annotations
 
 import pytest
-
 from conftest import shared_path, write
 
 TINY = "{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 32}"
@@ -19,8 +18,8 @@ def recipe_text(tmp_path, model_extra: str = "", training_extra: str = "") -> st
 
 
 def problems_of(tmp_path, text: str) -> str:
-    from hf_toolkit.checks import check_run
     from hf_toolkit.errors import RecipeError
+    from hf_toolkit.training.preflight import check_run
 
     path = write(tmp_path / "r.yaml", text)
     with pytest.raises(RecipeError) as raised:
@@ -29,9 +28,10 @@ def problems_of(tmp_path, text: str) -> str:
 
 
 def test_attn_implementation_reaches_the_model(tmp_path):
-    from hf_toolkit.checks import check_run
-    from hf_toolkit.modeling import load_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_toolkit.core.modeling import load_model
+    from hf_toolkit.training.preflight import check_run
 
     recipe = check_run(write(tmp_path / "r.yaml", recipe_text(tmp_path, ", attn_implementation: eager"))).recipe
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "gpt2"))
@@ -70,7 +70,7 @@ def test_liger_kernel_switch_needs_its_package(tmp_path):
 
 
 def test_training_uses_fused_adamw_by_default(tmp_path):
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.training.preflight import check_run
 
     args = check_run(write(tmp_path / "r.yaml", recipe_text(tmp_path))).args
     assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused"
@@ -90,7 +90,7 @@ def test_padding_free_batches_carry_flash_attention_boundaries():
 
 
 def test_throughput_report_and_mfu():
-    from hf_toolkit.throughput import gpu_peak_tflops, measure
+    from hf_toolkit.training.throughput import gpu_peak_tflops, measure
 
     assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert gpu_peak_tflops("NVIDIA A10G") == 125.0 and gpu_peak_tflops("NVIDIA H100 80GB HBM3") == 756.0
@@ -108,7 +108,7 @@ def test_throughput_report_and_mfu():
 def test_mean_tokens_reads_real_lengths():
     from datasets import Dataset
 
-    from hf_toolkit.throughput import mean_tokens
+    from hf_toolkit.training.throughput import mean_tokens
 
     assert mean_tokens(Dataset.from_dict({"input_ids": [[1, 2, 3], [4], [5, 6]]})) == 2.0
     assert mean_tokens(Dataset.from_dict({"text": ["a"]})) is None

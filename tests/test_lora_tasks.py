@@ -15,7 +15,15 @@ TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, int
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory) -> dict[str, Path]:
     """Tiny 'pretrained' bases saved to disk: BERT (MLM head), GPT-2 and BART (GPT-2 BPE)."""
-    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+    from transformers import (
+        AutoTokenizer,
+        BartConfig,
+        BartForConditionalGeneration,
+        BertConfig,
+        BertForMaskedLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     root = tmp_path_factory.mktemp("bases")
     bert_tok = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))

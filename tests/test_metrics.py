@@ -15,11 +15,24 @@ import types
 import warnings
 
 import pytest
-
 from conftest import shared_path
+
 from hf_toolkit.errors import DataError, HftkError
-from hf_toolkit.metrics import (METRICS, accuracy, bleu, chrf, compute, f1, load, precision,
-                                recall, rouge, squad, squad_v2, ter)
+from hf_toolkit.metrics import (
+    METRICS,
+    accuracy,
+    bleu,
+    chrf,
+    compute,
+    f1,
+    load,
+    precision,
+    recall,
+    rouge,
+    squad,
+    squad_v2,
+    ter,
+)
 from hf_toolkit.metrics.rouge_metrics import CJKTokenizer, split_into_sentences
 from hf_toolkit.metrics.squad_official import normalize_answer
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import write
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
@@ -129,7 +128,7 @@ def test_loss_curve_is_a_real_png_linked_from_the_card(run):
 
 
 def test_loss_curve_adds_a_metrics_panel_when_evaluation_reports_metrics(tmp_path):
-    from hf_toolkit import plot
+    from hf_toolkit.training import plot
 
     history = [{"loss": 3.0 - s / 10, "step": s} for s in range(1, 11)]
     history += [{"eval_loss": 2.5, "eval_accuracy": 0.6, "eval_runtime": 0.1, "step": 5},

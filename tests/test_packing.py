@@ -7,7 +7,6 @@ import json
 import textwrap
 
 import pytest
-
 from conftest import finetune, shared_path, write
 
 
@@ -82,8 +81,8 @@ def test_padding_free_recipe_trains_and_loads_back(tmp_path):
 
 
 def test_padding_free_is_a_causal_lm_option_only(tmp_path):
-    from hf_toolkit.checks import validate_recipe
     from hf_toolkit.errors import RecipeError
+    from hf_toolkit.recipe.checks import validate_recipe
 
     (tmp_path / "t.jsonl").write_text('{"text": "a", "label": 0}\n')
     with pytest.raises(RecipeError, match="packing"):

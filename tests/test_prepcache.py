@@ -1,4 +1,4 @@
-"""The preprocessing cache (hf_toolkit.prepcache) through the real CLI on tiny models: a second run
+"""The preprocessing cache (hf_toolkit.training.prepcache) through the real CLI on tiny models: a second run
 reads the datasets the first one prepared (the same datasets, the same losses), anything that
 changes them is a miss, each run says which in one line, and what cannot be cached is not."""
 
@@ -92,8 +92,8 @@ def prepared_afresh(recipe_path: Path):
     """What the task's prepare makes of the recipe's data, in this process, without the cache."""
     from transformers import set_seed
 
-    from hf_toolkit import data as data_lib
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.core import data as data_lib
+    from hf_toolkit.training.preflight import check_run
 
     checked = check_run(recipe_path, dry_run=True)
     recipe, task = checked.recipe, checked.task
@@ -153,7 +153,7 @@ def test_what_changes_preprocessing_misses_and_nothing_else_does(hftk, cache, re
     assert line("model.config.n_positions=128").startswith("miss ("), "the model config is part of the key"
     assert "not saved (--dry-run writes nothing)" in line("data.block_size=24"), "a dry run reads the cache, never writes it"
 
-    from hf_toolkit import provenance
+    from hf_toolkit.core import provenance
 
     versions = provenance.versions
     monkeypatch.setattr(provenance, "versions", lambda: {**versions(), "transformers": "0.0.1"})
@@ -300,8 +300,8 @@ def test_a_failed_write_is_said_and_the_run_goes_on(hftk, cache, recipe, monkeyp
 def test_an_interrupted_write_leaves_no_entry_and_a_damaged_one_is_replaced(cache, recipe, monkeypatch):
     from datasets import DatasetDict
 
-    from hf_toolkit import prepcache
-    from hf_toolkit.checks import check_run
+    from hf_toolkit.training import prepcache
+    from hf_toolkit.training.preflight import check_run
 
     checked = check_run(recipe, dry_run=True)
     splits, _ = prepared_afresh(recipe)
@@ -330,7 +330,7 @@ def test_an_interrupted_write_leaves_no_entry_and_a_damaged_one_is_replaced(cach
 
 
 def test_where_the_cache_lives(monkeypatch, tmp_path):
-    from hf_toolkit.prepcache import cache_root
+    from hf_toolkit.training.prepcache import cache_root
 
     monkeypatch.setenv("HFTK_CACHE", str(tmp_path / "mine"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -343,6 +343,6 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
 
 
 def test_a_resume_may_turn_the_cache_off():
-    from hf_toolkit.checkpoints import _harmless
+    from hf_toolkit.training.checkpoints import _harmless
 
     assert _harmless("data.cache")

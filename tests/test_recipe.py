@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hf_toolkit.errors import RecipeError
-from hf_toolkit.checks import load_recipe
+from hf_toolkit.recipe.checks import load_recipe
 from hf_toolkit.recipe.paths import resolve_path
-from hf_toolkit.checks import check_run
+from hf_toolkit.training.preflight import check_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -307,7 +307,7 @@ def test_problems_are_records_located_by_key_path(recipe_dir):
 
 
 def test_saved_recipe_holds_the_tasks_real_defaults():
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
 
     recipe = validate_recipe({"task": "question-answering", "model": {"name_or_path": "./m"}, "data": {"train": "t.jsonl"}})
     dumped = recipe.dump()["data"]
@@ -321,7 +321,7 @@ def test_log_handler_is_added_once(recipe_dir, cli):
     for _ in range(3):
         cli("finetune", write_recipe(recipe_dir, GOOD), "--check")
         cli("finetune", recipe_dir / "missing.yaml")
-    from hf_toolkit.console import setup
+    from hf_toolkit.core.console import setup
 
     setup(models=False)
     setup(models=False)

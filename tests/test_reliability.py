@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +76,7 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_option(here, cli):
     result = cli("finetune", classifier(here, "train.csv"))
     assert_user_error(result, "train.csv:3: not utf-8 text", "data.encoding", out=here / "out")
 
-    from hf_toolkit.data import load_splits
+    from hf_toolkit.core.data import load_splits
     from hf_toolkit.tasks import TASKS
 
     data = TASKS["text-classification"].Data.model_validate({"train": "train.csv", "encoding": "latin-1"})
@@ -99,7 +98,7 @@ def test_empty_texts_after_cleaning_are_counted_and_can_be_dropped(here, cli):
     assert_user_error(cli("finetune", recipe), "data.train (train.jsonl): 2 of 5 rows have an empty text (after cleaning), rows 2, 4",
                       "data.drop_empty: true", out=here / "out")
 
-    from hf_toolkit.data import load_splits
+    from hf_toolkit.core.data import load_splits
     from hf_toolkit.tasks import TASKS
 
     data = TASKS["text-classification"].Data.model_validate(
@@ -120,7 +119,7 @@ def test_labels_outside_the_declared_set_name_their_rows(here, cli):
 def test_declared_labels_fix_the_ids(here):
     from datasets import Dataset, DatasetDict
 
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
     from hf_toolkit.tasks import TASKS
 
     recipe = validate_recipe({"task": "text-classification", "model": {"name_or_path": "./m"},
@@ -293,7 +292,7 @@ def test_overwrite_replaces_the_old_run(stories, tmp_path):
 
 
 def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_cleared(tmp_path, caplog):
-    from hf_toolkit import runlock
+    from hf_toolkit.training import runlock
 
     out = tmp_path / "run"
     with runlock.hold(out):
@@ -332,8 +331,8 @@ def test_finetune_into_a_locked_directory_exits_2(tmp_path, tiny_corpus, cli, mo
 
 
 def test_changed_data_content_refuses_the_resume(tmp_path, monkeypatch):
-    from hf_toolkit import checkpoints
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
+    from hf_toolkit.training import checkpoints
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("some text\n")
@@ -380,7 +379,7 @@ def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, tiny_cor
 
 
 def test_models_load_from_safetensors_without_remote_code_by_default(monkeypatch):
-    from hf_toolkit import modeling
+    from hf_toolkit.core import modeling
     from hf_toolkit.recipe.schema import ModelSection
 
     class Loaded(Exception):
@@ -405,7 +404,7 @@ def test_run_files_are_written_atomically(stories):
     out = stories / "full"
     assert (out / "hftk_recipe.yaml").is_file() and (out / "metrics.json").is_file()
     assert not list(out.rglob("*.tmp")) and not (out / ".hftk.lock").exists()
-    from hf_toolkit.checkpoints import write_atomically
+    from hf_toolkit.training.checkpoints import write_atomically
 
     write_atomically(out / "metrics.json", "{}\n")
     assert (out / "metrics.json").read_text() == "{}\n" and not list(out.glob(".metrics.json.*"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import finetune, shared_path, write
 
 TINY_RUN_RECIPE = """\
@@ -72,7 +71,7 @@ def test_a_broken_model_file_is_a_bug_with_its_traceback_not_a_user_error(tiny_r
 def test_the_hub_probe_is_reused_for_a_minute_not_forever(monkeypatch):
     from huggingface_hub import constants
 
-    from hf_toolkit import hub
+    from hf_toolkit.core import hub
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub, "_probed", {})
@@ -115,7 +114,7 @@ def test_a_too_long_question_is_a_data_error_naming_it():
 
 def test_pair_tokenizers_are_not_shared_between_runs(tmp_path):
     """No process-wide cache hands one run's (mutable) tokenizer to the next."""
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
     from hf_toolkit.tasks import TASKS
 
     bert, gpt2 = shared_path("tokenizers", "bert-base-uncased"), shared_path("tokenizers", "gpt2")

@@ -199,8 +199,8 @@ def test_two_process_ddp_halves_steps_and_matches_one_process(corpus):
 
 
 def test_precision_auto_and_conflicts(monkeypatch, tmp_path):
-    from hf_toolkit import training_args
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
+    from hf_toolkit.training import arguments as training_args
 
     (tmp_path / "t.txt").write_text("x")
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from conftest import write
 
 WORDS = "red blue green cat dog sun moon tree".split()
@@ -71,8 +70,8 @@ SHAPES = {
 
 def build(tmp_path: Path, copy_data: Path, shape: str, **kwargs):
     """(recipe, tokenizer, model, prepared splits) without training."""
-    from hf_toolkit import data as data_lib
-    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.core import data as data_lib
+    from hf_toolkit.recipe.checks import load_recipe
     from hf_toolkit.tasks import TASKS
 
     seq2seq = TASKS["summarization"]
@@ -131,8 +130,8 @@ def prepared_source(path: Path, i: int) -> str:
 def test_decoder_only_loss_covers_target_and_eos_only(tmp_path, copy_data, gpt2_tokenizer_dir):
     """GPT-2 pads with EOS: the EOS that ends a target must stay a label while padding is -100."""
     model = f"  init: scratch\n  tokenizer: {gpt2_tokenizer_dir}\n  config: {GPT2}"
-    from hf_toolkit import data as data_lib
-    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.core import data as data_lib
+    from hf_toolkit.recipe.checks import load_recipe
     from hf_toolkit.tasks import TASKS
 
     seq2seq = TASKS["summarization"]
@@ -167,8 +166,8 @@ def test_pair_special_ids_follow_the_decoder_tokenizer(tmp_path, copy_data, shar
     decoder_config = GPT2 if decoder == "gpt2" else BERT
     model = (f"  encoder: {{init: scratch, tokenizer: {bert_dir}, config: {BERT}}}\n"
              f"  decoder: {{init: scratch, tokenizer: {decoder_dir}, config: {decoder_config}}}")
-    from hf_toolkit import data as data_lib
-    from hf_toolkit.checks import load_recipe
+    from hf_toolkit.core import data as data_lib
+    from hf_toolkit.recipe.checks import load_recipe
     from hf_toolkit.tasks import TASKS
 
     seq2seq = TASKS["summarization"]
@@ -227,9 +226,9 @@ def test_pair_only_for_seq2seq_tasks_and_generation_keys_belong_in_generation(tm
 
 
 def test_translation_format_and_language_pair(tmp_path, shared):
-    from hf_toolkit import data as data_lib
+    from hf_toolkit.core import data as data_lib
     from hf_toolkit.errors import DataError
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
 
     sample = shared("hf_transformers_tests_samples", "wmt16", "sample.json")
     base = {"task": "translation", "model": {"name_or_path": str(tmp_path)}, "data": {"train": str(sample)}}
@@ -296,12 +295,12 @@ def learn_to_copy(tmp_path: Path, copy_data: Path, cli, shape: str, **kwargs) ->
     assert [t.strip() for t in generated] == [t.strip() for t in plain_transformers_generate(out, shape, sources)]
     assert sum(t.strip() == s for t, s in zip(generated, sources)) >= 2, generated
 
-    from hf_toolkit import metrics as metrics_lib
     from datasets import load_dataset
 
-    from hf_toolkit import rundir
-    from hf_toolkit.data import eval_rows
-    from hf_toolkit.generation import Generator
+    from hf_toolkit import metrics as metrics_lib
+    from hf_toolkit.apply.generation import Generator
+    from hf_toolkit.core import rundir
+    from hf_toolkit.core.data import eval_rows
     from hf_toolkit.tasks import TASKS
 
     task = TASKS["summarization"]

@@ -39,7 +39,12 @@ DEFAULT_NEW_TOKENS = 12  # the tiny GPT-2's generation_config.json
 def build_gpt2(path: Path) -> Path:
     """A 1-layer GPT-2 with the real GPT-2 tokenizer, a chat template and max_new_tokens 12 saved as its default."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "gpt2"))
@@ -55,7 +60,13 @@ def build_gpt2(path: Path) -> Path:
 def build_bert(path: Path, head: str) -> Path:
     """A 1-layer BERT with the real bert-base-uncased tokenizer: head classifier, qa or mlm."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForMaskedLM,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+    )
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
@@ -70,7 +81,12 @@ def build_bert(path: Path, head: str) -> Path:
 def build_bart(path: Path) -> Path:
     """A 1-layer BART (encoder-decoder) with the GPT-2 tokenizer: its output answers the prompt, not continues it."""
     import torch
-    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration, GenerationConfig
+    from transformers import (
+        AutoTokenizer,
+        BartConfig,
+        BartForConditionalGeneration,
+        GenerationConfig,
+    )
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "gpt2"))

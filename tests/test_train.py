@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from hf_toolkit.checkpoints import latest_checkpoint
 from hf_toolkit.tasks.base import evaluation_of_final_weights
+from hf_toolkit.training.checkpoints import latest_checkpoint
 
 
 def fake_trainer(history: list[dict], global_step: int, load_best: bool = False):
@@ -125,7 +125,7 @@ def test_precision_auto_on_cuda_gpus(monkeypatch):
     """The GPU branch, without a GPU: bf16 where the GPU supports it, else fp16."""
     import torch
 
-    from hf_toolkit import training_args as train
+    from hf_toolkit.training import arguments as train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_toolkit import modeling, training_args
+from hf_toolkit.core import modeling
+from hf_toolkit.training import arguments as training_args
 
 
 def tiny_bert(**config):
@@ -35,7 +36,12 @@ def test_attention_dropout_leaves_the_fused_cpu_kernel_and_the_line_says_which_k
 
 
 def test_attention_dropout_is_found_under_each_family_s_key_and_in_a_pair_s_sides():
-    from transformers import BertConfig, DistilBertConfig, EncoderDecoderConfig, GPT2Config
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        EncoderDecoderConfig,
+        GPT2Config,
+    )
 
     assert modeling.attention_dropout(GPT2Config(attn_pdrop=0.1)) == ("attn_pdrop", 0.1)
     assert modeling.attention_dropout(DistilBertConfig(attention_dropout=0.0)) == ("attention_dropout", 0.0)
@@ -68,7 +74,7 @@ def test_precision_line_says_what_and_why(monkeypatch, precision, flags, feature
 
 
 def test_a_recipe_without_precision_trains_in_bf16_only_where_it_is_native(monkeypatch, tmp_path):
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
 
     (tmp_path / "t.txt").write_text("x")
     monkeypatch.chdir(tmp_path)
@@ -96,7 +102,7 @@ def test_training_logs_both_lines(monkeypatch):
 
 
 def test_fused_adamw_is_the_default_and_a_recipe_s_optimizer_wins(tmp_path, monkeypatch):
-    from hf_toolkit.checks import validate_recipe
+    from hf_toolkit.recipe.checks import validate_recipe
     from hf_toolkit.tasks import TASKS
 
     (tmp_path / "t.txt").write_text("x")

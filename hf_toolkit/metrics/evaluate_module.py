@@ -14,7 +14,8 @@ functions' layouts:
   ``references`` ``{"id", "answers": {"text": [...], "answer_start": [...]}}``.
 - accuracy/precision/recall/f1: integer labels.
 - perplexity: ``predictions`` are the texts; pass ``model_id=`` (a run or model dir, or hub id) to
-  ``compute``; it is loaded as every hftk command loads a model (:mod:`hf_toolkit.rundir`).
+  ``compute``; it loads with ``AutoModelForCausalLM`` (a LoRA run's adapter through transformers'
+  PEFT integration), in eval mode.
 
 Module files must import this module (not the class): evaluate takes the first concrete
 ``EvaluationModule`` subclass it finds in the script's namespace.
@@ -87,8 +88,17 @@ class HftkMetric(evaluate.Metric):
             refs = {r["id"]: list(r["answers"]["text"]) for r in references}
             return function(preds, refs, **options)
         if name == "perplexity":
-            from hf_toolkit import rundir
-
-            model, tokenizer = rundir.load_model(rundir.open_run(options.pop("model_id")))
+            model, tokenizer = _causal_lm(options.pop("model_id"))
             return function(predictions, model, tokenizer, **options)
         return function(predictions, references, **options)
+
+
+def _causal_lm(reference: str) -> tuple:
+    """(causal LM in eval mode, tokenizer with a pad token) for `reference`, loaded by transformers alone:
+    the metrics layer sits below the run directory (:mod:`hf_toolkit.core.rundir`) and must not reach up."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_toolkit.core import modeling
+
+    model = modeling.from_pretrained(AutoModelForCausalLM, reference, "model").eval()
+    return model, modeling.load_tokenizer_from(reference)

@@ -8,7 +8,7 @@ tokens, and each window's loss counts only the tokens not already scored by the 
 ``stride == max_length`` is plain block-wise evaluation (no overlap, less context, faster);
 the default ``stride = max_length // 2`` gives every scored token at least half a window of context.
 
-The model comes loaded (``hftk eval --model`` loads it through :mod:`hf_toolkit.rundir`, with
+The model comes loaded (``hftk eval --model`` loads it through :mod:`hf_toolkit.core.rundir`, with
 the offline checks and on the GPU when there is one); the windows run on the model's device.
 torch is imported inside the function (seconds to import).
 """
@@ -30,7 +30,7 @@ def perplexity(texts: Sequence[str], model, tokenizer, *, max_length: int | None
     """
     import torch
 
-    from hf_toolkit.modeling import context_length
+    from hf_toolkit.core.modeling import context_length
 
     device = model.device
     model.eval()

@@ -5,7 +5,7 @@
     data: {train: corpus.txt, validation_split: 0.1}
     training: {output_dir: runs/gpt2, num_train_epochs: 1, learning_rate: 5e-5}
 
-The package is split along the two passes a recipe goes through (:mod:`hf_toolkit.checks` runs
+The package is split along the two passes a recipe goes through (:mod:`hf_toolkit.recipe.checks` runs
 them, with each task's own ``data`` options):
 
 - :mod:`.schema`: the sections as pydantic models; pass one, the shape (types, unknown keys,

@@ -1,7 +1,7 @@
 """Pass two of the recipe checks, the parts that need no task: files, the hub, and the
 ``training`` keys and value types against transformers' ``TrainingArguments``.
 
-Each check returns :class:`~hf_toolkit.errors.Problem` records; :mod:`hf_toolkit.checks` runs
+Each check returns :class:`~hf_toolkit.errors.Problem` records; :mod:`hf_toolkit.recipe.checks` runs
 them (with the task's own and the model-config checks) after the shape is known to be right.
 """
 
@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit import hub
+from hf_toolkit.core import hub
 from hf_toolkit.errors import HftkError, Problem, did_you_mean
 from hf_toolkit.recipe.paths import looks_local, resolve_path
 from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSource, ModelSection

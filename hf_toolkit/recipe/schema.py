@@ -3,7 +3,7 @@
 Every section is a strict pydantic model: unknown keys and type coercion ("1" for 1) are errors,
 ranges are checked, and so are rules across keys (validation data given twice, a pair of models
 for a task that takes one). Whether files exist, hub ids resolve or model configs accept their
-overrides is pass two (:mod:`hf_toolkit.recipe.environment`, :mod:`hf_toolkit.checks`).
+overrides is pass two (:mod:`hf_toolkit.recipe.environment`, :mod:`hf_toolkit.recipe.checks`).
 
 The ``data`` section is the task's own model: :class:`DataSection` holds what every task reads
 (splits, columns, cleaning, sample limits), and each task in :mod:`hf_toolkit.tasks` subclasses
@@ -17,7 +17,14 @@ import functools
 from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 ROLES = ("text", "text_pair", "label", "source", "target", "question", "context", "answers", "id")
 Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
@@ -281,7 +288,7 @@ class GenerationSection(Section):
 class Recipe(Section):
     """A whole run. ``data`` is the task's own section (see :func:`recipe_model`)."""
 
-    task: str = Field(description="The task; one of hf_toolkit.tasks.TASKS (checked by hf_toolkit.checks).")
+    task: str = Field(description="The task; one of hf_toolkit.tasks.TASKS (checked by hf_toolkit.recipe.checks).")
     seed: int = Field(42, ge=0, lt=2**32, description="Seeds data shuffling and weight initialisation.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] | None = Field(
         None, description="Mixed precision; 'auto' picks bf16/fp16/fp32 for the hardware. None: bf16 where the hardware "

@@ -1,8 +1,8 @@
 """``hftk serve``: a trained run as an HTTP service, an OpenAI-compatible one for generative runs.
 
 One process serves one run, loaded once at start-up (:mod:`~hf_toolkit.serving.engine`) through
-the same pieces as the other commands: :mod:`hf_toolkit.rundir` loads it, a generative run answers
-through :class:`hf_toolkit.generation.Generator` (prompts encoded as its training encoded them,
+the same pieces as the other commands: :mod:`hf_toolkit.core.rundir` loads it, a generative run answers
+through :class:`hf_toolkit.apply.generation.Generator` (prompts encoded as its training encoded them,
 decoding defaults from its generation config, the same length checks) and a classifier, QA or
 fill-mask run through its task's ``predict_records``; so the server answers as ``hftk generate``
 and ``hftk predict --json`` do.

@@ -1,11 +1,11 @@
 """The one model a server applies: loaded once from a run, and the single worker thread that runs it.
 
-:meth:`Engine.load` opens the run the way every hftk command does (:func:`hf_toolkit.rundir.open_run`,
-:func:`~hf_toolkit.rundir.load_config`, :func:`~hf_toolkit.rundir.task_name`): a generative run
+:meth:`Engine.load` opens the run the way every hftk command does (:func:`hf_toolkit.core.rundir.open_run`,
+:func:`~hf_toolkit.core.rundir.load_config`, :func:`~hf_toolkit.core.rundir.task_name`): a generative run
 (causal LM, summarization, translation, any seq2seq model) becomes a
-:class:`hf_toolkit.generation.Generator`, so prompts are encoded, lengths checked and decoding
+:class:`hf_toolkit.apply.generation.Generator`, so prompts are encoded, lengths checked and decoding
 settings merged exactly as ``hftk generate`` does; a classifier, QA or fill-mask run is loaded
-with :func:`~hf_toolkit.rundir.load_model` and answers through its task's ``predict_records``, as
+with :func:`~hf_toolkit.core.rundir.load_model` and answers through its task's ``predict_records``, as
 ``hftk predict`` does. Nothing here loads another model or touches a file after start-up.
 
 All model work runs on one daemon thread (:class:`Worker`); requests wait in a queue in front of
@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from hf_toolkit import generation, modeling, rundir
+from hf_toolkit.apply import generation
+from hf_toolkit.core import modeling, rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import OPTION, Limits

@@ -49,7 +49,7 @@ def check_address(host: str, port: int) -> None:
 def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
           log_level: str = "info") -> None:
     """Serve `reference` (run directory, local model directory or hub id) until stopped."""
-    from hf_toolkit import rundir
+    from hf_toolkit.core import rundir
 
     check_available()
     run = rundir.open_run(reference)

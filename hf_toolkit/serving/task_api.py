@@ -2,7 +2,7 @@
 
 Each takes one input or a list (a batch) and answers ``{"object": "list", "model", "data": [...]}``
 where ``data`` holds one record per input exactly as ``hftk predict --json`` prints them (the
-task's ``predict_records``; see :mod:`hf_toolkit.prediction` for the record of each task). A run
+task's ``predict_records``; see :mod:`hf_toolkit.apply.prediction` for the record of each task). A run
 answers only its own task's endpoint; the others say which one it serves (404).
 """
 
@@ -13,7 +13,12 @@ from typing import Any
 from hf_toolkit.serving.engine import PREDICT_ENDPOINTS, Engine
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import Limits, check
-from hf_toolkit.serving.schemas import AnswerRequest, ClassifyRequest, FillMaskRequest, as_list
+from hf_toolkit.serving.schemas import (
+    AnswerRequest,
+    ClassifyRequest,
+    FillMaskRequest,
+    as_list,
+)
 
 
 def same_count(rows: dict[str, list[str]], first: str) -> None:

@@ -3,7 +3,7 @@ module, one instance each in :data:`TASKS`, the only table of them.
 
 Adding a task: write ``tasks/<name>.py`` with a ``Task`` subclass (its ``Data`` options, roles,
 ``auto_model`` and ``prepare``, plus the hooks it changes) and add its instance here. Recipes
-name it in ``task:``; :mod:`hf_toolkit.checks` validates their ``data`` with its ``Data``.
+name it in ``task:``; :mod:`hf_toolkit.recipe.checks` validates their ``data`` with its ``Data``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ every task names its ``name`` and ``auto_class``.
 A task also owns its recipe ``data`` options: :attr:`Task.Data` subclasses
 :class:`~hf_toolkit.recipe.schema.DataSection`, and the recipe's ``data`` section is validated
 with the class of the recipe's ``task``. Instances are stateless; :data:`hf_toolkit.tasks.TASKS`
-is the one table of them. Models are loaded by the callers (``hf_toolkit.rundir``) and passed in.
+is the one table of them. Models are loaded by the callers (``hf_toolkit.core.rundir``) and passed in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hf_toolkit import modeling
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 
@@ -68,7 +68,7 @@ class Task(ABC):
     """``hftk predict`` applies the trained model (:meth:`predict_records`)."""
     cache_prepared: ClassVar[bool] = True
     """:meth:`prepare`'s output depends only on the splits, the tokenizer(s), the model config and the
-    recipe's ``data`` options, and is all there is to it, so :mod:`hf_toolkit.prepcache` may keep it and
+    recipe's ``data`` options, and is all there is to it, so :mod:`hf_toolkit.training.prepcache` may keep it and
     skip ``prepare`` next time. False for a task whose ``prepare`` also changes the tokenizer or model,
     or keeps state elsewhere."""
 

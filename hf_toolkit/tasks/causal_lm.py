@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from hf_toolkit import modeling
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import Task, add_perplexity

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from hf_toolkit import modeling
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity

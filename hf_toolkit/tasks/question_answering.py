@@ -7,7 +7,7 @@ token positions, training, evaluation over examples (not windows), and inference
 Data: rows with ``question``, ``context``, ``answers`` and optionally ``id`` — flat JSONL as the
 ``datasets`` SQuAD layout (``answers: {text: [...], answer_start: [...]}``; a list of
 ``{text, answer_start}`` objects works too), or the official nested SQuAD JSON (read by
-:func:`hf_toolkit.data.load_source`). An empty answer list is an unanswerable question, which
+:func:`hf_toolkit.core.data.load_source`). An empty answer list is an unanswerable question, which
 needs ``data.version_2: true``.
 
 Long contexts: question + context are cut into windows of ``data.max_length`` tokens (default
@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from hf_toolkit import metrics, modeling
+from hf_toolkit import metrics
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, loss_pieces

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from hf_toolkit import metrics as metrics_lib
-from hf_toolkit import modeling
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem, RecipeError
 from hf_toolkit.recipe.schema import DataSection, ModelPart, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
@@ -349,7 +349,12 @@ def decoder_special_ids(tokenizer) -> dict[str, int]:
 
 def _build_pair(recipe: Recipe, texts: list[str] | None):
     """EncoderDecoderModel from two sides; cross-attention is added to the decoder (new weights)."""
-    from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel, GenerationConfig
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        EncoderDecoderModel,
+        GenerationConfig,
+    )
 
     section = recipe.model
     if section.train_tokenizer is not None:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from hf_toolkit import metrics, modeling
+from hf_toolkit import metrics
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
@@ -139,7 +140,7 @@ class TextClassification(Task):
         reference_ids(config, dataset)
 
     def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[int], list[int]]:
-        """(predicted label ids, reference label ids) for `dataset` (role columns, see :func:`hf_toolkit.data.eval_rows`)."""
+        """(predicted label ids, reference label ids) for `dataset` (role columns, see :func:`hf_toolkit.core.data.eval_rows`)."""
         references = reference_ids(model.config, dataset)
         pairs = list(dataset["text_pair"]) if "text_pair" in dataset.column_names else None
         max_length = recipe.data.max_length if recipe is not None else None

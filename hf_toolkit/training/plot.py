@@ -2,7 +2,7 @@
 metrics by step in a second panel when there are any, drawn from the Trainer's log history.
 
 Drawn with matplotlib's Agg backend (no display needed) into ``loss_curve.png`` of the run
-directory (:data:`hf_toolkit.rundir.LOSS_PLOT`), which the model card links to.
+directory (:data:`hf_toolkit.core.rundir.LOSS_PLOT`), which the model card links to.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Building models and tokenizers for training: from a hub id, a local directory, or from a
 config (``init: scratch``); checking a recipe's config overrides; LoRA adapters.
 
-Hub ids go through :mod:`hf_toolkit.hub`, which fails fast and clearly without a network.
-Trained models are loaded back by :mod:`hf_toolkit.rundir`, which uses :func:`from_pretrained`.
+Hub ids go through :mod:`hf_toolkit.core.hub`, which fails fast and clearly without a network.
+Trained models are loaded back by :mod:`hf_toolkit.core.rundir`, which uses :func:`from_pretrained`.
 
 Also here: training a small byte-level BPE tokenizer for from-scratch runs, giving GPT-2-style
 tokenizers a pad token (their EOS), which batching and sequence classification need, and
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import hub
+from hf_toolkit.core import hub
 from hf_toolkit.errors import HftkError, ModelLoadError, Problem, did_you_mean
 from hf_toolkit.recipe.paths import looks_local, resolve_path
 from hf_toolkit.recipe.schema import ModelPart, ModelSection, PeftSection
@@ -385,7 +385,9 @@ def apply_lora(model: "PreTrainedModel", section: PeftSection, task_type: str | 
     GPT-2's Conv1D layers store weights transposed, so they get ``fan_in_fan_out``.
     """
     from peft import LoraConfig, get_peft_model
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS,
+    )
     from transformers.pytorch_utils import Conv1D
 
     model_type = model.config.model_type

@@ -23,8 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hf_toolkit.checkpoints import PREFIX, TRAINER_STATE
 from hf_toolkit.errors import HftkError
+from hf_toolkit.training.checkpoints import PREFIX, TRAINER_STATE
 
 LOCK_FILE = ".hftk.lock"
 OWNER_ENV = "HFTK_LOCK_OWNER"

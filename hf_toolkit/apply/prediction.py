@@ -1,7 +1,7 @@
 """``hftk predict``: apply a trained non-generative model (classifier, extractive QA, fill-mask) to inputs.
 
 The task comes from the run directory's ``hftk_recipe.yaml``; for a plain Hugging Face model
-directory (or hub id) from ``config.architectures`` (:data:`hf_toolkit.rundir.ARCHITECTURES`).
+directory (or hub id) from ``config.architectures`` (:data:`hf_toolkit.core.rundir.ARCHITECTURES`).
 Inputs come from the command line or a data file, as rows of the task's input roles; the task's
 ``predict_records`` turns them into one plain-data record per input and ``format_record`` into a
 line for the terminal, so ``hftk predict`` and ``hftk eval --model`` compute predictions the same way:
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit import rundir
+from hf_toolkit.core import rundir
 from hf_toolkit.errors import DataError, HftkError
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
@@ -98,7 +98,7 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
 
 def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) -> None:
     """Rows of a json/jsonl/csv/tsv/parquet/txt file, columns named as the run's recipe maps them or by role."""
-    from hf_toolkit.data import eval_rows, load_source
+    from hf_toolkit.core.data import eval_rows, load_source
     from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
 
     path = Path(path)

@@ -22,10 +22,10 @@ imported here; the metrics import their libraries when called.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,9 +362,9 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     ``<F's file name>.scores.json``, extension kept (``test.csv.predictions.jsonl``), so files
     that differ only in their extension do not overwrite each other's; rows as the task's ``prediction_rows`` writes them.
     """
-    from hf_toolkit import rundir
-    from hf_toolkit.data import eval_rows, load_source
-    from hf_toolkit.generation import Generator
+    from hf_toolkit.apply.generation import Generator
+    from hf_toolkit.core import rundir
+    from hf_toolkit.core.data import eval_rows, load_source
     from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
     from hf_toolkit.tasks import TASKS
 

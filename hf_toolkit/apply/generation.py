@@ -15,7 +15,7 @@ fills, are user errors naming the option to change.
 A run whose task encodes its inputs (summarization/translation: ``data.source_prefix``,
 ``data.prompt_template``, source truncation) gets each prompt encoded the same way
 (``Task.encode_prompts``); an encoder-decoder pair's decoder tokenizer decodes the output
-(:func:`hf_toolkit.rundir.output_tokenizer`). ``hftk eval --model`` generates through
+(:func:`hf_toolkit.core.rundir.output_tokenizer`). ``hftk eval --model`` generates through
 :class:`Generator` too.
 """
 
@@ -27,13 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import modeling, rundir
+from hf_toolkit.core import modeling, rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
 
 if TYPE_CHECKING:
-    from hf_toolkit.rundir import Run
+    from hf_toolkit.core.rundir import Run
 
 # transformers' default length (max_length 20, prompt included, whether a config writes it or leaves
 # it unset) is too short to be useful; when neither the model nor the user set a length, hftk

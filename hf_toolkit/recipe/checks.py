@@ -6,30 +6,31 @@ chosen from :data:`hf_toolkit.tasks.TASKS`, the recipe validated with that task'
 (``Task.check_recipe``). A recipe saved in a run directory is read back through this pass too.
 
 Pass two, the environment, before any data or weights load: files and local paths exist and
-hub ids resolve (:func:`load_recipe`); then, for a run (:func:`check_run`), what needs configs
-or transformers: the task's checks against the model config, the model config overrides (the
-model is built on the meta device, so a config that breaks the model's own rules fails here),
-the ``training`` keys and types, TrainingArguments themselves, the output directory, the
-checkpoint to resume from, and the generation settings.
+hub ids resolve (:func:`load_recipe`), and the generation settings (:func:`check_generation`).
+What a training run needs beyond that (the model config, TrainingArguments, the output directory,
+the checkpoint to resume from) is :func:`hf_toolkit.training.preflight.check_run`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from hf_toolkit import checkpoints, modeling, runlock
 from hf_toolkit.errors import Problem, RecipeError
 from hf_toolkit.recipe import environment
 from hf_toolkit.recipe.problems import Locator, from_validation_error
-from hf_toolkit.recipe.schema import DataSection, DataSource, ModelSection, Recipe, recipe_model
+from hf_toolkit.recipe.schema import (
+    DataSection,
+    DataSource,
+    ModelSection,
+    Recipe,
+    recipe_model,
+)
 from hf_toolkit.recipe.yamlio import apply_override, parse_yaml
-from hf_toolkit.tasks import TASKS, Task
-from hf_toolkit.training_args import training_arguments
+from hf_toolkit.tasks import TASKS
 
 
 def read_yaml(path: str | Path) -> tuple[Any, Locator]:
@@ -79,7 +80,7 @@ def _shape(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recip
     return (recipe if task is not None else None), problems
 
 
-def _recipe_problems(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recipe | None, list[Problem], list[Problem]]:
+def recipe_problems(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recipe | None, list[Problem], list[Problem]]:
     """Pass one, and the parts of pass two that read only the recipe's own sections: (the recipe or
     None, problems with missing files, local paths and hub ids, every other problem). Sections are
     checked even when another is malformed, so one run reports them all."""
@@ -111,83 +112,11 @@ def _valid(schema: type, value: Any) -> Any:
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe file: pass one, and pass two's checks of files, local paths, hub ids and training keys."""
     data, locator = read_yaml(path)
-    recipe, missing, problems = _recipe_problems(data, locator, overrides)
+    recipe, missing, problems = recipe_problems(data, locator, overrides)
     if missing or problems:
         raise locator.error(missing + problems)
     assert recipe is not None
     return recipe
-
-
-@dataclass
-class CheckedRun:
-    """A recipe that passed every check that needs no data or weights, with what those checks built."""
-
-    recipe: Recipe
-    task: Task
-    args: Any  # TrainingArguments or Seq2SeqTrainingArguments
-    generation: dict[str, Any]
-    notes: list[str] = field(default_factory=list)  # said before training: harmless changes since the checkpoint
-
-
-def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume: bool = False, overwrite: bool = False,
-              dry_run: bool = False) -> CheckedRun:
-    """Both passes for ``hftk finetune`` (and ``--check``): every problem at once, located in the recipe.
-
-    ``resume`` (``--resume``) is ``training.resume_from_checkpoint: true``. Unless the run resumes,
-    ``overwrite``s or only plans (``dry_run``), an output directory that holds a run is a problem;
-    a resume from a checkpoint made with a recipe that differs in a way that matters is one too.
-    """
-    data, locator = read_yaml(recipe_path)
-    recipe, missing, problems = _recipe_problems(data, locator, overrides)
-    if recipe is None or missing:  # the checks below need a whole recipe and the files and models it names
-        raise locator.error(missing + problems)
-    task = TASKS[recipe.task]
-    if resume:
-        recipe.training["resume_from_checkpoint"] = recipe.training.get("resume_from_checkpoint") or True
-    notes: list[str] = []
-
-    def attempt(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return check(*args, **kwargs)
-        except RecipeError as error:
-            problems.extend(error.records)
-            return None
-
-    shape_problems = task.check_environment(recipe)
-    problems += shape_problems
-    if not shape_problems:  # the model is built (on the meta device) only from options that fit its shape
-        problems += modeling.config_problems(recipe.model, task.auto_model(recipe))
-    args = None
-    if not any(p.key[:1] == ("training",) for p in problems):
-        args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
-    if args is not None:
-        problems += environment.strategy_problems(recipe.training, args)
-        problems += environment.output_dir_problems(args.output_dir)
-        problems += _occupancy_problems(args, overwrite=overwrite, dry_run=dry_run)
-        resume_problems = checkpoints.resume_problems(args)
-        problems += resume_problems
-        if args.resume_from_checkpoint and not resume_problems and not overwrite:
-            changed, notes = checkpoints.resume_changes(recipe, checkpoints.resume_target(args))
-            problems += changed
-    generation = attempt(check_generation, recipe)
-    if problems:
-        raise locator.error(problems)
-    return CheckedRun(recipe, task, args, generation, notes)
-
-
-def _occupancy_problems(args: Any, *, overwrite: bool, dry_run: bool) -> list[Problem]:
-    """An output directory holding a run that this one would silently overwrite."""
-    if args.resume_from_checkpoint and overwrite:
-        return [Problem(("training", "resume_from_checkpoint"),
-                        "--overwrite deletes the checkpoints a resume continues from; use --resume or --overwrite, not both")]
-    if args.resume_from_checkpoint or overwrite or dry_run:
-        return []
-    found = runlock.existing_run(args.output_dir)
-    if found is None:
-        return []
-    return [Problem(("training", "output_dir"),
-                    f"'{args.output_dir}' already holds {found}; continue it with --resume, replace it with --overwrite, "
-                    "or choose another training.output_dir")]
 
 
 def check_generation(recipe: Recipe) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """``hftk chat RUN``: an interactive terminal conversation with a generative run, on
-:class:`hf_toolkit.generation.Generator` (the run's own encoding, decoding defaults and streaming).
+:class:`hf_toolkit.apply.generation.Generator` (the run's own encoding, decoding defaults and streaming).
 
 :class:`Chat` keeps the history and turns it into the model's prompt: the tokenizer's chat template
 when it has one; otherwise plain text, the turns joined by newlines (a model trained on plain text
@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from hf_toolkit import modeling, rundir
+from hf_toolkit.apply.generation import DEFAULT_MAX_NEW_TOKENS, Generator, check_options
+from hf_toolkit.core import modeling, rundir
 from hf_toolkit.errors import HftkError
-from hf_toolkit.generation import DEFAULT_MAX_NEW_TOKENS, Generator, check_options
 
 USER_PROMPT = "you> "
 BOT_PROMPT = "bot> "

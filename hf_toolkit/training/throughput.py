@@ -57,7 +57,7 @@ def measure(metrics: dict[str, float], tokens_per_example: float | None, paramet
         added["train_mfu"] = round(tflops / peak, 4)
         line += f"; MFU {tflops / peak:.1%} of the {device_name}'s {peak:g} TFLOP/s peak"
     elif device_name:
-        line += f"; MFU: {device_name} is not in hf_toolkit.throughput.GPU_PEAK_TFLOPS"
+        line += f"; MFU: {device_name} is not in hf_toolkit.training.throughput.GPU_PEAK_TFLOPS"
     return added, line
 
 

@@ -1,9 +1,9 @@
 """``hftk finetune``: recipe -> data -> tokenizer and model -> Trainer -> saved run directory.
 
 :func:`finetune` reads top to bottom. Everything a user can get wrong (the recipe, the training
-arguments, the generation settings) is checked first (:func:`hf_toolkit.checks.check_run`),
+arguments, the generation settings) is checked first (:func:`hf_toolkit.training.preflight.check_run`),
 before any data or model is loaded. The run directory it writes is described in
-:mod:`hf_toolkit.rundir`.
+:mod:`hf_toolkit.core.rundir`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit import data as data_lib
-from hf_toolkit import checkpoints, modeling, prepcache, rundir, runlock, stopping, throughput, training_args
-from hf_toolkit.checkpoints import resume_point
-from hf_toolkit.checks import CheckedRun, check_run
+from hf_toolkit.core import data as data_lib
+from hf_toolkit.core import modeling, rundir
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks.base import Task
+from hf_toolkit.training import arguments as training_args
+from hf_toolkit.training import (
+    checkpoints,
+    plot,
+    prepcache,
+    runlock,
+    stopping,
+    throughput,
+)
+from hf_toolkit.training.checkpoints import resume_point
+from hf_toolkit.training.preflight import CheckedRun, check_run
 
 logger = logging.getLogger("hftk")
 
@@ -33,10 +42,10 @@ def finetune(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (
              resume: bool = False, overwrite: bool = False) -> RunResult:
     """Train the model a recipe describes and save it; return the run directory and final metrics.
 
-    ``dry_run``: stop once the Trainer is built and return its plan (:mod:`hf_toolkit.plan`) instead.
+    ``dry_run``: stop once the Trainer is built and return its plan (:mod:`hf_toolkit.training.plan`) instead.
     ``resume`` (``--resume``): continue from the newest complete checkpoint; ``overwrite``
     (``--overwrite``): replace the run the output directory holds. The output directory is locked
-    while the run writes it (:mod:`hf_toolkit.runlock`).
+    while the run writes it (:mod:`hf_toolkit.training.runlock`).
     """
     import time
 
@@ -66,7 +75,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     # Seed before the model is built: the Trainer only seeds afterwards.
     set_seed(recipe.seed)
     # Each node's main process loads and tokenizes first and fills the preprocessing cache
-    # (hf_toolkit.prepcache) and the datasets cache; the other processes then read them.
+    # (hf_toolkit.training.prepcache) and the datasets cache; the other processes then read them.
     with args.main_process_first(desc="loading and tokenizing data"):
         cache = prepcache.open_cache(recipe, task, main=args.local_process_index == 0, dry_run=dry_run)
         splits = cache.splits(lambda: data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed,
@@ -86,7 +95,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     output_dir_existed = Path(args.output_dir).exists()
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
     if dry_run:
-        from hf_toolkit import plan
+        from hf_toolkit.training import plan
 
         return plan.make_plan(checked, splits, tokenizer, model, prepared, trainer, recipe_path=recipe_path,
                               started=started, created_output_dir=not output_dir_existed)
@@ -204,8 +213,11 @@ def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict
         return
     if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned (generation) config too
         rundir.save_adapter_model_config(trainer.model, output_dir)
-    from hf_toolkit import provenance
+    from hf_toolkit.core import provenance
 
     rows = {name: split.num_rows for name, split in (splits or {}).items()}
     story = provenance.collect(recipe, rows, processes=trainer.args.world_size)
-    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__, story, trainer.state.log_history)
+    log_history = trainer.state.log_history
+    out = Path(output_dir)
+    drawn = plot.loss_curve(log_history, out / rundir.LOSS_PLOT, title=f"{recipe.task}: {out.name}") if log_history else None
+    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__, story, has_plot=drawn is not None)

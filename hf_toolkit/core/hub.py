@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 
 from hf_toolkit.errors import ModelLoadError
 
-
 PROBE_TTL_SECONDS = 60.0
 _probed: dict[str, tuple[float, bool]] = {}
 

@@ -6,11 +6,11 @@ Two entries per run, because the second key can only be made once the first is i
 classifier's labels and a trained tokenizer come from the loaded splits):
 
 ``<root>/<data key>/splits``
-    the splits as :func:`hf_toolkit.data.load_splits` returns them. The data key hashes the
-    sha256 of every data file (:func:`hf_toolkit.provenance.sha256`) and its suffix, every option
+    the splits as :func:`hf_toolkit.core.data.load_splits` returns them. The data key hashes the
+    sha256 of every data file (:func:`hf_toolkit.core.provenance.sha256`) and its suffix, every option
     of the recipe's ``data`` section (``data.cache`` aside), the seed (it carves
     ``validation_split``), the task (name and roles), the versions of hftk and the libraries
-    (:func:`hf_toolkit.provenance.versions`, pyarrow added) and the source code that reads data
+    (:func:`hf_toolkit.core.provenance.versions`, pyarrow added) and the source code that reads data
     and prepares features (hftk's data modules and the file of each class of the task), so an
     edited checkout is a miss too.
 ``<root>/<data key>/<prepared key>``
@@ -58,7 +58,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import provenance
+from hf_toolkit.core import provenance
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.tasks.base import Task
 

@@ -2,7 +2,7 @@
 library versions, the command line and the hardware.
 
 :func:`collect` is called by ``hftk finetune`` on rank 0 once the splits are loaded; the model card
-(:func:`hf_toolkit.rundir.model_card`) prints what it returns. Nothing here imports torch or
+(:func:`hf_toolkit.core.rundir.model_card`) prints what it returns. Nothing here imports torch or
 transformers at module level; versions are read from the installed distributions.
 """
 

@@ -14,11 +14,10 @@ import contextlib
 import html
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from collections.abc import Callable
-
-from hf_toolkit import datafiles, hub
+from hf_toolkit.core import datafiles, hub
 from hf_toolkit.errors import DataError, did_you_mean
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSection, DataSource
@@ -39,7 +38,7 @@ def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf
     """Load one split from a local file or from ``load_dataset`` arguments (`where` names it in errors).
 
     A local file in another `encoding` than UTF-8 is decoded by the builder (``data.encoding``);
-    a file the builder cannot read is explained by line (:mod:`hf_toolkit.datafiles`).
+    a file the builder cannot read is explained by line (:mod:`hf_toolkit.core.datafiles`).
     A hub dataset is read from the local cache alone when the hub cannot be reached: the datasets
     library would otherwise retry for half a minute before giving up.
     """

@@ -19,16 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_toolkit.core.rundir import TRAINER_STATE, write_atomically
 from hf_toolkit.errors import Problem
 
 if TYPE_CHECKING:
     from hf_toolkit.recipe.schema import Recipe
 
-TRAINER_STATE = "trainer_state.json"
 PREFIX = "checkpoint-"
 CHECKPOINT_RECIPE = "hftk_recipe.yaml"  # the same name as the run directory's resolved recipe
 CHECKPOINT_DATA = "hftk_data.json"
@@ -58,14 +57,6 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
         if suffix.isdigit() and (path / TRAINER_STATE).is_file():
             steps.append((int(suffix), path))
     return str(max(steps)[1]) if steps else None
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write a text file whole or not at all: a temporary file in the same directory, then os.replace."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def data_fingerprints(recipe: "Recipe") -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_toolkit import rundir
+from hf_toolkit.core import rundir
 from hf_toolkit.errors import HftkError
 
 

@@ -8,9 +8,9 @@ generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` w
   options;
 - ``metrics.json``: final train / validation / test metrics; ``README.md``: the model card (task,
   base model, data files with sha256 and rows per split, the resolved recipe, final metrics,
-  library versions, the command line and the hardware, from :mod:`hf_toolkit.provenance`);
+  library versions, the command line and the hardware, from :mod:`hf_toolkit.core.provenance`);
 - ``loss_curve.png`` (:data:`LOSS_PLOT`): train and eval loss by step (and eval metrics), linked
-  from the card (:mod:`hf_toolkit.plot`);
+  from the card (:mod:`hf_toolkit.training.plot`);
 - ``trainer_state.json``: the Trainer's log history and step count;
 - LoRA runs: the adapter instead of full weights, with the fine-tuned model's config and
   generation config in ``model_config/`` (a config.json beside the adapter would make
@@ -27,21 +27,22 @@ task and Auto class.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hf_toolkit import checks, modeling, plot
-from hf_toolkit.checkpoints import TRAINER_STATE, write_atomically
+from hf_toolkit.core import modeling
 from hf_toolkit.errors import HftkError
+from hf_toolkit.recipe import checks
 from hf_toolkit.recipe.paths import looks_local
 from hf_toolkit.recipe.problems import Locator
 from hf_toolkit.recipe.yamlio import parse_yaml
 
 if TYPE_CHECKING:
-    from hf_toolkit.provenance import Story
+    from hf_toolkit.core.provenance import Story
     from hf_toolkit.recipe.schema import Recipe
 
 RECIPE_FILE = "hftk_recipe.yaml"
@@ -53,7 +54,7 @@ ADAPTER_MODEL_CONFIG_DIR = "model_config"
 DECODER_TOKENIZER_DIR = "decoder_tokenizer"
 EVAL_DIR = "eval"
 RUN_FILES = (RECIPE_FILE, METRICS_FILE, MODEL_CARD)
-__all__ = ["TRAINER_STATE"]  # re-exported: the Trainer writes it into the run directory too
+TRAINER_STATE = "trainer_state.json"  # the Trainer writes it into the run directory and each checkpoint
 
 # Architecture-name suffix -> (the hftk task such a head serves, or None for several; Auto class).
 ARCHITECTURES = {
@@ -174,6 +175,14 @@ def output_tokenizer(run: Run, tokenizer: Any) -> Any:
 # Writing
 
 
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write a text file whole or not at all: a temporary file in the same directory, then os.replace."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
     """Beside a saved LoRA adapter: the fine-tuned model's config and generation config."""
     base = model.get_base_model()
@@ -185,13 +194,12 @@ def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
 
 
 def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str,
-                    story: "Story | None" = None, log_history: list[dict[str, Any]] | None = None) -> None:
-    """hftk's own files: the resolved recipe, the metrics, the loss curve (from `log_history`) and the model card,
-    each written whole or not at all (a temporary file, then os.replace)."""
+                    story: "Story | None" = None, *, has_plot: bool = False) -> None:
+    """hftk's own files: the resolved recipe, the metrics and the model card (linking :data:`LOSS_PLOT`
+    when `has_plot`), each written whole or not at all (a temporary file, then os.replace)."""
     out = Path(output_dir)
     write_atomically(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    drawn = plot.loss_curve(log_history, out / LOSS_PLOT, title=f"{recipe.task}: {out.name}") if log_history else None
-    write_atomically(out / MODEL_CARD, model_card(recipe, metrics, auto_class_name, story, has_plot=drawn is not None))
+    write_atomically(out / MODEL_CARD, model_card(recipe, metrics, auto_class_name, story, has_plot=has_plot))
     write_atomically(out / RECIPE_FILE, recipe_yaml(recipe))  # last: a run directory with it is a finished run
 
 

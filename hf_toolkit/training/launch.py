@@ -8,10 +8,10 @@ directly (see the README); nothing in hftk needs to change for them.
 We use torchrun rather than ``accelerate launch --cpu``, which silently starts one process on a
 CPU-only machine.
 
-The launching process holds the output directory's lock for the ranks (:mod:`hf_toolkit.runlock`).
+The launching process holds the output directory's lock for the ranks (:mod:`hf_toolkit.training.runlock`).
 torchrun runs in its own session, so a terminal's Ctrl-C reaches only the launcher; the launcher
 turns SIGTERM and Ctrl-C into a stop request (a file named in ``HFTK_STOP_FILE``) that every
-rank's stop guard (:mod:`hf_toolkit.stopping`) reads at each step: the ranks save a checkpoint at
+rank's stop guard (:mod:`hf_toolkit.training.stopping`) reads at each step: the ranks save a checkpoint at
 one agreed step and end cleanly, and the launcher exits 128 + the signal, as a single process does.
 (Signalling torchrun itself would make it print its own traceback.)
 """
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hf_toolkit import runlock, stopping
+from hf_toolkit.training import runlock, stopping
 
 
 def in_distributed_launch() -> bool:

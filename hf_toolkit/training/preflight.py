@@ -1,0 +1,94 @@
+"""Preflight of a training run: both recipe passes (:mod:`hf_toolkit.recipe.checks`) plus what
+only a run needs, before any data or weights load: the task's checks against the model config,
+the model config overrides (the model is built on the meta device, so a config that breaks the
+model's own rules fails here), the ``training`` keys and types, TrainingArguments themselves, the
+output directory and who holds it, the checkpoint to resume from, and the generation settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_toolkit.core import modeling
+from hf_toolkit.errors import Problem, RecipeError
+from hf_toolkit.recipe import environment
+from hf_toolkit.recipe.checks import check_generation, read_yaml, recipe_problems
+from hf_toolkit.recipe.schema import Recipe
+from hf_toolkit.tasks import TASKS, Task
+from hf_toolkit.training import checkpoints, runlock
+from hf_toolkit.training.arguments import training_arguments
+
+
+@dataclass
+class CheckedRun:
+    """A recipe that passed every check that needs no data or weights, with what those checks built."""
+
+    recipe: Recipe
+    task: Task
+    args: Any  # TrainingArguments or Seq2SeqTrainingArguments
+    generation: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # said before training: harmless changes since the checkpoint
+
+
+def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume: bool = False, overwrite: bool = False,
+              dry_run: bool = False) -> CheckedRun:
+    """Both passes for ``hftk finetune`` (and ``--check``): every problem at once, located in the recipe.
+
+    ``resume`` (``--resume``) is ``training.resume_from_checkpoint: true``. Unless the run resumes,
+    ``overwrite``s or only plans (``dry_run``), an output directory that holds a run is a problem;
+    a resume from a checkpoint made with a recipe that differs in a way that matters is one too.
+    """
+    data, locator = read_yaml(recipe_path)
+    recipe, missing, problems = recipe_problems(data, locator, overrides)
+    if recipe is None or missing:  # the checks below need a whole recipe and the files and models it names
+        raise locator.error(missing + problems)
+    task = TASKS[recipe.task]
+    if resume:
+        recipe.training["resume_from_checkpoint"] = recipe.training.get("resume_from_checkpoint") or True
+    notes: list[str] = []
+
+    def attempt(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except RecipeError as error:
+            problems.extend(error.records)
+            return None
+
+    shape_problems = task.check_environment(recipe)
+    problems += shape_problems
+    if not shape_problems:  # the model is built (on the meta device) only from options that fit its shape
+        problems += modeling.config_problems(recipe.model, task.auto_model(recipe))
+    args = None
+    if not any(p.key[:1] == ("training",) for p in problems):
+        args = attempt(training_arguments, recipe, task, default_output_dir=f"runs/{Path(recipe_path).stem}")
+    if args is not None:
+        problems += environment.strategy_problems(recipe.training, args)
+        problems += environment.output_dir_problems(args.output_dir)
+        problems += _occupancy_problems(args, overwrite=overwrite, dry_run=dry_run)
+        resume_problems = checkpoints.resume_problems(args)
+        problems += resume_problems
+        if args.resume_from_checkpoint and not resume_problems and not overwrite:
+            changed, notes = checkpoints.resume_changes(recipe, checkpoints.resume_target(args))
+            problems += changed
+    generation = attempt(check_generation, recipe)
+    if problems:
+        raise locator.error(problems)
+    return CheckedRun(recipe, task, args, generation, notes)
+
+
+def _occupancy_problems(args: Any, *, overwrite: bool, dry_run: bool) -> list[Problem]:
+    """An output directory holding a run that this one would silently overwrite."""
+    if args.resume_from_checkpoint and overwrite:
+        return [Problem(("training", "resume_from_checkpoint"),
+                        "--overwrite deletes the checkpoints a resume continues from; use --resume or --overwrite, not both")]
+    if args.resume_from_checkpoint or overwrite or dry_run:
+        return []
+    found = runlock.existing_run(args.output_dir)
+    if found is None:
+        return []
+    return [Problem(("training", "output_dir"),
+                    f"'{args.output_dir}' already holds {found}; continue it with --resume, replace it with --overwrite, "
+                    "or choose another training.output_dir")]
