@@ -163,3 +163,39 @@ def test_playground_highlights_the_answer_in_the_context(browser, serve, tmp_pat
     [record] = post(url + "/v1/answer", {"question": "Where is Normandy?", "context": context})["data"]
     assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"] != ""
     assert browser.evaluate("document.getElementById('highlighted').textContent") == context
+
+
+# --------------------------------------------------------------------------------------------
+# The page itself (no browser needed)
+
+
+def page_tags() -> list[tuple[str, dict[str, str]]]:
+    """Every start tag of page.html with its attributes."""
+    from html.parser import HTMLParser
+    from importlib import resources
+
+    tags: list[tuple[str, dict[str, str]]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, {name: value or "" for name, value in attrs}))
+
+    Tags().feed(resources.files("hf_toolkit.serving").joinpath("page.html").read_text(encoding="utf-8"))
+    return tags
+
+
+def accepts(attrs: dict[str, str], value: float) -> bool:
+    """Whether a browser's number input with these attributes takes `value` (HTML's step rule)."""
+    step = attrs.get("step", "1")
+    low = float(attrs.get("min", "0"))
+    if step == "any":
+        return True
+    steps = (value - low) / float(step)
+    return abs(steps - round(steps)) < 1e-9
+
+
+def test_the_temperature_box_takes_two_decimals_and_the_page_asks_for_no_favicon():
+    inputs = {attrs["id"]: attrs for tag, attrs in page_tags() if tag == "input"}
+    assert all(accepts(inputs["temperature"], value) for value in (0.75, 0.05, 1.3, 2))
+    icons = [attrs for tag, attrs in page_tags() if tag == "link" and attrs.get("rel") == "icon"]
+    assert icons and icons[0]["href"].startswith("data:")  # an inline icon: no request for /favicon.ico (a 404)
