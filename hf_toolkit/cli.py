@@ -173,6 +173,43 @@ def export(
 
 @app.command(
     epilog=examples(
+        "hftk prune runs/sentiment-minilm runs/minilm-3l --keep-layers 0,2,4",
+        "hftk prune runs/sentiment-minilm runs/minilm-slim --ffn-keep 0.5",
+        "hftk prune runs/quickstart runs/quickstart-2l --keep-layers 0,3 --ffn-keep 0.75",
+    )
+)
+@user_errors
+def prune(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (or any local model directory): BERT-family or GPT-2.")],
+    output_dir: Annotated[Path, typer.Argument(help="New directory to write.")],
+    keep_layers: Annotated[Optional[str], typer.Option(
+        help="Transformer layers to keep, comma-separated and increasing, e.g. 0,2,4 (numbered from 0).")] = None,
+    ffn_keep: Annotated[Optional[float], typer.Option(
+        help="Share (0-1] of each feed-forward layer's neurons to keep: those with the largest "
+             "||weights in|| x ||weights out||.")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Make a smaller plain transformers model by dropping layers and feed-forward neurons.
+
+    The output loads with the task's Auto class (no hftk needed) and holds the run's tokenizer,
+    label names and recipe; train or distil it before use (hftk finetune with model.name_or_path
+    pointing at it, and a distillation section naming the original as teacher).
+    """
+    from hf_toolkit.apply.prune import parse_layers
+    from hf_toolkit.apply.prune import prune as run_prune
+    from hf_toolkit.core import console
+
+    layers = parse_layers(keep_layers) if keep_layers is not None else None
+    console.setup(verbose)
+    r = run_prune(run_dir, output_dir, keep_layers=layers, ffn_keep=ffn_keep)
+    typer.echo(f"Wrote {r.output_dir}")
+    typer.echo(f"  layers: {r.layers_before} -> {r.layers_after}; feed-forward width: {r.ffn_before} -> {r.ffn_after}")
+    typer.echo(f"  parameters: {r.params_before:,} -> {r.params_after:,} ({r.params_after / r.params_before:.0%})")
+    typer.echo(f"  weights on disk: {r.size_before_mb:.1f} MB -> {r.size_after_mb:.1f} MB")
+
+
+@app.command(
+    epilog=examples(
         "hftk generate --model runs/quickstart --prompt 'Once upon a time'",
         "hftk generate --model gpt2 --prompt 'The quick brown fox jumps over the lazy' --max-length 50",
         "hftk generate --model runs/quickstart --prompts-file prompts.txt --do-sample --top-p 0.9 --seed 0 --json",
