@@ -133,3 +133,50 @@ def test_packaged_builder_with_local_files_never_asks_the_hub(tmp_path, monkeypa
     path = write_rows(tmp_path / "rows.jsonl", ROWS)
     splits = load_splits(DataSection(train={"path": "json", "data_files": str(path)}, columns={"text": "sentence"}), ("text",), seed=0)
     assert splits["train"]["text"][:2] == ["text number 0", "text number 1"]
+
+
+def test_missing_column_hint_suggests_the_column_named_as_the_role(tmp_path):
+    """Issue 21.9: a file with a `text` column gets `{text: text}`, not its first column."""
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps({"row_id": i, "text": f"t {i}", "label": i % 2}) + "\n" for i in range(4)))
+    with pytest.raises(DataError) as caught:
+        load_splits(DataSection(train=str(path), columns={"text": "sentence"}), ("text", "label"), seed=0)
+    assert "data.columns: {text: text}" in str(caught.value)
+    with pytest.raises(DataError) as caught:  # no column named as the role: the one named like the mapped column
+        load_splits(DataSection(train=str(write_rows(tmp_path / "t.jsonl", ROWS)), columns={"text": "sentences"}),
+                    ("text",), seed=0)
+    assert "data.columns: {text: sentence}" in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix, lines", [(".csv", "lines 5, 8"), (".jsonl", "lines 4, 6")])
+def test_rows_without_a_label_name_the_file_and_lines(tmp_path, suffix, lines):
+    """Issue 21.18: a missing label is found as the split loads, with its rows and the file's lines."""
+    if suffix == ".csv":  # header, a quoted text spanning two lines, then a row without a label
+        text = 'text,label\n"good,\nfine",pos\nbad,neg\nmeh,\nok,pos\n\nnope,\n'
+    else:  # a blank line before the third row
+        text = '{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n\n{"text": "meh", "label": null}\n' \
+               '{"text": "ok", "label": "pos"}\n{"text": "nope"}\n'
+    path = tmp_path / f"train{suffix}"
+    path.write_text(text)
+    with pytest.raises(DataError) as caught:
+        load_splits(DataSection(train=str(path)), ("text", "label"), seed=0)
+    message = str(caught.value)
+    assert f"train{suffix}): " in message and message.startswith("data.train (")
+    assert f"2 of 5 rows have a missing or empty label (after cleaning), rows 3, 5 ({lines})" in message
+    assert "data.drop_empty: true" in message
+    kept = load_splits(DataSection(train=str(path), drop_empty=True), ("text", "label"), seed=0)
+    assert kept["train"]["label"] == ["pos", "neg", "pos"]
+
+
+def test_eval_rows_without_a_gold_label_name_their_rows():
+    """Issue 21.18, model mode: `hftk eval --model` needs each row's gold label, and says which rows lack one."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from hf_toolkit.tasks.text_classification import reference_ids
+
+    config = SimpleNamespace(label2id={"neg": 0, "pos": 1})
+    rows = Dataset.from_dict({"text": ["a", "b", "c"], "label": ["pos", None, "neg"]})
+    with pytest.raises(DataError, match=r"--data: 1 of 3 rows have no label, rows 2;"):
+        reference_ids(config, rows)

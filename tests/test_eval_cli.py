@@ -351,3 +351,26 @@ training:
     files_mode = _json_scores(cli("eval", "-m", "rouge", "--predictions", path, "--references", path,
                                   "--field", "prediction", "--reference-field", "reference", "--json"))
     assert files_mode == scores
+
+
+def test_blank_lines_ending_a_file_are_not_items_and_bleu_prints_rounded(cli, tmp_path):
+    """Issue 21.21: an editor's trailing blank line is not a prediction; an empty line between items is one.
+    The table rounds sacreBLEU's 100.00000000000004; --json keeps the number as sacreBLEU computed it."""
+    from hf_toolkit.metrics import bleu
+
+    lines = ["the cat sat on the mat", "a dog ran in the park", "hello world once again"]
+    refs = _write_lines(tmp_path / "ref.txt", lines)
+    hyp = write(tmp_path / "hyp.txt", "\n".join(lines) + "\n\n \n")
+    table = cli("eval", "-m", "bleu", "--predictions", hyp, "--references", refs)
+    assert table.exit_code == 0, table
+    assert table.stdout.splitlines()[-1].split() == ["bleu", "100.0000"]
+    exact = bleu(lines, [lines])["bleu"]
+    assert json.loads(cli("eval", "-m", "bleu", "--predictions", hyp, "--references", refs, "--json").stdout) == {"bleu": exact}
+    middle = write(tmp_path / "middle.txt", "the cat sat on the mat\n\nhello world once again\n")
+    scored = cli("eval", "-m", "bleu", "--predictions", middle, "--references", refs, "--json")
+    assert scored.exit_code == 0, scored
+    assert json.loads(scored.stdout)["bleu"] == bleu([lines[0], "", lines[2]], [lines])["bleu"]
+    short = write(tmp_path / "short.txt", "a\nb\n\n")
+    mismatch = cli("eval", "-m", "bleu", "--predictions", short, "--references", refs)
+    assert mismatch.exit_code == 2 and "has 2 lines" in mismatch.stderr
+    assert "blank lines at the end of a file are not counted" in mismatch.stderr

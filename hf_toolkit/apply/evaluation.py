@@ -95,10 +95,17 @@ def _read_text(path: Path) -> str:
     return text
 
 
+NOT_COUNTED = " (blank lines at the end of a file are not counted)"
+
+
 def _lines(text: str) -> list[str]:
-    # Text mode already turned \r\n into \n; a final newline ends the last item, it is not one.
+    # Text mode already turned \r\n into \n. A final newline ends the last item, it is not one, and
+    # blank lines after the last item are an editor's or a shell's trailing space, not items; a blank
+    # line between items is an item (an empty prediction).
     lines = text.split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def _jsonl_rows(path: Path) -> list[dict]:
@@ -205,7 +212,7 @@ def _reference_streams(paths: Sequence[Path], field: str | None, n_items: int,
         items = read_items(path, field)
         if len(items) != n_items:
             raise DataError(f"{predictions_path} has {n_items} lines but {path} has {len(items)} "
-                            "lines; predictions and references must line up one to one")
+                            f"lines; predictions and references must line up one to one{NOT_COUNTED}")
         if all(isinstance(item, str) for item in items):
             streams.append(items)
             continue
@@ -322,14 +329,14 @@ def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[
             baseline = read_items(compare, field) if compare else None
             if baseline is not None and len(baseline) != len(preds):
                 raise DataError(f"{predictions} has {len(preds)} lines but {compare} has "
-                                f"{len(baseline)} lines; both systems must score the same items")
+                                f"{len(baseline)} lines; both systems must score the same items{NOT_COUNTED}")
             if kind == "labels":
                 if len(references) != 1:
                     raise HftkError(f"label metrics take exactly one --references file, got {len(references)}")
                 refs = _as_labels(read_items(references[0], ref_field), references[0])
                 if len(refs) != len(preds):
                     raise DataError(f"{predictions} has {len(preds)} lines but {references[0]} has "
-                                    f"{len(refs)} lines; predictions and references must line up")
+                                    f"{len(refs)} lines; predictions and references must line up{NOT_COUNTED}")
                 preds = _as_labels(preds, predictions)
                 baseline = _as_labels(baseline, compare) if baseline is not None else None
             else:

@@ -11,6 +11,8 @@ lists the columns that exist.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import html
 import logging
 import re
@@ -177,7 +179,8 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
         dataset = select_roles(dataset, data.columns, roles, optional_roles, where=where)
         if data.strip_html or data.normalize_whitespace:
             dataset = dataset.map(_cleaner(data, [r for r in TEXT_ROLES if r in roles + optional_roles]), desc="Cleaning text")
-        splits[name] = without_empty_rows(dataset, nonempty_roles(roles), drop=data.drop_empty, where=where)
+        lines = functools.partial(_row_lines, source, data.encoding)  # read again only to explain empty rows
+        splits[name] = without_empty_rows(dataset, nonempty_roles(roles), drop=data.drop_empty, where=where, lines=lines)
     if data.validation_split is not None:
         carved = splits["train"].train_test_split(test_size=data.validation_split, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
@@ -189,31 +192,57 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
 
 
 def nonempty_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
-    """Roles whose empty text makes an example meaningless: a source, target, question or context,
-    and a classified text. (A language model's empty line is just a paragraph break.)"""
-    required = ("source", "target", "question", "context") + (("text",) if "label" in roles else ())
+    """Roles whose empty value makes an example meaningless: a source, target, question or context,
+    and a classified text and its label. (A language model's empty line is just a paragraph break.)"""
+    required = ("source", "target", "question", "context") + (("text", "label") if "label" in roles else ())
     return tuple(role for role in roles if role in required)
 
 
-def without_empty_rows(dataset: "Dataset", roles: tuple[str, ...], *, drop: bool, where: str) -> "Dataset":
-    """`dataset` when no row has an empty (or null) text in `roles`; else a DataError with their
-    count and first row numbers, or with `drop` (``data.drop_empty``) the dataset without them."""
+def _is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def without_empty_rows(dataset: "Dataset", roles: tuple[str, ...], *, drop: bool, where: str,
+                       lines: Callable[[], list[int] | None] | None = None) -> "Dataset":
+    """`dataset` when no row has an empty (or null) value in `roles`; else a DataError with their
+    count and first row numbers (and their line numbers in the file, from `lines()`, when known), or with
+    `drop` (``data.drop_empty``) the dataset without them."""
     if not roles:
         return dataset
-    empty = [i for i, row in enumerate(zip(*(dataset[role] for role in roles)))
-             if any(value is None or (isinstance(value, str) and not value.strip()) for value in row)]
+    columns = {role: dataset[role] for role in roles}
+    empty = [i for i in range(len(dataset)) if any(_is_empty(columns[role][i]) for role in roles)]
     if not empty:
         return dataset
-    shown = ", ".join(str(i + 1) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
+    found = [role for role in roles if any(_is_empty(columns[role][i]) for i in empty)]
+    missing = any(columns[role][i] is None for role in found for i in empty)
+    what = ("a missing or empty " if missing else "an empty ") + " or ".join(found)
+    shown = _shown_rows(empty, lines() if lines is not None else None, len(dataset))
     if not drop:
-        raise DataError(f"{where}: {len(empty)} of {len(dataset)} rows have an empty {' or '.join(roles)} "
-                        f"(after cleaning), rows {shown}; fix them, or set data.drop_empty: true to drop them")
+        raise DataError(f"{where}: {len(empty)} of {len(dataset)} rows have {what} "
+                        f"(after cleaning), {shown}; fix them, or set data.drop_empty: true to drop them")
     if len(empty) == len(dataset):
-        raise DataError(f"{where}: every row has an empty {' or '.join(roles)}; nothing is left to train on")
-    logger.warning("%s: dropped %d row(s) with an empty %s (data.drop_empty), rows %s",
-                   where, len(empty), " or ".join(roles), shown)
+        raise DataError(f"{where}: every row has {what}; nothing is left to train on")
+    logger.warning("%s: dropped %d row(s) with %s (data.drop_empty), %s", where, len(empty), what, shown)
     keep = sorted(set(range(len(dataset))) - set(empty))
     return dataset.select(keep)
+
+
+def _shown_rows(rows: list[int], lines: list[int] | None, total: int) -> str:
+    """'rows 2, 4 (lines 3, 5)': the first ten 0-based `rows` numbered from 1, and their lines in the
+    file when they differ (`lines` has one entry per row of the `total`, or is not used)."""
+    more = " ..." if len(rows) > 10 else ""
+    shown = f"rows {', '.join(str(i + 1) for i in rows[:10])}{more}"
+    if lines is not None and len(lines) == total and [lines[i] for i in rows[:10]] != [i + 1 for i in rows[:10]]:
+        shown += f" (lines {', '.join(str(lines[i]) for i in rows[:10])}{more})"
+    return shown
+
+
+def _row_lines(source: DataSource, encoding: str) -> list[int] | None:
+    """The line of a local CSV/TSV/JSONL file on which each row starts; None for other sources."""
+    if source.file is None:
+        return None
+    path = resolve_path(source.file)
+    return datafiles.row_lines(path, path.suffix.lower(), encoding)
 
 
 RECIPE_MAPPING_HINT = "Map roles to columns in the recipe, e.g. data.columns: {{{role}: {column}}}"
@@ -241,12 +270,25 @@ def select_roles(
             f"column '{column}' (role {role}) not found{did_you_mean(column, available)}"
             for role, column in missing
         ]
+        role, column = missing[0]
         raise DataError(
             f"{where}: " + "; ".join(lines) + f".\n  Columns in the file: {', '.join(available)}.\n"
-            "  " + how_to_map.format(role=missing[0][0], column=available[0])
+            "  " + how_to_map.format(role=role, column=suggested_column(role, column, available))
         )
     dataset = dataset.select_columns(list(rename))
     return dataset.rename_columns({c: r for c, r in rename.items() if c != r})
+
+
+def suggested_column(role: str, missing: str, available: list[str]) -> str:
+    """The file's column a hint maps `role` to: the one named as the role, else the one named most
+    like the missing column or the role, else the first column."""
+    if role in available:
+        return role
+    for name in (missing, role):
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        if close:
+            return close[0]
+    return available[0]
 
 
 def eval_rows(

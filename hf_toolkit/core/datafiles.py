@@ -5,6 +5,8 @@ is one message with its file and line (what, where, how to fix) rather than a bu
   would silently fill short rows with nulls). Run on every CSV/TSV before it is loaded.
 - :func:`explain_failure`: after a builder failed, the first line that is not text in the
   expected encoding (and the ``data.encoding`` to use), or the first line that is not JSON.
+- :func:`row_lines`: the line each row of a CSV/TSV/JSONL file starts on, so a message about
+  rows (an empty text, a missing label) can name the lines to fix.
 """
 
 from __future__ import annotations
@@ -93,3 +95,23 @@ def _check_json(path: Path, shown: str, encoding: str) -> None:
         if not isinstance(value, dict):
             raise DataError(f"{shown}:{number}: a JSON-lines row must be an object {{\"column\": value, ...}} "
                             f"(got {type(value).__name__})")
+
+
+def row_lines(path: Path, suffix: str, encoding: str) -> list[int] | None:
+    """The 1-based line on which each row starts, as the builders read rows (blank lines skipped;
+    a quoted CSV field may span lines); None for a file of another kind or one that cannot be read."""
+    try:
+        with open(path, newline="", encoding=encoding) as handle:
+            if suffix == ".jsonl":
+                return [number for number, line in enumerate(handle, start=1) if line.strip()]
+            if suffix not in (".csv", ".tsv"):
+                return None
+            reader = csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            starts, end = [], 0
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if row:
+                    starts.append(start)
+            return starts[1:]  # the first row is the header
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None

@@ -185,9 +185,7 @@ def label_names(splits: "DatasetDict") -> list[str]:
     feature = splits["train"].features["label"]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
-    values = set(splits["train"]["label"])
-    if None in values:
-        raise DataError("data.train: some rows have no label (null); drop them or give every row a label")
+    values = set(splits["train"]["label"])  # rows without a label were refused (or dropped) as loaded
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return [str(v) for v in sorted(values)]
     if all(isinstance(v, str) for v in values):
@@ -293,6 +291,11 @@ def reference_ids(config, dataset: "Dataset") -> list[int]:
     label2id = config.label2id
     names = list(label2id)
     class_label = is_class_label(dataset)
+    unlabelled = [i for i, value in enumerate(dataset["label"]) if value is None]
+    if unlabelled:
+        shown = ", ".join(str(i + 1) for i in unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else "")
+        raise DataError(f"--data: {len(unlabelled)} of {len(dataset)} rows have no label, rows {shown}; "
+                        "give every row its gold label (hftk predict labels texts without one)")
     references = []
     for value in dataset["label"]:
         key = label_key(value, names, class_label)
