@@ -48,6 +48,22 @@ def user_errors(command):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from hf_toolkit import __version__
+
+        typer.echo(f"hftk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print hftk's version and exit.")] = None,
+) -> None:
+    """Options before the command: ``hftk --version``."""
+
+
 VerboseOption = Annotated[
     bool,
     typer.Option("--verbose", "-v", help="Also show the libraries' own notes, warnings and progress bars "
@@ -124,6 +140,8 @@ def finetune(
         # report recipe mistakes once, before starting processes
         checked = check_run(recipe, set_, resume=resume, overwrite=overwrite)
     if check:
+        for warning in checked.warnings:
+            typer.echo(f"hftk: warning: {warning}", err=True)
         typer.echo(f"{recipe}: OK")
         return
     if checked is not None:

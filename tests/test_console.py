@@ -196,3 +196,10 @@ def test_verbose_after_quiet_restores_the_libraries_in_process():
             assert not datasets.are_progress_bars_disabled()
     finally:
         console.setup(True)
+
+
+def test_version_option_prints_the_package_version(cli):
+    from hf_toolkit import __version__
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout == f"hftk {__version__}\n"

@@ -187,3 +187,11 @@ def test_dry_run_options_misused_exit_2(cli, files):
     assert result.exit_code == 2 and "add --dry-run" in result.stderr
     result = cli("finetune", path, "--dry-run", "--check")
     assert result.exit_code == 2 and "--dry-run goes without --check" in result.stderr
+
+
+def test_memory_sizes_are_binary_units_named_as_such():
+    from hf_toolkit.training.plan import _size
+
+    # 160,913,408 bytes is 153.5 MiB (it is 160.9 MB): the unit printed is the unit computed.
+    assert [_size(n) for n in (512, 1536, 160_913_408, 3 * 1024**3, 5 * 1024**4)] == [
+        "512 B", "1.5 KiB", "153.5 MiB", "3.0 GiB", "5120.0 GiB"]

@@ -109,7 +109,6 @@ MALFORMED = {
     "adam beta outside [0, 1)": (edit("max_steps: 3", "max_steps: 3\n  adam_beta1: 1.5"), 14, "training.adam_beta1: must be less than 1 (got 1.5)"),
     "label smoothing outside [0, 1)": (edit("max_steps: 3", "max_steps: 3\n  label_smoothing_factor: -0.1"), 14, "training.label_smoothing_factor: must be at least 0 (got -0.1)"),
     "negative warmup": (edit("max_steps: 3", "max_steps: 3\n  warmup_steps: -1"), 14, "training.warmup_steps: must be at least 0 (got -1)"),
-    "warmup longer than training": (edit("max_steps: 3", "max_steps: 3\n  warmup_steps: 5"), 14, "training.warmup_steps: 5 warmup steps but training stops after max_steps=3"),
     "negative dataloader workers": (edit("max_steps: 3", "max_steps: 3\n  dataloader_num_workers: -1"), 14, "training.dataloader_num_workers: must be at least 0 (got -1)"),
     "eval_steps without a steps eval strategy": (edit("max_steps: 3", "max_steps: 3\n  eval_steps: 2"), 14, "training.eval_steps: only used with eval_strategy: steps, but eval_strategy is 'epoch' (the default)"),
     "save_steps with save_strategy no": (edit("max_steps: 3", "max_steps: 3\n  save_strategy: 'no'\n  save_steps: 2"), 15, "training.save_steps: only used with save_strategy: steps, but save_strategy is 'no' (as written)"),
@@ -139,6 +138,17 @@ def test_malformed_recipe_exits_2_naming_key_and_line(name, recipe_dir, cli):
         assert f"recipe.yaml:{line}:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (recipe_dir / "out").exists()
+
+
+def test_warmup_longer_than_training_is_a_warning_not_an_error(recipe_dir, cli):
+    # A smoke run (--set training.max_steps=8 on a recipe with warmup 10) is what the Trainer runs as written.
+    path = write_recipe(recipe_dir, edit("max_steps: 3", "max_steps: 3\n  warmup_steps: 10"))
+    result = cli("finetune", path, "--check", "--set", "training.max_steps=8")
+    assert result.exit_code == 0, result
+    assert result.stderr.startswith("hftk: warning: ")
+    assert ("recipe.yaml:14: training.warmup_steps: 10 warmup steps but training stops after max_steps=8: "
+            "the learning rate rises to 8/10 of its peak") in result.stderr
+    assert check_run(path, ["training.warmup_steps=2"]).warnings == []
 
 
 def test_all_problems_reported_at_once(recipe_dir):

@@ -191,7 +191,6 @@ def training_problems(training: dict[str, Any]) -> list[Problem]:
             message = _type_problem(value, hints[key]) or _range_problem(key, value)
             if message:
                 problems.append(Problem(("training", key), message))
-    problems += _across_keys_problems(training)
     if "report_to" in training and not problems:
         problems += _report_to_problems(training["report_to"])
     return problems + (_package_problems(training) if not problems else [])
@@ -251,17 +250,17 @@ _STRATEGY_KEYS = (
 )
 
 
-def _across_keys_problems(training: dict[str, Any]) -> list[Problem]:
-    """Settings that contradict each other: warmup at least as long as training; a ``*_steps``
-    whose strategy never reads it. (The default eval strategy is decided later, with the data:
-    :func:`strategy_problems`.)"""
-    problems = []
+def training_warnings(training: dict[str, Any]) -> list[Problem]:
+    """Settings the Trainer runs as written but whose effect a user may not expect, said before
+    training (as ``hftk: warning: ...``): warmup at least as long as training (a smoke run with a
+    small ``max_steps`` is the usual case), where the learning rate never reaches its peak."""
     warmup, max_steps = training.get("warmup_steps"), training.get("max_steps", -1)
     if isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup >= 1 and isinstance(max_steps, int) and max_steps >= 1 and warmup >= max_steps:
-        problems.append(Problem(("training", "warmup_steps"),
-                                f"{warmup} warmup steps but training stops after max_steps={max_steps}: the learning rate "
-                                "never reaches its peak; lower warmup_steps (a value below 1 is a fraction of the steps, e.g. 0.1)"))
-    return problems
+        return [Problem(("training", "warmup_steps"),
+                        f"{warmup} warmup steps but training stops after max_steps={max_steps}: the learning rate "
+                        f"rises to {max_steps}/{warmup} of its peak and never reaches it (a value below 1 is a fraction "
+                        "of the steps, e.g. 0.1)")]
+    return []
 
 
 def strategy_problems(training: dict[str, Any], args: Any) -> list[Problem]:

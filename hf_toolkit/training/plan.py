@@ -220,8 +220,11 @@ def render(pieces: list[dict[str, Any]]) -> str:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes in binary units, named as such (1 MiB = 1024**2 bytes; "MB" would mean 1000**2)."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n:.1f} TB"
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"

@@ -31,6 +31,7 @@ class CheckedRun:
     args: Any  # TrainingArguments or Seq2SeqTrainingArguments
     generation: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # said before training: harmless changes since the checkpoint
+    warnings: list[str] = field(default_factory=list)  # said before training: settings that act as written, maybe unexpectedly
 
 
 def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume: bool = False, overwrite: bool = False,
@@ -76,7 +77,8 @@ def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume:
     generation = attempt(check_generation, recipe)
     if problems:
         raise locator.error(problems)
-    return CheckedRun(recipe, task, args, generation, notes)
+    warnings = [str(locator.locate(w)) for w in environment.training_warnings(recipe.training)]
+    return CheckedRun(recipe, task, args, generation, notes, warnings)
 
 
 def _occupancy_problems(args: Any, *, overwrite: bool, dry_run: bool) -> list[Problem]:

@@ -64,6 +64,8 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
 
     recipe, task, args = checked.recipe, checked.task, checked.args
     if args.process_index == 0:
+        for warning in checked.warnings:
+            logger.warning("warning: %s", warning)
         for note in checked.notes:
             logger.info("resuming with a harmless change since the checkpoint: %s", note)
     if args.world_size > 1 and args.max_steps > 0 and args.process_index == 0:
