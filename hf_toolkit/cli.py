@@ -325,7 +325,9 @@ def chat(
     console.setup(verbose)
     options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
                    top_p=top_p, repetition_penalty=repetition_penalty)
-    chat_lib.run(chat_lib.open_chat(run_dir, options, system=system, seed=seed))
+    status = chat_lib.run(chat_lib.open_chat(run_dir, options, system=system, seed=seed))
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command("eval")

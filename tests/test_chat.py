@@ -1,5 +1,6 @@
 """``hftk chat RUN`` through a real pseudo-terminal (pexpect) on a tiny GPT-2 run: a message gets a
-streamed reply, ``/reset`` clears the history, ``/exit`` ends with status 0. Plus the prompt it
+streamed reply, ``/reset`` clears the history, ``/exit`` ends with status 0, Ctrl-C at the prompt
+with 130. Plus the prompt it
 builds (plain text that fits the context, or the tokenizer's chat template), streaming in pieces,
 and a classifier exiting 2 with a pointer to ``hftk predict`` before its weights load.
 """
@@ -75,6 +76,19 @@ def test_chat_in_a_terminal_streams_replies_resets_and_exits_0(run_dir):
     finally:
         child.close()
     assert child.exitstatus == 0, child.before
+
+
+def test_ctrl_c_at_the_prompt_exits_130(run_dir):
+    command = hftk_command()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TERM": "dumb"}
+    child = pexpect.spawn(command[0], [*command[1:], "chat", str(run_dir)], env=env, encoding="utf-8", timeout=90)
+    try:
+        child.expect_exact("you> ")
+        child.sendintr()  # Ctrl-C, through the terminal as a user presses it
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus, child.before)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ when it has one; otherwise plain text, the turns joined by newlines (a model tra
 continues it), dropping the oldest turns until the prompt and the new tokens fit the model's context.
 Models that answer rather than continue (summarization, translation) see each message alone.
 :func:`run` is the loop: a prompt ``you>``, the reply streamed after ``bot>``, ``/reset`` clears the
-history, ``/exit`` (or Ctrl-D) ends; Ctrl-C stops a reply in the middle and drops that turn.
+history, ``/exit`` (or Ctrl-D) ends (exit status 0); Ctrl-C stops a reply in the middle and drops
+that turn, and at the ``you>`` prompt ends the chat with status 130 (128 + SIGINT, the shell's convention).
 A run that predicts rather than generates (classification, QA, fill-mask) is a user error naming
 ``hftk predict``, raised before any weights load.
 """
@@ -21,6 +22,7 @@ from hf_toolkit.apply.generation import DEFAULT_MAX_NEW_TOKENS, Generator, check
 from hf_toolkit.core import modeling, rundir
 from hf_toolkit.errors import HftkError
 
+INTERRUPTED = 130  # exit status after Ctrl-C: 128 + SIGINT
 USER_PROMPT = "you> "
 BOT_PROMPT = "bot> "
 COMMANDS = {"/reset": "clear the history", "/exit": "quit (also /quit, Ctrl-D)"}
@@ -110,8 +112,8 @@ def open_chat(reference: str, options: dict[str, Any], *, system: str | None = N
     return Chat(Generator(run), options, system=system, seed=seed)
 
 
-def run(chat: Chat, *, read: Callable[[str], str] = input, write: Callable[[str], None] | None = None) -> None:
-    """The terminal loop; returns at /exit, /quit or end of input."""
+def run(chat: Chat, *, read: Callable[[str], str] = input, write: Callable[[str], None] | None = None) -> int:
+    """The terminal loop; returns the exit status: 0 at /exit, /quit or end of input, 130 at Ctrl-C at the prompt."""
     write = write or _write
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -122,12 +124,15 @@ def run(chat: Chat, *, read: Callable[[str], str] = input, write: Callable[[str]
     while True:
         try:
             message = read(USER_PROMPT)
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             write("\n")
-            return
+            return 0
+        except KeyboardInterrupt:
+            write("\n")
+            return INTERRUPTED
         command = message.strip().lower()
         if command in ("/exit", "/quit"):
-            return
+            return 0
         if command == "/reset":
             chat.reset()
             write("(history cleared)\n")
