@@ -335,7 +335,7 @@ def chat(
 def eval_command(
     metric: Annotated[list[str], typer.Option(
         "--metric", "-m", help="Metric to compute; repeat for several: bleu, chrf, ter, rouge, "
-        "squad, squad_v2, accuracy, precision, recall, f1, perplexity. Model mode default: the task's.")] = [],
+        "squad, squad_v2, cmrc2018, accuracy, precision, recall, f1, perplexity. Model mode default: the task's (QA with Chinese answers: cmrc2018).")] = [],
     predictions: Annotated[Optional[Path], typer.Option(
         help="Predictions: text (one a line), JSONL (with --field), or SQuAD {id: answer} JSON.")] = None,
     references: Annotated[Optional[list[Path]], typer.Option(

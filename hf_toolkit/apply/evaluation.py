@@ -397,14 +397,16 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     if unfit:
         raise HftkError(f"--metric {unfit[0]}: does not score what a {recipe.task} run predicts; "
                         f"use {', '.join(dict.fromkeys(fitting))}")
-    # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
-    accepted = {option for name in names for option in metrics_lib.options_of(name)}
-    options = {**{k: v for k, v in task.metric_options(recipe).items() if k in accepted}, **options}
     dataset = eval_rows(
         load_source(DataSource(file=str(data))), recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
         how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}",
         read_rows=task.read_rows,
     )
+    if not metrics:
+        names = list(task.default_metrics(dataset))
+    # The task's metric options (e.g. macro averaging) apply where a chosen metric takes them.
+    accepted = {option for name in names for option in metrics_lib.options_of(name)}
+    options = {**{k: v for k, v in task.metric_options(recipe).items() if k in accepted}, **options}
     config = rundir.load_config(run)
     task.check_eval_rows(config, dataset)
 

@@ -11,6 +11,7 @@ ter           ter                                          sacreBLEU TER        
 rouge         rouge1, rouge2, rougeL, rougeLsum            rouge-score F, mean/pairs   0-1
 squad         exact_match, f1                              official SQuAD v1.1 script  0-100
 squad_v2      exact_match, f1, HasAns_*, NoAns_*           official SQuAD v2.0 script  0-100
+cmrc2018      exact_match, f1, average                     official CMRC 2018 script   0-100
 accuracy      accuracy                                     scikit-learn                0-1
 precision     precision (``average``: binary/macro/...)    scikit-learn                0-1
 recall        recall                                       scikit-learn                0-1
@@ -28,9 +29,14 @@ BLEU's tokenizer: without ``tokenize``, Chinese predictions and references are s
 sacreBLEU's ``zh`` tokenizer (with a warning), other text with ``13a`` (with a warning for
 Japanese or Korean); see :mod:`hf_toolkit.metrics.sacrebleu_metrics`.
 
+Chinese extractive QA: ``squad``'s F1 splits at whitespace and scores a partly right Chinese
+answer 0; ``cmrc2018`` scores characters as CMRC 2018's official script does
+(:mod:`hf_toolkit.metrics.cmrc2018`). :func:`qa_metric` picks it for Chinese references, with a
+warning that says so (as BLEU's ``zh`` tokenizer is picked).
+
 Reference layouts: ``bleu``/``chrf``/``ter``/``rouge`` in :func:`compute` take sacreBLEU's layout,
 one list per reference stream (a flat list of strings is one stream); the plain :func:`rouge`
-function takes one reference (or list of references) per prediction. ``squad``/``squad_v2`` take
+function takes one reference (or list of references) per prediction. ``squad``/``squad_v2``/``cmrc2018`` take
 ``{id: text}`` predictions and ``{id: [gold texts]}`` references; classification takes labels.
 
 Each metric is also an ``evaluate`` module that loads offline: :func:`load` returns
@@ -48,6 +54,8 @@ from pathlib import Path
 
 from hf_toolkit.errors import HftkError, did_you_mean
 from hf_toolkit.metrics import sacrebleu_metrics
+from hf_toolkit.metrics.cjk import cjk_language
+from hf_toolkit.metrics.cmrc2018 import cmrc2018
 from hf_toolkit.metrics.classification import accuracy, f1, precision, recall
 from hf_toolkit.metrics.lm_perplexity import perplexity
 from hf_toolkit.metrics.rouge_metrics import per_item_references, rouge
@@ -61,6 +69,7 @@ METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "rouge": rouge,
     "squad": squad,
     "squad_v2": squad_v2,
+    "cmrc2018": cmrc2018,
     "accuracy": accuracy,
     "precision": precision,
     "recall": recall,
@@ -72,7 +81,7 @@ METRICS: dict[str, Callable[..., dict[str, float]]] = {
 SACREBLEU_METRICS = ("bleu", "chrf", "ter")
 TEXT_METRICS = (*SACREBLEU_METRICS, "rouge")
 LABEL_METRICS = ("accuracy", "precision", "recall", "f1")
-SQUAD_METRICS = ("squad", "squad_v2")
+SQUAD_METRICS = ("squad", "squad_v2", "cmrc2018")
 # Metrics that read the same kind of predictions (texts, labels, SQuAD answers, a language model).
 FAMILIES = (TEXT_METRICS, LABEL_METRICS, SQUAD_METRICS, ("perplexity",))
 
@@ -80,6 +89,21 @@ FAMILIES = (TEXT_METRICS, LABEL_METRICS, SQUAD_METRICS, ("perplexity",))
 def family_of(name: str) -> tuple[str, ...]:
     """The metrics that score the same kind of predictions as ``name`` (``rouge`` -> text metrics)."""
     return next(family for family in FAMILIES if name in family)
+
+
+def qa_metric(references, *, version_2: bool = False) -> str:
+    """The extractive-QA metric for ``{id: [gold texts]}`` references: ``cmrc2018`` when they are
+    Chinese (v1 data; with a warning that says so), else ``squad`` (``squad_v2`` for ``version_2``)."""
+    import warnings
+
+    if version_2:
+        return "squad_v2"
+    if cjk_language(text for answers in references.values() for text in answers) == "zh":
+        warnings.warn("the reference answers are Chinese: scored with CMRC 2018's metric (cmrc2018: character-level "
+                      "F1 and EM, as its official script), not SQuAD's whitespace-token F1", stacklevel=2)
+        return "cmrc2018"
+    return "squad"
+
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 _DATA_PARAMETERS = {"predictions", "references", "texts"}
@@ -161,6 +185,12 @@ def compute(names: Sequence[str], predictions, references=None, *, ci: bool = Fa
     if "bleu" in names and routed["bleu"].get("tokenize") is None:
         # Decided once, so the --ci/--compare bootstrap uses the tokenizer the score uses.
         routed["bleu"]["tokenize"] = sacrebleu_metrics.default_tokenize(predictions, references)
+    if "squad" in names and "cmrc2018" not in names and cjk_language(
+            text for answers in (references or {}).values() for text in answers) == "zh":
+        import warnings
+
+        warnings.warn("the reference answers are Chinese, and squad's F1 splits answers at whitespace, so a partly "
+                      "right Chinese answer scores 0; --metric cmrc2018 scores characters as CMRC 2018 does", stacklevel=2)
     results, extra = {}, {}
     for name in names:
         results[name] = _call(name, predictions, references, routed[name])
@@ -180,5 +210,5 @@ def load(name: str, **kwargs):
     return evaluate.load(str(MODULES_DIR / name), **kwargs)
 
 
-__all__ = ["METRICS", "accuracy", "bleu", "chrf", "compute", "f1", "load", "perplexity",
+__all__ = ["METRICS", "accuracy", "bleu", "chrf", "cmrc2018", "compute", "f1", "load", "perplexity",
            "precision", "recall", "rouge", "squad", "squad_v2", "ter"]

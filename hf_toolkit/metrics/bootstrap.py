@@ -12,6 +12,7 @@ import numpy as np
 
 from hf_toolkit.errors import HftkError
 from hf_toolkit.metrics import classification, sacrebleu_metrics, significance
+from hf_toolkit.metrics.cmrc2018 import cmrc2018_items
 from hf_toolkit.metrics.rouge_metrics import per_item_references, rouge_items
 from hf_toolkit.metrics.squad_official import squad_items
 
@@ -30,6 +31,8 @@ def _statistic(name: str, predictions, references, options: dict) -> significanc
     if name in ("squad", "squad_v2"):
         items = squad_items(predictions, references, version=1 if name == "squad" else 2)
         return significance.mean_statistic(items, scale=100.0)
+    if name == "cmrc2018":
+        return significance.mean_statistic(cmrc2018_items(predictions, references), scale=100.0)
     if name == "accuracy":
         classification.accuracy(predictions, references)  # same checks as the real score
         hits = [float(p == r) for p, r in zip(predictions, references)]
@@ -92,8 +95,8 @@ def significance_keys(name: str, predictions, references, options: dict, *, ci: 
                 metric, name, list(predictions), list(baseline), streams_base))
         return keys
     stat = _statistic(name, predictions, references, options)
-    # SQuAD items are the reference questions; otherwise one item per prediction.
-    n_items = len(references) if name in ("squad", "squad_v2") else len(predictions)
+    # SQuAD/CMRC items are the reference questions; otherwise one item per prediction.
+    n_items = len(references) if name in ("squad", "squad_v2", "cmrc2018") else len(predictions)
     if ci:
         keys.update(significance.bootstrap_ci(stat, n_items))
     if baseline is not None:

@@ -10,7 +10,7 @@ functions' layouts:
 
 - bleu/chrf/ter/rouge: ``predictions`` strings; ``references`` one string or one list of
   strings per prediction (sacreBLEU needs the same number of references for every prediction).
-- squad/squad_v2: the HF ``squad`` layout: ``predictions`` ``{"id", "prediction_text"}``,
+- squad/squad_v2/cmrc2018: the HF ``squad`` layout: ``predictions`` ``{"id", "prediction_text"}``,
   ``references`` ``{"id", "answers": {"text": [...], "answer_start": [...]}}``.
 - accuracy/precision/recall/f1: integer labels.
 - perplexity: ``predictions`` are the texts; pass ``model_id=`` (a run or model dir, or hub id) to
@@ -45,7 +45,7 @@ _LABELS = [datasets.Features({"predictions": datasets.Value("int64"),
 
 FEATURES = {
     "bleu": _TEXT, "chrf": _TEXT, "ter": _TEXT, "rouge": _TEXT,
-    "squad": _SQUAD, "squad_v2": _SQUAD,
+    "squad": _SQUAD, "squad_v2": _SQUAD, "cmrc2018": _SQUAD,
     "accuracy": _LABELS, "precision": _LABELS, "recall": _LABELS, "f1": _LABELS,
     "perplexity": [datasets.Features({"predictions": datasets.Value("string")})],
 }
@@ -83,7 +83,7 @@ class HftkMetric(evaluate.Metric):
         name = self.metric_name
         if name in ("bleu", "chrf", "ter"):
             return function(predictions, _streams(references), **options)
-        if name in ("squad", "squad_v2"):
+        if name in ("squad", "squad_v2", "cmrc2018"):
             preds = {p["id"]: p["prediction_text"] for p in predictions}
             refs = {r["id"]: list(r["answers"]["text"]) for r in references}
             return function(preds, refs, **options)

@@ -76,7 +76,7 @@ def f1_score_v2(prediction: str, ground_truth: str) -> float:
     return (2 * precision * recall) / (precision + recall)
 
 
-def _check_ids(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> None:
+def check_ids(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> None:
     unknown = [qid for qid in predictions if qid not in references]
     if unknown:
         shown = ", ".join(repr(qid) for qid in unknown[:5])
@@ -89,7 +89,7 @@ def _check_ids(predictions: Mapping[str, str], references: Mapping[str, Sequence
 def squad_items(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
                 *, version: int = 1) -> dict[str, list[float]]:
     """Per-question EM and F1 (0 or 1 / 0-1), in the order of ``references``."""
-    _check_ids(predictions, references)
+    check_ids(predictions, references)
     items: dict[str, list[float]] = {"exact_match": [], "f1": []}
     for qid, answers in references.items():
         if qid not in predictions:  # official v1.1: "Unanswered question will receive score 0."

@@ -182,6 +182,10 @@ class Task(ABC):
     # ----------------------------------------------------------------------------------------
     # Applying a trained model
 
+    def default_metrics(self, dataset: "Dataset") -> tuple[str, ...]:
+        """The metrics ``hftk eval --model`` scores `dataset` (role columns) with when none is named."""
+        return self.eval_metrics
+
     def metric_options(self, recipe: Recipe | None) -> dict[str, Any]:
         """Options for the task's metrics in ``hftk eval --model`` (e.g. macro averaging)."""
         return {}

@@ -180,13 +180,18 @@ class QuestionAnswering(Task):
             null_score_threshold=s.null_score_threshold or 0.0,
         )
         predictions, references = as_squad(examples, answers)
-        scores = metrics.compute(["squad_v2" if s.version_2 else "squad"], predictions, references)
+        scores = metrics.compute([metrics.qa_metric(references, version_2=s.version_2)], predictions, references)
         result = {**output.metrics, **{f"{prefix}_{key}": value for key, value in scores.items()}}
         trainer.log(result)
         return result
 
     # ----------------------------------------------------------------------------------------
     # Inference (hftk predict, hftk eval --model)
+
+    def default_metrics(self, dataset: "Dataset") -> tuple[str, ...]:
+        """squad_v2 (see eval_metrics); cmrc2018 for Chinese answers when every question has one."""
+        references = {str(i): answer_lists(value)[0] for i, value in enumerate(dataset["answers"])}
+        return (metrics.qa_metric(references, version_2=not all(references.values())),)
 
     def check_eval_rows(self, config, dataset: "Dataset") -> None:
         for value in dataset["answers"]:
