@@ -19,8 +19,9 @@ instead. Its rules, transcribed here faithfully (no maintained library ships the
 ``nltk.word_tokenize`` first splits a run into sentences with nltk's punkt model (a data
 download), then tokenizes each. Where the punkt data is installed it is used, exactly as in the
 script; without it (offline installs) a run is tokenized as one sentence, which differs only for a
-run that holds a sentence end followed by more Latin text ("... end. Next") - none of the CMRC
-2018 trial answers does. Inputs are those of :func:`hf_toolkit.metrics.squad`: ``{id: text}``
+run that holds a sentence end followed by more Latin text ("... end. Next"). 6 of the 1,002
+CMRC 2018 trial answers hold such a run, all at initials or titles ("W. Mellon", "St. John"),
+where punkt's English model does not split either (unverified offline). Inputs are those of :func:`hf_toolkit.metrics.squad`: ``{id: text}``
 predictions and ``{id: [gold texts]}`` references.
 """
 
