@@ -90,6 +90,7 @@ def write(section: str) -> None:
 
 
 def main() -> None:
+    rows.keep_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--quick", action="store_true", help="fewer steps, one repeat: a few minutes")
     parser.add_argument("--no-write", action="store_true", help="print the table only, leave BENCHMARKS.md alone")

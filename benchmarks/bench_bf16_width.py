@@ -23,6 +23,7 @@ from benchmarks import rows  # noqa: E402
 
 
 def main() -> None:
+    rows.keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--steps", type=int, default=30)

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.rows import REPO, SHARED, Row, needs
+from benchmarks.rows import REPO, SHARED, Row, glibc_defaults_env, needs
 
 SQUAD = SHARED / "squad_v1.1_dev_articles_split" / "train_even_articles.jsonl"
 MAX_LENGTH, DOC_STRIDE, BATCH, WARMUP = 256, 128, 32, 2
@@ -165,7 +165,7 @@ class RawProcess:
 
     def __init__(self, options: dict):
         self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.bert_steps", json.dumps(options)], cwd=REPO,
-                                        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # loads while hftk starts
+                                        env=glibc_defaults_env(), text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # loads while hftk starts
 
     def step(self) -> tuple[float, int]:
         self.process.stdin.write("step\n")

@@ -412,10 +412,9 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
     """Seconds of the parts no GPT-2 step can skip, each measured alone in this process: its GEMMs at
     the rates measured for their shapes, one fused AdamW step over its fp32 parameters, and the loss
     (bf16 logits cast to fp32, cross entropy forward and backward, as transformers computes it),
-    with freed memory kept as hftk keeps it while training (no page faults)."""
+    with freed memory kept as hftk keeps it while training (no page faults: ``python -m benchmarks``
+    runs with hftk's allocator setting, :func:`benchmarks.rows.keep_freed_memory`)."""
     import torch
-
-    from hf_toolkit.training.arguments import freed_memory_kept
 
     def best(step, repeats: int = 5) -> float:
         step()
@@ -439,8 +438,7 @@ def step_floor_seconds(size: Size, rates: dict[tuple, float]) -> dict[str, float
         logits.grad = None
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
 
-    with freed_memory_kept():
-        return {"GEMMs": gemm_seconds(size, rates), "fused AdamW": best(optimizer.step), "loss": best(loss)}
+    return {"GEMMs": gemm_seconds(size, rates), "fused AdamW": best(optimizer.step), "loss": best(loss)}
 
 
 def fp32_contrast(size: Size, steps: int, warmup: int, squares: list, flops: float, bf16_step: float, bf16_peak: float,

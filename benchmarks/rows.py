@@ -48,6 +48,26 @@ def median_of(repeats: int, *sides: Callable[[], float]) -> list[float]:
     return [statistics.median(values) for values in results]
 
 
+def keep_freed_memory() -> None:
+    """Restart this benchmark process with hftk's allocator setting, as ``hftk finetune`` starts
+    itself (:mod:`hf_toolkit.training.allocator`), so that hftk's runs in this process train as they
+    do from the command line. The in-process plain-Trainer baselines then share it."""
+    from hf_toolkit.training import allocator
+
+    allocator.restart_keeping_freed_memory()
+
+
+def glibc_defaults_env() -> dict[str, str]:
+    """This process's environment without hftk's allocator setting: a baseline process as a user starts it."""
+    import os
+
+    from hf_toolkit.training import allocator
+
+    if os.environ.get(allocator.SET_BY_HFTK) != "1":
+        return dict(os.environ)
+    return {name: value for name, value in os.environ.items() if name not in (*allocator.MALLOC_ENV, allocator.SET_BY_HFTK)}
+
+
 def needs(*paths: Path) -> str | None:
     missing = [str(p) for p in paths if not p.exists()]
     return f"needs {', '.join(missing)} (../shared/data)" if missing else None

@@ -116,14 +116,18 @@ def finetune(
     A run into an output directory that holds a run needs --resume or --overwrite. SIGTERM or
     Ctrl-C saves a checkpoint and stops (exit 143 / 130); --resume continues from it.
     """
-    from hf_toolkit.core import console
-    from hf_toolkit.training import launch
-    from hf_toolkit.training.preflight import check_run
-
     if json_output and not dry_run:
         raise HftkError("--json prints the plan of --dry-run; add --dry-run (training itself prints its metrics)")
     if dry_run and (check or nproc > 1):
         raise HftkError(f"--dry-run goes without {'--check' if check else '--nproc'}: it plans one process's run")
+    if _OWN_PROCESS and not (check or dry_run):
+        from hf_toolkit.training import allocator
+
+        allocator.restart_keeping_freed_memory()  # before anything heavy: the process starts again
+    from hf_toolkit.core import console
+    from hf_toolkit.training import launch
+    from hf_toolkit.training.preflight import check_run
+
     console.setup(verbose, data_bars=True)
     if dry_run:
         import json
@@ -483,8 +487,15 @@ def serve(
     run_serve(model, host=host, port=port, limits=limits)
 
 
+_OWN_PROCESS = False
+"""True when this process was started as hftk (``hftk`` or ``python -m hf_toolkit``), not a program or
+test calling :data:`app`: only then may ``finetune`` re-execute the process (:mod:`hf_toolkit.training.allocator`)."""
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (also ``python -m hf_toolkit``)."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     app()
 
 

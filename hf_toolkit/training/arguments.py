@@ -6,8 +6,6 @@ a recipe problem) and used as is by training, which logs what it computes in and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +141,7 @@ def describe_precision(precision: str | None, args) -> str:
     import torch
 
     what = "bf16 autocast" if args.bf16 else "fp16 autocast with loss scaling" if args.fp16 else "fp32"
-    gpu = _on_gpu(args)
+    gpu = on_gpu(args)
     native = cpu_bf16_features()
     if gpu:
         auto = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -162,148 +160,18 @@ def describe_precision(precision: str | None, args) -> str:
 
 def describe_compute(precision: str | None, args, model) -> list[str]:
     """hftk's log lines at the start of training: the precision, the attention kernel and, on CPU,
-    the memory allocator's settings (:func:`keep_freed_memory`), each with why."""
+    the memory allocator's settings (:func:`hf_toolkit.training.allocator.describe`), each with why."""
     from hf_toolkit.core import modeling
+    from hf_toolkit.training import allocator
 
-    device = "cuda" if _on_gpu(args) else "cpu"
+    device = "cuda" if on_gpu(args) else "cpu"
     lines = [describe_precision(precision, args), modeling.describe_attention(model, dtype=compute_dtype(args), device=device)]
-    memory = keep_freed_memory(args)[1]
+    memory = allocator.describe(on_gpu(args))
     return lines + ([memory] if memory else [])
 
 
-# --------------------------------------------------------------------------------------------
-# Host memory while training on CPU
-
-# glibc's mallopt parameters (malloc.h) and their defaults.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_GLIBC_DEFAULTS = ((_M_TRIM_THRESHOLD, 128 * 1024), (_M_MMAP_MAX, 65536))
-_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
-_OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
-
-
-def keep_freed_memory(args) -> tuple[bool, str | None]:
-    """(whether training keeps freed memory for reuse, hftk's log line saying so and why).
-
-    glibc's malloc serves every block over its mmap threshold with a fresh ``mmap`` and hands it
-    back to the kernel when it is freed, and trims the top of the heap too, so each CPU training
-    step faults in again the activation memory the previous step released: measured for MiniLM QA
-    (batch 32 x 256 tokens, bf16) at 140,000 page faults (0.5 GB) a step with attention dropout 0
-    and over a million (4 GB, 1.7 s of kernel time) with dropout 0.1, where the attention matrices
-    are materialized. Keeping freed memory in the process (no mmap for large blocks, no trimming)
-    ends the faults. Batches of varying length fragment the heap over a long run (a 3-epoch SQuAD run
-    grew from 7 to 13 GB), so :func:`memory_keeper` hands the free memory back whenever the process
-    has grown by a quarter over its size after the first steps. Only on CPU, with glibc, and never
-    when the user tuned malloc (``MALLOC_*_`` variables, ``glibc.malloc`` tunables) or preloads
-    another allocator (jemalloc, tcmalloc, mimalloc).
-    """
-    import os
-
-    if _on_gpu(args) or _glibc() is None:
-        return False, None
-    tuned = [name for name in _MALLOC_ENV if name in os.environ]
-    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        tuned.append("GLIBC_TUNABLES")
-    if tuned:
-        return False, f"memory: malloc as {tuned[0]} sets it"
-    preloaded = next((name for name in _OTHER_ALLOCATORS if name in os.environ.get("LD_PRELOAD", "")), None)
-    if preloaded:
-        return False, f"memory: {preloaded} (LD_PRELOAD)"
-    return True, ("memory: malloc keeps freed memory for reuse while training (no page faults on each step's "
-                  f"activations; trimmed when the process grows {GROWTH_LIMIT - 1:.0%} past its size after the first "
-                  "steps; to opt out, set a MALLOC_*_ variable, e.g. MALLOC_TRIM_THRESHOLD_=131072)")
-
-
-GROWTH_LIMIT = 1.25
-"""While training keeps freed memory, the resident size it may reach, over the size after the first
-steps (re-measured after each trim), before the free memory is handed back."""
-SIZED_AFTER_STEPS = 3
-
-
-def _glibc() -> Any:
-    """The C library, when it is glibc (it has mallopt and malloc_trim); else None."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def _resident_bytes() -> int | None:
-    """This process's resident memory (Linux /proc), or None."""
-    import os
-
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _keep_freed(libc) -> None:
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-
-
-def _restore_defaults(libc) -> None:
-    """glibc's defaults back, and the free memory handed back to the system."""
-    for parameter, value in _GLIBC_DEFAULTS:
-        libc.mallopt(parameter, value)
-    libc.malloc_trim(0)
-
-
-@contextmanager
-def freed_memory_kept() -> Iterator[None]:
-    """Inside the block glibc keeps freed memory as :func:`memory_keeper` does while training (no
-    trimming on growth): for timing CPU work outside a Trainer as hftk's training runs it."""
-    libc = _glibc()
-    if libc is not None:
-        _keep_freed(libc)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            _restore_defaults(libc)
-
-
-def memory_keeper(args) -> Any:
-    """A TrainerCallback that applies :func:`keep_freed_memory` from the start of training to its end
-    (handing free memory back with ``malloc_trim`` whenever the process outgrows :data:`GROWTH_LIMIT`),
-    then gives glibc its defaults back and returns the free memory to the system."""
-    from transformers import TrainerCallback
-
-    class KeepFreedMemory(TrainerCallback):
-        def on_train_begin(self, *_, **__):
-            self.libc = _glibc() if keep_freed_memory(args)[0] else None
-            self.ceiling, self.trims = None, 0
-            if self.libc is not None:
-                _keep_freed(self.libc)
-
-        def on_step_end(self, _args, state, *_, **__):
-            if self.libc is None or (state.global_step < SIZED_AFTER_STEPS and self.ceiling is None):
-                return
-            resident = _resident_bytes()
-            if resident is None:
-                return
-            if self.ceiling is None:
-                self.ceiling = resident * GROWTH_LIMIT
-            elif resident > self.ceiling:
-                self.libc.malloc_trim(0)
-                self.trims += 1
-                self.ceiling = max(self.ceiling, (_resident_bytes() or resident) * GROWTH_LIMIT)
-
-        def on_train_end(self, *_, **__):
-            if getattr(self, "libc", None) is not None:
-                _restore_defaults(self.libc)
-                self.libc = None
-
-    return KeepFreedMemory()
-
-
-def _on_gpu(args) -> bool:
+def on_gpu(args) -> bool:
+    """True when the run trains on a CUDA GPU."""
     import torch
 
     return torch.cuda.is_available() and not args.use_cpu

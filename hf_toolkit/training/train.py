@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from hf_toolkit.core import data as data_lib
 from hf_toolkit.core import modeling, rundir
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks.base import Task
 from hf_toolkit.training import arguments as training_args
 from hf_toolkit.training import (
+    allocator,
     checkpoints,
     plot,
     prepcache,
@@ -103,7 +106,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
                               started=started, created_output_dir=not output_dir_existed)
     guard = stopping.guard(trainer)  # before the recipe saver, which then sees the save a stop asks for
     trainer.add_callback(checkpoints.recipe_saver(recipe))
-    trainer.add_callback(training_args.memory_keeper(args))
+    trainer.add_callback(TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 
@@ -124,7 +127,7 @@ def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
     kwargs = task.trainer_kwargs(recipe, tokenizer, model)
     writer = task.target_tokenizer(recipe, tokenizer)
     if writer is not tokenizer:
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), _target_tokenizer_saver(writer)]
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), SaveTargetTokenizer(writer)]
     trainer = task.trainer_class()(
         model=model,
         args=args,
@@ -186,20 +189,30 @@ def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
         trainer.model_accepts_loss_kwargs = False
 
 
-def _target_tokenizer_saver(tokenizer):
+class SaveTargetTokenizer(TrainerCallback):
     """Saves a second (decoder) tokenizer next to every checkpoint and into the run directory."""
-    from transformers import TrainerCallback
 
-    class SaveTargetTokenizer(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                tokenizer.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}" / rundir.DECODER_TOKENIZER_DIR)
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
 
-        def on_train_end(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                tokenizer.save_pretrained(Path(args.output_dir) / rundir.DECODER_TOKENIZER_DIR)
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.tokenizer.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}" / rundir.DECODER_TOKENIZER_DIR)
 
-    return SaveTargetTokenizer()
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.tokenizer.save_pretrained(Path(args.output_dir) / rundir.DECODER_TOKENIZER_DIR)
+
+
+class TrimKeptMemory(TrainerCallback):
+    """While a CPU run keeps freed memory (:mod:`hf_toolkit.training.allocator`), hands it back after
+    the optimizer steps at which the process has outgrown its size (:class:`allocator.Trimmer`)."""
+
+    def __init__(self, active: bool) -> None:
+        self.trimmer = allocator.Trimmer(active)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trimmer.after_step(state.global_step)
 
 
 def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any], splits=None) -> None:
