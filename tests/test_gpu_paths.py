@@ -93,8 +93,11 @@ def test_throughput_report_and_mfu():
     from hf_toolkit.training.throughput import gpu_peak_tflops, measure
 
     assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert gpu_peak_tflops("NVIDIA A10G") == 125.0 and gpu_peak_tflops("NVIDIA H100 80GB HBM3") == 756.0
-    assert gpu_peak_tflops("NVIDIA H100 SXM5") == 989.0 and gpu_peak_tflops("Some GPU") is None
+    assert gpu_peak_tflops("NVIDIA A10G") == 125.0 and gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    # The SXM5 card names itself "H100 80GB HBM3": its own peak, not the PCIe card's (31% lower).
+    assert gpu_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0 and gpu_peak_tflops("NVIDIA H100 SXM5") == 989.0
+    assert gpu_peak_tflops("NVIDIA H100 NVL") == 835.0
+    assert gpu_peak_tflops("NVIDIA H100") is None and gpu_peak_tflops("Some GPU") is None
     added, line = measure({"train_samples_per_second": 100.0}, 512.0, 85_000_000, device_name="NVIDIA A100-SXM4-80GB", lora=False)
     tokens = 100.0 * 512.0
     assert added["train_tokens_per_second"] == tokens
@@ -103,6 +106,25 @@ def test_throughput_report_and_mfu():
     assert "MFU 8.4% of the NVIDIA A100-SXM4-80GB's 312 TFLOP/s peak" in line
     cpu, cpu_line = measure({"train_samples_per_second": 2.0}, 100.0, 1_000_000, device_name=None, lora=True)
     assert "train_mfu" not in cpu and "LoRA does about 4/6 of that" in cpu_line
+
+
+def test_gpu_and_cpu_mfu_share_one_flops_definition():
+    """hftk's run report counts FLOPs as the benchmarks' MFU rows do (PaLM app. B with attention)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from benchmarks.compute import model_flops_per_token
+    from hf_toolkit.training.throughput import flops_per_token, matmul_parameters, measure
+
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=500)
+    model = GPT2LMHeadModel(config)
+    n = matmul_parameters(model)  # the tied LM head counts: every token goes through it
+    assert n == model.num_parameters(exclude_embeddings=True) + 500 * 64
+    ours = flops_per_token(n, 2, 64, 128)
+    theirs = model_flops_per_token(2, 64, 500, 128)
+    assert abs(ours - theirs) / theirs < 0.02, (ours, theirs)  # only biases and layer norms differ (~1/width)
+    added, line = measure({"train_samples_per_second": 1000.0}, 128.0, n, device_name=None, lora=False, layers=2, width=64)
+    assert added["train_model_tflops"] == pytest.approx(ours * 128_000 / 1e12, rel=1e-3)
+    assert "12 x 2 layers x 64 x 128 tokens" in line
 
 
 def test_mean_tokens_reads_real_lengths():
