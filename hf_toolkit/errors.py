@@ -52,17 +52,6 @@ class RecipeError(HftkError):
         super().__init__(f"{source}: {count}:\n{body}")
 
 
-def problem(dotted: str, message: str) -> Problem:
-    """A Problem at a dotted key path: ``problem("data.max_length", "...")``."""
-    return Problem(tuple(dotted.split(".")) if dotted else (), message)
-
-
-def raise_problems(problems: Sequence[Problem]) -> None:
-    """Raise a RecipeError when there is any problem."""
-    if problems:
-        raise RecipeError(problems)
-
-
 class DataError(HftkError):
     """A data file, split or column that cannot be used as the recipe asks."""
 

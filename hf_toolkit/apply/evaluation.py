@@ -54,31 +54,27 @@ def run_eval(metrics: Sequence[str], *, predictions: Path | None = None, referen
         raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
     options["word_order"] = 2 if chrf_plus_plus else word_order
     options = {name: value for name, value in options.items() if value is not None}
+    model_mode = model is not None or data is not None or bool(overrides)
+    if model_mode and (predictions is not None or references):
+        raise HftkError("give either --predictions/--references (files mode) or "
+                        "--model/--data (model mode), not both")
+    if model_mode and (ci or compare is not None):
+        raise HftkError("--ci and --compare work in files mode: score the predictions file that "
+                        "model mode writes (DIR/eval/<data>.predictions.jsonl) with them")
+    if not model_mode and not metrics:
+        raise HftkError("give at least one --metric (e.g. -m bleu); see hftk eval --help")
+    if not model_mode and (predictions is None or not references):
+        raise HftkError("files mode needs --predictions FILE and --references FILE (see hftk eval --help)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _run_eval(metrics, predictions, references, field_name, reference_field, ci, compare, model, data,
-                           overrides, options)
+        if model_mode:
+            scored = score_model(metrics, model, data, overrides=overrides, **options)
+            result = EvalResult(scored.scores, scored.predictions_file)
+        else:
+            result = EvalResult(score_files(metrics, predictions, references, field=field_name,
+                                            reference_field=reference_field, compare=compare, ci=ci, **options))
     result.warnings = [str(warning.message) for warning in caught]
     return result
-
-
-def _run_eval(metrics, predictions, references, field_name, reference_field, ci, compare, model, data, overrides,
-              options) -> EvalResult:
-    if model is not None or data is not None or overrides:
-        if predictions is not None or references:
-            raise HftkError("give either --predictions/--references (files mode) or "
-                            "--model/--data (model mode), not both")
-        if ci or compare is not None:
-            raise HftkError("--ci and --compare work in files mode: score the predictions file that "
-                            "model mode writes (DIR/eval/<data>.predictions.jsonl) with them")
-        scored = score_model(metrics, model, data, overrides=overrides, **options)
-        return EvalResult(scored.scores, scored.predictions_file)
-    if not metrics:
-        raise HftkError("give at least one --metric (e.g. -m bleu); see hftk eval --help")
-    if predictions is None or not references:
-        raise HftkError("files mode needs --predictions FILE and --references FILE (see hftk eval --help)")
-    return EvalResult(score_files(metrics, predictions, references, field=field_name, reference_field=reference_field,
-                                  compare=compare, ci=ci, **options))
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -129,7 +129,3 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) ->
     for role in present:
         rows.setdefault(role, []).extend(values[role][i] for i in kept)
 
-
-def format_record(task: Task, record: dict[str, Any]) -> str:
-    """One record for a terminal (the --json output is the record itself)."""
-    return task.format_record(record)

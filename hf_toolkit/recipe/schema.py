@@ -26,7 +26,6 @@ from pydantic import (
     model_validator,
 )
 
-ROLES = ("text", "text_pair", "label", "source", "target", "question", "context", "answers", "id")
 Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
 LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 # load_dataset builders that read local files (``path: json`` + ``data_files``): no hub involved.
