@@ -276,17 +276,25 @@ def test_sigterm_under_nproc_2_stops_every_rank_at_one_step(stories):
     assert json.loads((stories / "ddp" / "trainer_state.json").read_text())["global_step"] == 30
 
 
-def test_overwrite_replaces_the_old_run(stories, tmp_path):
+def test_overwrite_replaces_the_old_run_and_keeps_what_hftk_did_not_write(stories, tmp_path):
     import shutil
 
     shutil.copytree(stories / "full", stories / "copy")
-    (stories / "copy" / "left-over.txt").write_text("from the old run")
+    written = json.loads((stories / "full" / "hftk_manifest.json").read_text())
+    assert written["complete"] and {"checkpoint-2", "config.json", "tokenizer.json", "README.md"} <= set(written["written"])
+    out = stories / "copy"
+    (out / "code.py").write_text("the user's")
+    (out / "mydata").mkdir()
+    (out / "mydata" / "keep.txt").write_text("the user's")
     result = hftk("finetune", "tiny.yaml", "--overwrite", "--set", "training.output_dir=copy", "--set", "training.max_steps=2",
                   cwd=stories)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = stories / "copy"
-    assert not (out / "left-over.txt").exists() and not (out / "checkpoint-30").exists()
+    assert "--overwrite: deleted the previous run's " in result.stderr and "checkpoint-30/" in result.stderr
+    assert "--overwrite: kept 2 not written by hftk: code.py, mydata/" in result.stderr
+    assert (out / "code.py").read_text() == "the user's" and (out / "mydata" / "keep.txt").read_text() == "the user's"
+    assert not (out / "checkpoint-30").exists()
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert json.loads((out / "hftk_manifest.json").read_text())["kept"] == ["code.py", "mydata"]
     both = hftk("finetune", "tiny.yaml", "--overwrite", "--resume", "--set", "training.output_dir=copy", cwd=stories)
     assert both.returncode == 2 and "use --resume or --overwrite, not both" in both.stderr
 
@@ -408,3 +416,98 @@ def test_run_files_are_written_atomically(stories):
 
     write_atomically(out / "metrics.json", "{}\n")
     assert (out / "metrics.json").read_text() == "{}\n" and not list(out.glob(".metrics.json.*"))
+
+
+# --------------------------------------------------------------------------------------------
+# hftk never deletes or replaces a file it did not write (issue 21.1, 21.2)
+
+def fill(folder: Path, names: list[str]) -> None:
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+USER_FILES = ["code.py", "notes.txt", "mydata/keep.txt"]
+
+
+def test_overwrite_of_a_run_from_before_the_manifest_deletes_only_names_a_run_writes(tmp_path, caplog):
+    from hf_toolkit.training import runlock
+
+    run = ["hftk_recipe.yaml", "metrics.json", "README.md", "trainer_state.json", "training_args.bin", "config.json",
+           "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+           "merges.txt", "loss_curve.png", "checkpoint-2/trainer_state.json", "eval/scores.json", ".hftk.stop"]
+    fill(tmp_path, run + USER_FILES + ["runs/Dec06_host/events.out.tfevents.1.host"])
+    assert [p.name for p in runlock.foreign_entries(tmp_path)] == ["code.py", "mydata", "notes.txt"]
+    with caplog.at_level("INFO", logger="hftk"):
+        runlock.clear_run(tmp_path)
+    assert tree(tmp_path) == sorted(USER_FILES)
+    assert "--overwrite: deleted the previous run's 17 files and folders" in caplog.text and "checkpoint-2/" in caplog.text
+    assert "--overwrite: kept 3 not written by hftk: code.py, mydata/, notes.txt" in caplog.text
+    # A runs/ folder is TensorBoard's (the run's) only when it holds nothing but event files.
+    fill(tmp_path, ["hftk_recipe.yaml", "runs/Dec06_host/events.out.tfevents.1.host", "runs/mine.csv"])
+    assert [p.name for p in runlock.run_entries(tmp_path)] == ["hftk_recipe.yaml"]
+
+
+def test_the_manifest_names_what_the_run_wrote_even_under_unusual_names(tmp_path):
+    from hf_toolkit.training import runlock
+
+    out = tmp_path / "run"
+    with runlock.hold(out):
+        fill(out, ["config.json", "spm.weird-tokenizer.model", "checkpoint-1/x"])
+    manifest = json.loads((out / "hftk_manifest.json").read_text())
+    assert manifest["complete"] and manifest["written"] == ["checkpoint-1", "config.json", "hftk_manifest.json",
+                                                            "spm.weird-tokenizer.model"]
+    fill(out, ["notes.txt", "eval/scores.json"])  # the user's notes; hftk eval --model's scores
+    with runlock.hold(out, overwrite=True):
+        assert sorted(p.name for p in out.iterdir()) == [".hftk.lock", "hftk_manifest.json", "notes.txt"]
+    assert not (out / "hftk_manifest.json").exists(), "a run that wrote nothing leaves no manifest"
+    assert tree(out) == ["notes.txt"]
+
+
+def test_a_killed_runs_manifest_keeps_the_files_that_were_there_before(tmp_path):
+    from hf_toolkit.training import runlock
+
+    fill(tmp_path, ["vocab.txt"])  # the user's, there before the run: never the run's
+    runlock._start_manifest(tmp_path)  # the run starts, then is SIGKILLed after writing these:
+    fill(tmp_path, ["config.json", "checkpoint-2/trainer_state.json"])
+    assert [p.name for p in runlock.run_entries(tmp_path)] == ["checkpoint-2", "config.json", "hftk_manifest.json"]
+    assert [p.name for p in runlock.foreign_entries(tmp_path)] == ["vocab.txt"]
+
+
+@pytest.mark.parametrize("where", ["here", "home"])
+def test_the_working_or_home_directory_is_refused_unless_empty(where, tmp_path, tiny_corpus, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    write(tmp_path / "tiny.yaml", TINY)
+    output_dir = "." if where == "here" else str(tmp_path / "home")
+    fill(tmp_path / "home", ["notes.txt"])
+    result = cli("finetune", "tiny.yaml", "--check", "--overwrite", "--set", f"training.output_dir={output_dir}")
+    expected = "is the current directory, which holds a.txt, home/, tiny.yaml" if where == "here" else \
+        "is your home directory, which holds notes.txt"
+    assert result.exit_code == 2 and expected in result.stderr and "training.output_dir=runs/NAME" in result.stderr, result
+    (tmp_path / "home" / "notes.txt").unlink()
+    if where == "home":  # empty: fine
+        assert cli("finetune", "tiny.yaml", "--check", "--set", f"training.output_dir={output_dir}").exit_code == 0
+
+
+def test_a_folder_that_holds_no_run_is_refused_naming_what_would_be_replaced(tmp_path, tiny_corpus, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    write(tmp_path / "tiny.yaml", TINY.replace("output_dir: full", "output_dir: project"))
+    fill(tmp_path / "project", ["README.md", "src/main.py"])
+    for flags in ([], ["--overwrite"]):
+        result = cli("finetune", "tiny.yaml", *flags)
+        assert result.exit_code == 2, result
+        assert ("training.output_dir: 'project' holds files that are no hftk run (README.md, src/); a run would replace "
+                "README.md. Choose a new or empty training.output_dir") in result.stderr
+        assert tree(tmp_path / "project") == ["README.md", "src/main.py"]
+    (tmp_path / "project" / "README.md").unlink()
+    result = cli("finetune", "tiny.yaml", "--check")
+    assert result.exit_code == 2 and "a run would mix its model, tokenizer and card (README.md) with them" in result.stderr

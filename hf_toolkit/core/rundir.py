@@ -16,7 +16,10 @@ generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` w
   generation config in ``model_config/`` (a config.json beside the adapter would make
   transformers look for full weights);
 - encoder-decoder pairs with two tokenizers: the decoder's in ``decoder_tokenizer/``;
-- ``eval/``: what ``hftk eval --model`` writes.
+- ``eval/``: what ``hftk eval --model`` writes;
+- ``hftk_manifest.json`` (:data:`MANIFEST_FILE`): the names of what the run wrote at the top of
+  the directory, so ``--overwrite`` deletes exactly those (:mod:`hf_toolkit.training.runlock`);
+  :data:`RUN_WRITES` names what a run writes for directories made before the manifest existed.
 
 :func:`open_run` accepts a run directory, any local model directory or a hub id (no recipe);
 :func:`load_model` loads the model (in eval mode, on the GPU when there is one) and tokenizer
@@ -55,6 +58,20 @@ DECODER_TOKENIZER_DIR = "decoder_tokenizer"
 EVAL_DIR = "eval"
 RUN_FILES = (RECIPE_FILE, METRICS_FILE, MODEL_CARD)
 TRAINER_STATE = "trainer_state.json"  # the Trainer writes it into the run directory and each checkpoint
+MANIFEST_FILE = "hftk_manifest.json"
+# Top-level names (fnmatch patterns) a run writes: hftk's files, the Trainer's (save_model,
+# save_state, checkpoints, TensorBoard's runs/), save_pretrained's (config, weights, tokenizer
+# files of every kind transformers saves, generation config), a LoRA adapter's, hftk eval's.
+RUN_WRITES = (
+    *RUN_FILES, LOSS_PLOT, TRAINER_STATE, MANIFEST_FILE, EVAL_DIR, ADAPTER_MODEL_CONFIG_DIR, DECODER_TOKENIZER_DIR,
+    "checkpoint-*", "runs", "training_args.bin", "config.json", "generation_config.json",
+    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
+    ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
+    "merges.txt", "spiece.model", "sentencepiece.bpe.model", "source.spm", "target.spm", "chat_template.jinja",
+    "chat_template.json", ".*.tmp",
+)
 
 # Architecture-name suffix -> (the hftk task such a head serves, or None for several; Auto class).
 ARCHITECTURES = {

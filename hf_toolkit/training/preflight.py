@@ -82,15 +82,42 @@ def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume:
 
 
 def _occupancy_problems(args: Any, *, overwrite: bool, dry_run: bool) -> list[Problem]:
-    """An output directory holding a run that this one would silently overwrite."""
+    """An output directory whose files this run would replace or delete although it may not: a run
+    it would silently overwrite, files that are no hftk run, or (unless empty) the working
+    directory, the home directory or a filesystem root. (A dry run writes nothing.)"""
+    key, out = ("training", "output_dir"), Path(args.output_dir)
     if args.resume_from_checkpoint and overwrite:
         return [Problem(("training", "resume_from_checkpoint"),
                         "--overwrite deletes the checkpoints a resume continues from; use --resume or --overwrite, not both")]
-    if args.resume_from_checkpoint or overwrite or dry_run:
+    if dry_run or not out.is_dir():
         return []
-    found = runlock.existing_run(args.output_dir)
-    if found is None:
+    found = runlock.existing_run(out)
+    foreign = runlock.foreign_entries(out)
+    shared = _shared_directory(out)
+    if shared and any(out.iterdir()) and not args.resume_from_checkpoint:
+        return [Problem(key, f"'{args.output_dir}' is {shared}, which holds {runlock.names(sorted(out.iterdir()))}; "
+                             "hftk writes a run only into an empty one of these: choose a folder of its own, "
+                             "e.g. training.output_dir=runs/NAME")]
+    if found is None and foreign:
+        replaced = runlock.would_replace(foreign)
+        effect = (f"a run would replace {', '.join(replaced)}" if replaced
+                  else "a run would mix its model, tokenizer and card (README.md) with them")
+        return [Problem(key, f"'{args.output_dir}' holds files that are no hftk run ({runlock.names(foreign)}); {effect}. "
+                             "Choose a new or empty training.output_dir, or move these files away "
+                             "(--overwrite replaces only a run hftk wrote)")]
+    if found is None or args.resume_from_checkpoint or overwrite:
         return []
-    return [Problem(("training", "output_dir"),
-                    f"'{args.output_dir}' already holds {found}; continue it with --resume, replace it with --overwrite, "
-                    "or choose another training.output_dir")]
+    return [Problem(key, f"'{args.output_dir}' already holds {found}; continue it with --resume, replace it with --overwrite, "
+                         "or choose another training.output_dir")]
+
+
+def _shared_directory(path: Path) -> str | None:
+    """'the current directory' / 'your home directory' / 'a filesystem root' when `path` is one."""
+    resolved = path.resolve()
+    if resolved == Path.cwd().resolve():
+        return "the current directory"
+    if resolved == Path.home().resolve():
+        return "your home directory"
+    if resolved == Path(resolved.anchor):
+        return "a filesystem root"
+    return None
