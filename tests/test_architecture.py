@@ -64,7 +64,7 @@ def test_no_import_cycles_not_even_inside_functions():
 # functions too); README's "Architecture" section draws the same order. Within a layer, the cycle
 # test above keeps the imports one-way.
 LAYERS = [
-    ("errors", ["hf_toolkit.errors", "hf_toolkit.compat"]),
+    ("errors, compat", ["hf_toolkit.errors", "hf_toolkit.compat"]),
     ("recipe shape", ["hf_toolkit.recipe.schema", "hf_toolkit.recipe.yamlio", "hf_toolkit.recipe.problems",
                       "hf_toolkit.recipe.paths"]),
     ("core, metrics", ["hf_toolkit.core", "hf_toolkit.metrics", "hf_toolkit.recipe.environment"]),
@@ -93,6 +93,23 @@ def test_dependencies_point_one_way():
               for module, targets in import_graph().items() if module not in ("hf_toolkit", "hf_toolkit.recipe")
               for target in targets if target not in ("hf_toolkit", "hf_toolkit.recipe") and layer_of(target) > layer_of(module)]
     assert not upward, "\n".join(upward)
+
+
+def readme_architecture() -> str:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    return readme.split("## Architecture\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_draws_the_layers_and_folders_that_exist():
+    section = readme_architecture()
+    order = re.search(r"layers, lowest first:\s*(.+?)\.\s", section, re.S).group(1)
+    assert re.findall(r"`([^`]+)`", order) == [name for name, _ in LAYERS], "README's layer order differs from LAYERS"
+    picture = section.split("```\n", 2)[1]
+    drawn = {line.split()[0].rstrip("/") for line in picture.splitlines()[1:]}
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert drawn == packages, "README's tree shows one line for each package folder of hf_toolkit"
+    for name in re.findall(r"(\w+\.py) \(", picture.splitlines()[0]):
+        assert (PACKAGE / name).is_file(), name
 
 
 def test_generic_code_never_probes_a_task():

@@ -32,10 +32,11 @@ import re
 import sys
 import warnings
 
+from hf_toolkit import compat
+
 HFTK_LOGGER = "hftk"
-QUIET_TRANSFORMERS_BARS = ("Loading weights", "Writing model shards")
-DROPPED_TRANSFORMERS_NOTES = ("was set in the config but it is unrecognized. Using the default loss",
-                              "We strongly recommend passing in an `attention_mask` since your input_ids may be padded")
+QUIET_TRANSFORMERS_BARS = compat.TRANSFORMERS_BARS
+DROPPED_TRANSFORMERS_NOTES = compat.TRANSFORMERS_NOTES
 GRADIENT_CHECKPOINTING_WARNING = r"`is_gradient_checkpointing` is deprecated"
 LOAD_STATUS_WORDS = {
     "MISSING": "newly initialized (not in the checkpoint)",
@@ -82,7 +83,7 @@ def _ignore_warning(message: str, category: type[Warning], *, on: bool) -> None:
     elif not on and present:
         for entry in present:
             warnings.filters.remove(entry)
-        warnings._filters_mutated()  # the filters list was changed by hand
+        compat.warning_filters_changed()
 
 
 def _datasets_bars(*, on: bool) -> None:
@@ -133,7 +134,7 @@ class _TransformersNotes(logging.Filter):
         message = record.getMessage()
         if any(note in message for note in DROPPED_TRANSFORMERS_NOTES):
             return False
-        if "LOAD REPORT" in message:
+        if compat.LOAD_REPORT in message:
             summary = summarize_load_report(message)
             if summary is not None:
                 record.msg, record.args = summary, None

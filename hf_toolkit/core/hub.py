@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hf_toolkit import compat
 from hf_toolkit.errors import ModelLoadError
 
 PROBE_TTL_SECONDS = 60.0
@@ -29,7 +30,7 @@ def reachable() -> bool:
     """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer within 1.5 s."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if compat.hub_offline():
         return False
     endpoint = constants.ENDPOINT
     when, answer = _probed.get(endpoint, (float("-inf"), False))
@@ -61,19 +62,9 @@ def cached(repo_id: str) -> bool:
 @contextlib.contextmanager
 def cache_only(active: bool = True) -> Iterator[None]:
     """Within the block, huggingface_hub and datasets read the local cache only (as HF_HUB_OFFLINE=1
-    does); the previous setting is restored after it."""
-    import datasets
-    from huggingface_hub import constants
-
-    if not active:
+    does, :func:`hf_toolkit.compat.hub_cache_only`); the previous setting is restored after it."""
+    with compat.hub_cache_only() if active else contextlib.nullcontext():
         yield
-        return
-    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True  # datasets reads its own copy
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def unreachable_message(repo_id: str, what: str) -> str:

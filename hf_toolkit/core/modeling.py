@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_toolkit import compat
 from hf_toolkit.core import hub
 from hf_toolkit.errors import HftkError, ModelLoadError, Problem, did_you_mean
 from hf_toolkit.recipe.paths import looks_local, resolve_path
@@ -106,7 +107,7 @@ def load_tokenizer_from(reference: str) -> "PreTrainedTokenizerBase":
 
 def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency: int) -> "PreTrainedTokenizerBase":
     """A GPT-2-style byte-level BPE tokenizer trained on `texts`, with <|endoftext|> as BOS/EOS/UNK."""
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
@@ -114,7 +115,7 @@ def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency:
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[SPECIAL_TOKEN],
                             show_progress=False)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer,
+        tokenizer_object=Tokenizer.from_str(bpe.to_str()),
         bos_token=SPECIAL_TOKEN,
         eos_token=SPECIAL_TOKEN,
         unk_token=SPECIAL_TOKEN,
@@ -319,18 +320,16 @@ def sdpa_kernel(dropout: float, dtype: Any, device: str = "cpu", head_dim: int =
     dtype and device: 'flash', 'memory-efficient', 'cuDNN' (fused kernels) or 'math' (the unfused
     fallback that builds the whole attention matrix); None when this torch cannot say.
 
-    Asks torch itself (``torch._fused_sdp_choice``, the dispatcher's own choice) with a tiny batch.
+    Asks torch itself (:func:`hf_toolkit.compat.sdpa_backend`, the dispatcher's own choice) with a tiny batch.
     On CPU, the fused (flash) kernel takes no dropout: any attention dropout while training falls
     back to math.
     """
     import torch
 
     try:
-        from torch.nn.attention import SDPBackend
-
         query = torch.zeros(1, 2, 8, head_dim, dtype=dtype, device=device)
         mask = torch.ones(1, 1, 8, 8, dtype=torch.bool, device=device)  # padding: the batches are padded
-        choice = SDPBackend(torch._fused_sdp_choice(query, query, query, mask, dropout, False))
+        choice = compat.sdpa_backend(query, mask, dropout)
     except (AttributeError, ImportError, RuntimeError, TypeError, ValueError):
         return None
     names = {"FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "memory-efficient", "CUDNN_ATTENTION": "cuDNN", "MATH": "math"}
@@ -385,9 +384,7 @@ def apply_lora(model: "PreTrainedModel", section: PeftSection, task_type: str | 
     GPT-2's Conv1D layers store weights transposed, so they get ``fan_in_fan_out``.
     """
     from peft import LoraConfig, get_peft_model
-    from peft.utils.constants import (
-        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS,
-    )
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
     from transformers.pytorch_utils import Conv1D
 
     model_type = model.config.model_type

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hf_toolkit import compat
+
 SEED = 12345
 N_SAMPLES = 1000
 
@@ -94,8 +96,8 @@ def sacrebleu_ci(metric, key: str, predictions: list[str], streams: list[list[st
                  n_samples: int = N_SAMPLES) -> dict[str, float]:
     """CI from sacreBLEU's ``corpus_score(n_bootstrap=...)`` (seed from SACREBLEU_SEED, default 12345)."""
     score = metric.corpus_score(predictions, streams, n_bootstrap=n_samples)
-    # sacreBLEU stores the bootstrap estimate on the Score (what its "mu = x +/- y" prints).
-    return {f"{key}_mean": float(score._mean), f"{key}_ci95": float(score._ci)}
+    mean, half_width = compat.bootstrap_estimate(score)
+    return {f"{key}_mean": mean, f"{key}_ci95": half_width}
 
 
 def sacrebleu_paired(metric, key: str, predictions: list[str], baseline: list[str],

@@ -293,7 +293,7 @@ def attention_problems(model: ModelSection | None) -> list[Problem]:
         return [Problem(key, "does not apply to an encoder-decoder pair (model.encoder + model.decoder); remove it")]
     from transformers import AttentionInterface
 
-    known = ["eager", *AttentionInterface._global_mapping]
+    known = ["eager", *AttentionInterface().valid_keys()]
     if value not in known and "/" not in value:  # "org/repo": a kernel from the hub's kernels library
         return [Problem(key, f"unknown attention implementation '{value}'{did_you_mean(value, known) or ''}; "
                              f"one of {', '.join(repr(k) for k in known)}")]

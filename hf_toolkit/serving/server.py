@@ -8,12 +8,10 @@ SIGTERM and SIGINT: it stops accepting connections, gives open requests ``GRACE_
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import socket
 import sys
-import threading
 
+from hf_toolkit import compat
 from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.limits import Limits
 
@@ -72,24 +70,8 @@ def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: 
 def _server_class():
     import uvicorn
 
-    class Server(uvicorn.Server):
-        """uvicorn's server, exiting with status 0 after a graceful shutdown on SIGTERM/SIGINT.
-
-        uvicorn re-raises the signal once it has shut down (so the process dies of it, status
-        -15); a service manager or test asking the server to stop should see it stop cleanly.
-        """
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
+    class Server(compat.ServerExitsCleanly, uvicorn.Server):
+        """uvicorn's server, exiting with status 0 after a graceful shutdown on SIGTERM/SIGINT."""
 
     return Server
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from hf_toolkit import metrics
+from hf_toolkit import compat, metrics
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
@@ -150,17 +150,12 @@ class QuestionAnswering(Task):
 
         Post-processing pairs each window's logits with the window at the same position. Under
         ``train_sampling_strategy: group_by_length`` transformers 5 length-groups evaluation too
-        (``Trainer._get_eval_sampler``), which would pair logits with the wrong windows.
+        (:class:`hf_toolkit.compat.EvalInDatasetOrder`), which would pair logits with the wrong windows.
         """
         from transformers import Trainer
 
-        class WindowOrderTrainer(Trainer):
-            def _get_eval_sampler(self, eval_dataset):
-                from torch.utils.data import SequentialSampler
-
-                if eval_dataset is None or self.args.world_size > 1:
-                    return None  # several processes: Accelerate shards in order and gathers in order
-                return SequentialSampler(eval_dataset)
+        class WindowOrderTrainer(compat.EvalInDatasetOrder, Trainer):
+            pass
 
         return WindowOrderTrainer
 

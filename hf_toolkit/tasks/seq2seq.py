@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from hf_toolkit import compat
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem, RecipeError
@@ -247,7 +248,7 @@ class Seq2SeqTask(Task):
                         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
                     finally:
                         self.model.generation_config = kept
-                inputs = self._prepare_inputs(inputs)
+                inputs = compat.prepare_inputs(self, inputs)
                 with torch.no_grad(), self.compute_loss_context_manager():
                     loss = model(**inputs).loss.detach()
                 prompt_ids, prompt_mask = left_padded_prompts(

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from hf_toolkit import compat
+
 SHOWN_EXAMPLES = 3
 LENGTH_SAMPLE = 5000  # training rows whose input lengths are measured
 PIECE_CHARS = 400  # a longer piece of a shown example keeps its start and end
@@ -115,9 +117,11 @@ def step_counts(trainer) -> dict[str, Any]:
     """Optimizer and warmup steps as the Trainer will count them (its own computation)."""
     args = trainer.args
     dataloader = trainer.get_train_dataloader()
-    epochs, per_epoch, _, _, total_batch, _, max_steps = trainer.set_initial_training_values(args, dataloader)
-    return {"optimizer_steps": max_steps, "epochs": epochs, "steps_per_epoch": per_epoch, "batches_per_epoch": len(dataloader),
-            "total_batch_size": total_batch, "warmup_steps": args.get_warmup_steps(max_steps),
+    values = compat.initial_training_values(trainer, dataloader)
+    max_steps = values["max_steps"]
+    return {"optimizer_steps": max_steps, "epochs": values["epochs"], "steps_per_epoch": values["steps_per_epoch"],
+            "batches_per_epoch": len(dataloader), "total_batch_size": values["total_batch_size"],
+            "warmup_steps": args.get_warmup_steps(max_steps),
             "gradient_accumulation_steps": args.gradient_accumulation_steps}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from hf_toolkit import compat
 from hf_toolkit.core import data as data_lib
 from hf_toolkit.core import modeling, rundir
 from hf_toolkit.recipe.schema import Recipe
@@ -157,33 +158,19 @@ def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
     How it decides, from the model: transformers models that honour the count do so by handing
     their ``**kwargs`` (or ``num_items_in_batch=``) to ``self.loss_function`` (the LOSS_MAPPING
     losses, which sum and divide by it), e.g. GPT-2 / Llama causal LMs; so the model's ``forward``
-    source is searched for such a call. When in doubt (no source, no such call) the flag goes off:
+    source is searched for such a call (:func:`hf_toolkit.compat.forward_hands_item_count_to_loss`). When in doubt (no source, no such call) the flag goes off:
     wrongly off only loses the exact token weighting across processes (each process averages its
     own tokens, as plain DDP does), wrongly on multiplies the gradients. A model that sets
     ``accepts_loss_kwargs`` itself, a label smoother or a ``compute_loss_func`` (losses the Trainer
     computes with the count) keep the Trainer's choice.
     """
-    import ast
-    import inspect
-    import textwrap
-
     model = trainer.model
     model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
     if not trainer.model_accepts_loss_kwargs or hasattr(model, "accepts_loss_kwargs"):
         return
     if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
         return
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(type(model).forward))))
-    except (OSError, TypeError, SyntaxError):
-        tree = None
-    hands_count_to_loss = tree is not None and any(
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "loss_function"
-        and any(keyword.arg in (None, "num_items_in_batch") for keyword in node.keywords)
-        for node in ast.walk(tree)
-    )
+    hands_count_to_loss = compat.forward_hands_item_count_to_loss(type(model))
     if not hands_count_to_loss:
         logger.debug("%s computes its own mean loss: the Trainer passes it no num_items_in_batch", type(model).__name__)
         trainer.model_accepts_loss_kwargs = False
