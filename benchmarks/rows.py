@@ -32,6 +32,8 @@ class Row:
     goal: str = ""
     note: str = ""
     skipped: str | None = None  # the reason the row could not run here
+    source: str = ""  # the row function that produced it (set by the runner)
+    when: str = ""  # when it was measured, by which row function, at which load (set by the runner)
 
     def met(self) -> str:
         if self.skipped is not None or self.ratio is None or not self.goal.startswith(">="):
