@@ -370,7 +370,8 @@ def eval_command(
     model: Annotated[Optional[Path], typer.Option(help="Model mode: a run directory written by hftk finetune.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Model mode: data file to predict and score (the run's columns).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Model mode: override the run's recipe, e.g. --set data.columns.text=review.")] = None,
+        "--set", help="Model mode: override the run's recipe, e.g. --set data.columns.text=review, or "
+        "--set data.encoding=gbk (--data is read in the run's data.encoding).")] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Score predictions against references with exact, offline metrics.
@@ -390,6 +391,7 @@ def eval_command(
       hftk eval -m bleu --ci --compare baseline.de --predictions hyp.de --references ref.de
       hftk eval --model runs/sentiment-minilm --data test.jsonl -m accuracy --json
       hftk eval --model runs/xsum --data test.jsonl --set data.columns.source=document
+      hftk eval --model runs/sentiment-minilm --data reviews-gbk.csv --set data.encoding=gbk
     """
     import json
 
@@ -417,6 +419,7 @@ def eval_command(
         "hftk predict --model runs/squad --question 'Where is Normandy?' --context 'Normandy is a region in France.'",
         "hftk predict --model runs/mlm --text 'Paris is the [MASK] of France.' --top-k 3",
         "hftk predict --model runs/sentiment-minilm --file reviews.jsonl --json > predictions.json",
+        "hftk predict --model runs/sentiment-minilm --file reviews-gbk.csv --encoding gbk",
     )
 )
 @user_errors
@@ -427,6 +430,8 @@ def predict(
     question: Annotated[list[str], typer.Option(help="Question for a QA model. Repeatable.")] = [],
     context: Annotated[list[str], typer.Option(help="Context for a QA model: one per --question, or one for all.")] = [],
     file: Annotated[Optional[Path], typer.Option(help="json/jsonl/csv/tsv/parquet/txt file, one input a row (text[, text_pair] or question, context).")] = None,
+    encoding: Annotated[Optional[str], typer.Option(
+        help="Text encoding of --file (e.g. gbk, latin-1); default: the run's data.encoding, else utf-8.")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Fill-mask: candidates per mask token.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass.")] = 16,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per input.")] = False,
@@ -440,7 +445,8 @@ def predict(
     from hf_toolkit.core import console
 
     console.setup(verbose)
-    inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file)
+    inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file,
+                    encoding=encoding)
     task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
     if json_output:
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))

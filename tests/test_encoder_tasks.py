@@ -152,6 +152,34 @@ def test_predict_rejects_qa_options_for_a_classifier(classifier_run, cli):
     assert "--question" in result.stderr and "text-classification" in result.stderr
 
 
+def test_eval_and_predict_read_a_file_in_the_encoding_they_are_given(classifier_run, cli, tmp_path):
+    """Issue 21.5: eval --model honours --set data.encoding (it read UTF-8 whatever was set); predict --file
+    takes --encoding; each command's advice names the option that command has."""
+    run, _, _ = classifier_run
+    rows = [("很好 excellent", "pos"), ("糟糕 awful", "neg")]
+    gbk = tmp_path / "reviews-gbk.csv"
+    gbk.write_bytes(("sentence,sentiment\n" + "".join(f"{text},{label}\n" for text, label in rows)).encode("gbk"))
+
+    refused = cli("eval", "--model", run, "--data", gbk)
+    assert refused.exit_code == 2 and "reviews-gbk.csv:2: not utf-8 text" in refused.stderr
+    assert "give the file's encoding with --set data.encoding=ENCODING" in refused.stderr
+    scored = cli("eval", "--model", run, "--data", gbk, "--set", "data.encoding=gbk", "--json")
+    assert scored.exit_code == 0, scored
+    written = (run / "eval" / "reviews-gbk.csv.predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [(json.loads(line)["text"], json.loads(line)["reference"]) for line in written] == rows
+
+    refused = cli("predict", "--model", run, "--file", gbk)
+    assert refused.exit_code == 2 and "give the file's encoding with --encoding ENCODING" in refused.stderr
+    assert "data.encoding" not in refused.stderr
+    predicted = cli("predict", "--model", run, "--file", gbk, "--encoding", "gbk", "--json")
+    assert predicted.exit_code == 0, predicted
+    assert [record["text"] for record in json.loads(predicted.stdout)] == [text for text, _ in rows]
+    for args, message in ((["--text", "x", "--encoding", "gbk"], "give --file too"),
+                          (["--file", gbk, "--encoding", "klingon"], "--encoding: unknown text encoding 'klingon'")):
+        result = cli("predict", "--model", run, *args)
+        assert result.exit_code == 2 and message in result.stderr, result
+
+
 def test_unknown_validation_label_exits_2_before_training(tmp_path, cli):
     jsonl(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 4)
     jsonl(tmp_path / "dev.jsonl", [{"text": "meh", "label": "neutral"}])

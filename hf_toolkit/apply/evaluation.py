@@ -346,6 +346,10 @@ def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[
     return scores
 
 
+# Model mode reads --data in the run's data.encoding, which --set changes.
+SET_ENCODING = "give the file's encoding with --set data.encoding=ENCODING"
+
+
 @dataclass
 class ModelScores:
     scores: dict[str, float]
@@ -357,7 +361,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
                 overrides: Sequence[str] = (), output_dir: Path | None = None, **options) -> ModelScores:
     """``hftk eval --model DIR --data F``: run a trained model over F and score its predictions.
 
-    The task and column mapping come from the run's saved recipe (``overrides`` as ``--set``);
+    The task, column mapping and text encoding come from the run's saved recipe (``overrides`` as ``--set``);
     the task's ``predict`` makes the predictions (generation for generative tasks, labels or
     answer spans otherwise) and its ``eval_metrics`` are the default metrics. Everything that
     can be wrong with the request is found before the weights load. Predictions and scores are
@@ -393,8 +397,9 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     if unfit:
         raise HftkError(f"--metric {unfit[0]}: does not score what a {recipe.task} run predicts; "
                         f"use {', '.join(dict.fromkeys(fitting))}")
+    source = load_source(DataSource(file=str(data)), encoding=recipe.data.encoding, set_encoding=SET_ENCODING)
     dataset = eval_rows(
-        load_source(DataSource(file=str(data))), recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
+        source, recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
         how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}",
         read_rows=task.read_rows,
     )

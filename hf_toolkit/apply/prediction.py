@@ -14,7 +14,8 @@ line for the terminal, so ``hftk predict`` and ``hftk eval --model`` compute pre
 - masked-lm (fill-mask): ``{"text", "fills": [[{"token", "score", "sequence"}, ...] per mask token]}``,
   where ``sequence`` is the text with that one mask filled (other masks left as the mask token)
 
-A ``--file`` row whose input columns are all empty or blank is skipped, and the number skipped is
+A ``--file`` is read in ``--encoding`` (default: the run's ``data.encoding``, else UTF-8). A
+``--file`` row whose input columns are all empty or blank is skipped, and the number skipped is
 said in one line on stderr; a ``.txt`` file is one input a line, each line stripped of its line
 break and surrounding spaces. A file of blank rows only is an error (nothing to predict).
 
@@ -34,6 +35,9 @@ from hf_toolkit.errors import DataError, HftkError
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
 
+# How --file takes another encoding than the run's (or UTF-8).
+SET_ENCODING = "give the file's encoding with --encoding ENCODING"
+
 # Command-line option of each input role.
 OPTIONS = {"text": "--text", "text_pair": "--text-pair", "question": "--question", "context": "--context"}
 
@@ -47,6 +51,7 @@ class Inputs:
     questions: list[str] = field(default_factory=list)
     contexts: list[str] = field(default_factory=list)
     file: Path | None = None
+    encoding: str | None = None  # of --file; None: the run's data.encoding, else UTF-8
 
     def by_role(self) -> dict[str, list[str]]:
         given = {"text": self.texts, "text_pair": self.text_pairs, "question": self.questions, "context": self.contexts}
@@ -89,15 +94,30 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
         shown = " but ".join(f"{count} {OPTIONS[role]}" for role, count in counts.items())
         raise HftkError(f"{shown}; give one of each per input" + (
             " (or one --context for all questions)" if "context" in counts else ""))
+    if inputs.encoding is not None:
+        check_encoding(inputs)
     if inputs.file is not None:
-        add_file_rows(task, rows, inputs.file, recipe)
+        add_file_rows(task, rows, inputs.file, recipe, encoding=inputs.encoding)
     if not any(rows.get(role) for role in required):
         raise HftkError(f"nothing to predict: give {wanted}, or --file with one input per row")
     return rows
 
 
-def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) -> None:
-    """Rows of a json/jsonl/csv/tsv/parquet/txt file, columns named as the run's recipe maps them or by role."""
+def check_encoding(inputs: Inputs) -> None:
+    """--encoding names a codec Python knows, and there is a --file for it to read."""
+    import codecs
+
+    if inputs.file is None:
+        raise HftkError("--encoding is the text encoding of --file; give --file too, or leave --encoding out")
+    try:
+        codecs.lookup(inputs.encoding)
+    except LookupError:
+        raise HftkError(f"--encoding: unknown text encoding {inputs.encoding!r}; use e.g. utf-8, gbk, latin-1, cp1252") from None
+
+
+def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe, *, encoding: str | None = None) -> None:
+    """Rows of a json/jsonl/csv/tsv/parquet/txt file, columns named as the run's recipe maps them or by role,
+    read in `encoding` (None: the run's ``data.encoding``, else UTF-8)."""
     from hf_toolkit.core.data import eval_rows, load_source
     from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
 
@@ -106,9 +126,12 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe) ->
         raise DataError(f"--file: file not found: {path}")
     if path.suffix.lower() not in LOCAL_FILE_SUFFIXES:
         raise DataError(f"--file: '{path}' has an unsupported extension; use one of {', '.join(LOCAL_FILE_SUFFIXES)}")
+    if encoding is None:
+        encoding = recipe.data.encoding if recipe is not None else "utf-8"
     required, optional = task.input_roles
+    source = load_source(DataSource(file=str(path)), encoding=encoding, set_encoding=SET_ENCODING)
     dataset = eval_rows(
-        load_source(DataSource(file=str(path))), recipe.data if recipe is not None else None, required, optional,
+        source, recipe.data if recipe is not None else None, required, optional,
         where=f"--file {path}", how_to_map="Name the file's columns by role (" + ", ".join(required + optional) + ")",
     )
     present = [role for role in required + optional if role in dataset.column_names]

@@ -36,11 +36,13 @@ _SPACES = re.compile(r"\s+")
 TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
 
 
-def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf-8") -> "Dataset":
+def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf-8",
+                set_encoding: str = datafiles.SET_IN_RECIPE) -> "Dataset":
     """Load one split from a local file or from ``load_dataset`` arguments (`where` names it in errors).
 
     A local file in another `encoding` than UTF-8 is decoded by the builder (``data.encoding``);
-    a file the builder cannot read is explained by line (:mod:`hf_toolkit.core.datafiles`).
+    a file the builder cannot read is explained by line (:mod:`hf_toolkit.core.datafiles`), and a
+    file in another encoding with `set_encoding`: how the command takes one.
     A hub dataset is read from the local cache alone when the hub cannot be reached: the datasets
     library would otherwise retry for half a minute before giving up.
     """
@@ -58,15 +60,16 @@ def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf
         if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             options["encoding"] = encoding  # only then: the datasets cache key of UTF-8 files stays as it was
         if suffix in (".csv", ".tsv"):
-            datafiles.check_shape(path, source.file, delimiter=options.get("delimiter", ","), encoding=encoding)
+            datafiles.check_shape(path, source.file, delimiter=options.get("delimiter", ","), encoding=encoding,
+                                  how=set_encoding)
         if suffix == ".json" and _looks_like_squad(path, encoding):
-            return load_squad_json(path, encoding)
+            return load_squad_json(path, encoding, set_encoding)
         try:
             with _builder_logs_quiet():  # a failed read is explained below, by line; its logged traceback is not for users
                 return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train", **options)
         except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
             if suffix != ".parquet":
-                datafiles.explain_failure(path, source.file, kind=_BUILDERS[suffix], encoding=encoding)
+                datafiles.explain_failure(path, source.file, kind=_BUILDERS[suffix], encoding=encoding, how=set_encoding)
             raise DataError(f"cannot read {source.file} as {_BUILDERS[suffix]}: {error}") from None
     on_hub = source.path not in PACKAGED_BUILDERS and not resolve_path(source.path).exists()
     offline = on_hub and not hub.reachable()
@@ -107,7 +110,7 @@ def _looks_like_squad(path, encoding: str = "utf-8") -> bool:
         return bool(_SQUAD_START.match(handle.read(4096)))
 
 
-def load_squad_json(path, encoding: str = "utf-8") -> "Dataset":
+def load_squad_json(path, encoding: str = "utf-8", set_encoding: str = datafiles.SET_IN_RECIPE) -> "Dataset":
     """Flatten a SQuAD v1.1/v2.0 file into rows ``id, title, context, question, answers``.
 
     ``answers`` takes the ``datasets`` SQuAD layout ``{"text": [...], "answer_start": [...]}``;
@@ -122,7 +125,7 @@ def load_squad_json(path, encoding: str = "utf-8") -> "Dataset":
     try:
         document = json.loads(path.read_text(encoding=encoding))
     except UnicodeDecodeError:
-        datafiles.explain_failure(path, str(path), kind="text", encoding=encoding)
+        datafiles.explain_failure(path, str(path), kind="text", encoding=encoding, how=set_encoding)
         raise
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None

@@ -17,10 +17,16 @@ from pathlib import Path
 
 from hf_toolkit.errors import DataError
 
-ENCODING_HINT = "set data.encoding to the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8"
+# How each command takes a file's encoding: the advice names an option the command has.
+SET_IN_RECIPE = "set data.encoding to the file's encoding"
 
 
-def check_shape(path: Path, shown: str, *, delimiter: str, encoding: str) -> None:
+def encoding_hint(how: str = SET_IN_RECIPE) -> str:
+    """The fix for a file that is not in the expected encoding; `how` says where the encoding is given."""
+    return f"{how} (e.g. latin-1 or cp1252), or convert the file to UTF-8"
+
+
+def check_shape(path: Path, shown: str, *, delimiter: str, encoding: str, how: str = SET_IN_RECIPE) -> None:
     """A CSV/TSV whose data rows have another number of fields than its header: the first such line."""
     try:
         with open(path, newline="", encoding=encoding) as handle:
@@ -41,19 +47,20 @@ def check_shape(path: Path, shown: str, *, delimiter: str, encoding: str) -> Non
             if not rows:
                 raise DataError(f"{shown}: no rows, only the header line; give a file with at least one row")
     except UnicodeDecodeError:
-        explain_failure(path, shown, kind="csv", encoding=encoding)
+        explain_failure(path, shown, kind="csv", encoding=encoding, how=how)
     except csv.Error as error:
         raise DataError(f"{shown}: not a valid CSV file ({error})") from None
 
 
-def explain_failure(path: Path, shown: str, *, kind: str, encoding: str) -> None:
-    """Raise a DataError naming the first undecodable or (for json) unparsable line; return when none is found."""
-    _check_encoding(path, shown, encoding)
+def explain_failure(path: Path, shown: str, *, kind: str, encoding: str, how: str = SET_IN_RECIPE) -> None:
+    """Raise a DataError naming the first undecodable or (for json) unparsable line; return when none is found.
+    `how` says how the command takes another encoding (:func:`encoding_hint`)."""
+    _check_encoding(path, shown, encoding, how)
     if kind == "json":
         _check_json(path, shown, encoding)
 
 
-def _check_encoding(path: Path, shown: str, encoding: str) -> None:
+def _check_encoding(path: Path, shown: str, encoding: str, how: str) -> None:
     import codecs
 
     decoder = codecs.getincrementaldecoder(encoding)()
@@ -64,7 +71,7 @@ def _check_encoding(path: Path, shown: str, encoding: str) -> None:
             except UnicodeDecodeError as error:
                 raise DataError(
                     f"{shown}:{number}: not {encoding} text (byte {line[error.start:error.start + 1]!r} at column "
-                    f"{error.start + 1}); {ENCODING_HINT}"
+                    f"{error.start + 1}); {encoding_hint(how)}"
                 ) from None
 
 
