@@ -346,3 +346,24 @@ def test_a_resume_may_turn_the_cache_off():
     from hf_toolkit.training.checkpoints import _harmless
 
     assert _harmless("data.cache")
+
+
+def test_the_key_covers_the_code_that_cleans_and_reads_data(monkeypatch, tmp_path):
+    """Issue 21.6: a changed cleaning function (core/htmltext.py, core/data.py) is a miss. The code digest
+    read the modules from training/ after the layout change, where they are not, so it never changed."""
+    from pathlib import Path
+
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.training import prepcache
+
+    package = Path(prepcache.__file__).resolve().parents[1]
+    assert all((package / name).is_file() for name in prepcache.CODE), prepcache.CODE
+    task = TASKS["text-classification"]
+    before = prepcache._code_digest(task)
+    copy = tmp_path / "hf_toolkit"
+    for name in prepcache.CODE:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes((package / name).read_bytes())
+    (copy / "core" / "htmltext.py").write_text("# another way to clean\n", encoding="utf-8")
+    monkeypatch.setattr(prepcache, "__file__", str(copy / "training" / "prepcache.py"))
+    assert prepcache._code_digest(task) != before

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import html
 import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hf_toolkit.core import datafiles, hub
+from hf_toolkit.core.htmltext import html_to_text
 from hf_toolkit.errors import DataError, did_you_mean
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.recipe.schema import PACKAGED_BUILDERS, DataSection, DataSource
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hftk")
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
-_HTML_TAG = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
 # Roles holding text that data.strip_html / data.normalize_whitespace clean.
 TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
@@ -335,7 +334,7 @@ def _cleaner(data: DataSection, fields: list[str]):
 def clean_text(text: str, *, strip_html: bool, normalize_whitespace: bool) -> str:
     """The cleaning `load_splits` applies, for one string."""
     if strip_html:
-        text = html.unescape(_HTML_TAG.sub(" ", text))
+        text = html_to_text(text)
     if normalize_whitespace:
         text = _SPACES.sub(" ", text).strip()
     return text

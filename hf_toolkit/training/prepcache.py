@@ -75,8 +75,9 @@ META = "hftk_cache.json"
 INCOMPLETE = ".incomplete-"
 STALE_SECONDS = 24 * 3600
 """An ``.incomplete-*`` directory this old is left over from an interrupted write."""
-CODE = ("data.py", "datafiles.py", "modeling.py", "prepcache.py")
-"""hftk modules, besides the task's own, whose code turns data files into splits and features."""
+CODE = ("core/data.py", "core/datafiles.py", "core/htmltext.py", "core/modeling.py", "training/prepcache.py")
+"""hftk modules (paths in the package), besides the task's own, whose code turns data files into
+splits and features: a change to any of them (say, to how ``data.strip_html`` cleans) is a miss."""
 LOADING_KEYS = frozenset({"is_local", "local_files_only", "name_or_path", "_commit_hash", "cache_dir", "token",
                           "revision", "force_download", "proxies", "subfolder", "trust_remote_code"})
 """tokenizer_config.json keys that say how a tokenizer was loaded, not how it encodes."""
@@ -316,7 +317,7 @@ def tokenizer_digest(tokenizer: Any) -> str:
 def _code_digest(task: Task) -> str:
     """sha256 of hftk's data modules and of the file of every class of `task` (a task defined
     outside a file counts by its class name)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     files = [package / name for name in CODE]
     names = []
     for cls in type(task).__mro__:
