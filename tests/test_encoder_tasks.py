@@ -191,6 +191,30 @@ def test_unknown_validation_label_exits_2_before_training(tmp_path, cli):
     assert not (tmp_path / "run").exists()
 
 
+def test_model_config_num_labels_is_a_setting_checked_against_the_labels(tmp_path, cli):
+    """Issue 21.8: num_labels (as the transformers docs set it) was refused as "not a setting of BertConfig"."""
+    jsonl(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 4)
+
+    def recipe(num_labels: int, labels: str = "") -> Path:
+        path = bert_recipe(tmp_path / "r.yaml", "text-classification", f"  train: {tmp_path / 'train.jsonl'}\n{labels}",
+                           "  max_steps: 1\n")
+        path.write_text(path.read_text().replace(TINY_BERT, TINY_BERT[:-1] + f", num_labels: {num_labels}}}"))
+        return path
+
+    declared = cli("finetune", recipe(3, "  labels: [neg, pos]\n"), "--check")
+    assert declared.exit_code == 2, declared
+    assert "r.yaml:6: model.config.num_labels: 3, but data.labels lists 2 ([neg, pos])" in " ".join(declared.stderr.split())
+    assert "not a setting" not in declared.stderr
+    seen = cli("finetune", recipe(3))
+    assert seen.exit_code == 2, seen
+    assert "model.config.num_labels is 3, but data.train has 2 labels (neg, pos)" in seen.stderr
+    assert not (tmp_path / "run").exists()
+    trained = cli("finetune", recipe(2))
+    assert trained.exit_code == 0, trained
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+
+
 def test_missing_label_column_names_the_columns(tmp_path, cli):
     jsonl(tmp_path / "train.jsonl", [{"text": "good", "stars": 5}] * 4)
     recipe = bert_recipe(tmp_path / "r.yaml", "text-classification", f"  train: {tmp_path / 'train.jsonl'}\n", "  max_steps: 1\n")
@@ -472,6 +496,16 @@ def test_qa_doc_stride_not_below_max_length_exits_2(tmp_path, cli):
     result = cli("finetune", recipe)
     assert result.exit_code == 2
     assert "data.doc_stride" in result.stderr
+
+
+def test_qa_num_labels_other_than_two_exits_2(tmp_path, cli):
+    """Issue 21.8: num_labels is a setting now; the QA head's start and end logits need exactly 2."""
+    jsonl(tmp_path / "train.jsonl", qa_rows(4, 0))
+    recipe = bert_recipe(tmp_path / "r.yaml", "question-answering", f"  train: {tmp_path / 'train.jsonl'}\n", "  max_steps: 1\n")
+    recipe.write_text(recipe.read_text().replace(TINY_BERT, TINY_BERT[:-1] + ", num_labels: 3}"))
+    result = cli("finetune", recipe, "--check")
+    assert result.exit_code == 2, result
+    assert "r.yaml:6: model.config.num_labels: the QA head scores two things per token" in result.stderr
 
 
 def test_nested_squad_json_loads_as_rows(tmp_path):

@@ -180,6 +180,11 @@ class UnknownModelType(HftkError):
         super().__init__(str(problem))
 
 
+# Settings a config takes that its to_dict() leaves out: num_labels builds id2label (the transformers
+# docs set it so, and users copy it from there); tasks check it against their data.
+DERIVED_SETTINGS = frozenset({"num_labels"})
+
+
 def override_problems(config: Any, overrides: dict[str, Any], key: str) -> list[Problem]:
     """Overrides that are not settings of `config`, or whose value has the wrong type.
 
@@ -188,7 +193,7 @@ def override_problems(config: Any, overrides: dict[str, Any], key: str) -> list[
     flags, text for text, lists and mappings for those. ``key`` is the recipe key
     (``model.config``, ``model.encoder.config``) the problems are reported under.
     """
-    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {})) | DERIVED_SETTINGS
     problems = []
     for name, value in overrides.items():
         if name == "model_type":

@@ -86,6 +86,9 @@ class QuestionAnswering(Task):
         if s.null_score_threshold is not None and not s.version_2:
             problems.append(Problem(("data", "null_score_threshold"),
                                     "only used for SQuAD v2 null answers; set data.version_2: true or remove it"))
+        if "num_labels" in recipe.model.config and recipe.model.config["num_labels"] != 2:
+            problems.append(Problem(("model", "config", "num_labels"), "the QA head scores two things per token, an "
+                                    "answer's start and its end: num_labels is 2; remove it"))
         for option in ("strip_html", "normalize_whitespace"):
             if getattr(s, option):
                 problems.append(Problem(("data", option),

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from hf_toolkit import metrics
 from hf_toolkit.core import modeling
-from hf_toolkit.errors import DataError
+from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
 
@@ -79,12 +79,31 @@ class TextClassification(Task):
             check_declared_labels(dataset, data.columns.get("label", "label"), [str(v) for v in labels], where=where)
         return dataset
 
+    def check_recipe(self, recipe: Recipe) -> list[Problem]:
+        """``model.config.num_labels`` (the transformers docs' way to size the head) agrees with ``data.labels``."""
+        problems = super().check_recipe(recipe)
+        given, declared = recipe.model.config.get("num_labels"), recipe.data.labels
+        if not isinstance(given, (int, float)) or isinstance(given, bool):
+            return problems  # absent, or of the wrong type: the config check says so
+        if not float(given).is_integer():
+            problems.append(Problem(("model", "config", "num_labels"), f"{given} is not a whole number of labels"))
+        elif declared is not None and given != len(declared):
+            problems.append(Problem(("model", "config", "num_labels"), f"{given}, but data.labels lists {len(declared)} "
+                                    f"([{', '.join(map(str, declared))}]); the labels size the head: remove num_labels "
+                                    "or make the two agree"))
+        return problems
+
     def model_config(self, recipe: Recipe, splits: "DatasetDict") -> dict[str, Any]:
         """num_labels and the id <-> name maps, stored in config.json so predictions print names."""
         declared = recipe.data.labels if recipe is not None else None
         names = [str(v) for v in declared] if declared is not None else label_names(splits)
         if len(names) < 2:
             raise DataError(f"data.train: only one label ({names[0]!r}); a classifier needs at least two")
+        given = recipe.model.config.get("num_labels") if recipe is not None else None
+        if given is not None and given != len(names):
+            raise DataError(f"model.config.num_labels is {given}, but data.train has {len(names)} labels "
+                            f"({', '.join(names)}); the labels size the head: remove num_labels, or declare the "
+                            "label set with data.labels: [...] (a label no row has yet counts too)")
         check_labels(splits, names)
         return {
             "num_labels": len(names),
