@@ -165,6 +165,44 @@ def finetune(
 
 @app.command(
     epilog=examples(
+        "hftk sweep recipes/sweep-sentiment-minilm.yaml",
+        "hftk sweep recipes/sweep-sentiment-minilm.yaml --dry-run      # the space and a sample trial's recipe",
+        "hftk sweep recipes/sweep-sentiment-minilm.yaml --trials 20 --timeout 2h",
+        "hftk sweep recipe.yaml --storage postgresql://user:pw@db/hftk  # one study, many machines",
+    )
+)
+@user_errors
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe with a sweep section.")],
+    set_: SetOption = [],
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the study (default: sweep.trials).")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="Start no new trial after this long: 90s, 30m, 2h, 1h30m.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna RDB URL of the study (default: sqlite in the output "
+                                                   "directory). Sweeps on one storage share the study.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train each trial with N processes (DDP via torchrun).")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the space and a sample trial's resolved recipe; "
+                                          "train and write nothing.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Search hyperparameters with Optuna: every trial an ordinary finetune run in OUTPUT/trial-NNN.
+
+    OUTPUT (the recipe's training.output_dir) holds the study, trials.csv, trials.png, params.png
+    and best (a link to the best trial's run). Run the same command again to continue a stopped sweep.
+    """
+    from hf_toolkit.core import console
+    from hf_toolkit.training import sweep as sweep_lib
+
+    console.setup(verbose, data_bars=True)
+    planned = sweep_lib.prepare(recipe, set_, trials=trials, timeout=timeout, storage=storage, nproc=nproc)
+    if dry_run:
+        typer.echo(sweep_lib.dry_run(planned))
+        return
+    result = sweep_lib.run(planned, on_trial=lambda t: typer.echo(sweep_lib.trial_line(t, planned)))
+    typer.echo(sweep_lib.summary(result, planned))
+
+
+@app.command(
+    epilog=examples(
         "hftk export runs/lora-gpt2 exported/gpt2-merged --merge",
         "hftk export runs/sentiment exported/sentiment-int8 --quantize int8",
         "hftk export runs/lora-gpt2 exported/gpt2-int8 --merge --quantize int8",

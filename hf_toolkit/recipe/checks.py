@@ -23,6 +23,7 @@ from hf_toolkit.errors import Problem, RecipeError
 from hf_toolkit.recipe import environment
 from hf_toolkit.recipe.problems import Locator, from_validation_error
 from hf_toolkit.recipe.schema import (
+    SWEEP_OWNED_KEYS,
     DataSection,
     DataSource,
     ModelSection,
@@ -77,7 +78,34 @@ def _shape(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recip
         problems += [p for p in found if task is not None or not (p.key[:1] == ("data",) and len(p.key) == 2)]
     if recipe is not None and task is not None:
         problems += task.check_recipe(recipe)
+        problems += sweep_problems(recipe)
     return (recipe if task is not None else None), problems
+
+
+def sweep_problems(recipe: Recipe) -> list[Problem]:
+    """The ``sweep`` section's rules that need the rest of the recipe (each space value is checked
+    against the recipe itself, like ``--set``, by :func:`hf_toolkit.training.preflight.check_sweep`)."""
+    sweep = recipe.sweep
+    if sweep is None:
+        return []
+    problems = []
+    for key in sweep.space:
+        owned = next((k for k in SWEEP_OWNED_KEYS if key == k or key.startswith(k + ".")), None)
+        if owned:
+            problems.append(Problem(("sweep", "space", key), f"the sweep sets {owned} itself (a trial's output_dir is "
+                                    "OUTPUT/trial-NNN); remove it from the space"))
+        elif not all(key.split(".")):
+            problems.append(Problem(("sweep", "space", key), "not a dotted recipe key path like training.learning_rate"))
+    if sweep.metric.startswith("eval_") and not recipe.data.has_validation:
+        problems.append(Problem(("sweep", "metric"), f"{sweep.metric} is measured on validation data, which the recipe has "
+                                "none of; set data.validation or data.validation_split, or optimize a test_ metric"))
+    if sweep.pruner is not None and not sweep.metric.startswith("eval_"):
+        problems.append(Problem(("sweep", "pruner"), f"the pruner judges the metric at each evaluation during training, "
+                                f"but {sweep.metric} is not an evaluation metric (eval_...); optimize one or drop the pruner"))
+    if sweep.pruner is not None and recipe.training.get("eval_strategy") == "no":
+        problems.append(Problem(("sweep", "pruner"), "the pruner needs evaluations during training, but "
+                                "training.eval_strategy is 'no'; set it to epoch or steps (with eval_steps)"))
+    return problems
 
 
 def recipe_problems(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recipe | None, list[Problem], list[Problem]]:

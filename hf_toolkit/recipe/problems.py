@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hf_toolkit.errors import Problem, RecipeError, did_you_mean
-from hf_toolkit.recipe.schema import section_at
+from hf_toolkit.recipe.schema import SPEC_TAGS, section_at
 from hf_toolkit.recipe.yamlio import KeyPath
 
 
@@ -68,7 +68,7 @@ def from_validation_error(error: ValidationError, root: type[BaseModel], *, task
 
 
 def _problem(item: dict[str, Any], root: type[BaseModel], task: str | None, other_options: dict[str, Sequence[str]]) -> Problem:
-    loc = tuple(str(p) for p in item["loc"])
+    loc = tuple(str(p) for p in item["loc"] if p not in SPEC_TAGS)
     kind = item["type"]
     if kind == "extra_forbidden":
         if loc[:1] == ("data",) and len(loc) == 2 and loc[1] in other_options:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     create_model,
     field_validator,
     model_validator,
@@ -284,6 +286,67 @@ class GenerationSection(Section):
         return self.model_dump(exclude_none=True)
 
 
+class SweepRange(Section):
+    """A numeric range of ``sweep.space``: integers when low and high (and step) are integers, else floats."""
+
+    low: int | float
+    high: int | float
+    log: bool = Field(False, description="Sample on a log scale (low must be > 0).")
+    step: int | float | None = Field(None, gt=0, description="Sample only low, low + step, ... (not with log).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SweepRange":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("step and log: true go separately (Optuna samples a log range continuously)")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1))
+
+
+SweepChoice = str | int | float | bool | None
+
+
+# pydantic puts the tag of a union member into an error's location; problems.py leaves them out.
+SPEC_TAGS = ("<range>", "<choices>")
+
+
+def _spec_kind(value: Any) -> str | None:
+    return SPEC_TAGS[0] if isinstance(value, (dict, SweepRange)) else SPEC_TAGS[1] if isinstance(value, list) else None
+
+
+# A space entry is a range (a mapping) or a list of choices; anything else gets one clear message.
+SweepSpec = Annotated[
+    Annotated[SweepRange, Tag(SPEC_TAGS[0])] | Annotated[list[SweepChoice], Field(min_length=1), Tag(SPEC_TAGS[1])],
+    Discriminator(_spec_kind, custom_error_type="sweep_spec", custom_error_message=(
+        "give a list of choices ([4, 8, 16]) or a range ({low: 1.0e-5, high: 3.0e-4, log: true})")),
+]
+# Recipe keys a trial may not take from the space: the sweep sets them itself.
+SWEEP_OWNED_KEYS = ("sweep", "training.output_dir", "training.resume_from_checkpoint")
+
+
+class SweepSection(Section):
+    """``hftk sweep``: a hyperparameter search on Optuna, each trial an ordinary run of this recipe
+    with the space's values (see :mod:`hf_toolkit.training.sweep`). ``hftk finetune`` ignores nothing
+    here: it trains the recipe's own values and says the section is the sweep's."""
+
+    metric: str = Field(min_length=1, description="The key of the run's metrics.json to optimize, e.g. eval_accuracy.")
+    direction: Literal["maximize", "minimize"]
+    trials: int = Field(ge=1, description="Trials in the study (finished or pruned), whatever the number of workers.")
+    space: dict[str, SweepSpec] = Field(
+        min_length=1, description="Recipe key path -> a list of choices or {low, high, log, step}.")
+    pruner: Literal["median"] | None = Field(None, description="median: stop a trial whose evaluation falls below the "
+                                             "median of earlier trials at the same step.")
+    startup_trials: int = Field(2, ge=0, description="Trials finished before the pruner judges any.")
+    warmup_evaluations: int = Field(0, ge=0, description="Evaluations of a trial before the pruner judges it.")
+    seed: int | None = Field(None, ge=0, description="Seeds the sampler; default: the recipe's seed.")
+
+
 class Recipe(Section):
     """A whole run. ``data`` is the task's own section (see :func:`recipe_model`)."""
 
@@ -298,6 +361,7 @@ class Recipe(Section):
     training: dict[str, Any] = Field(default_factory=dict, description="TrainingArguments.")
     peft: PeftSection | None = None
     generation: GenerationSection = Field(default_factory=GenerationSection)
+    sweep: SweepSection | None = Field(None, description="hftk sweep's search (hftk finetune trains the recipe's own values).")
 
     @model_validator(mode="after")
     def _lora_needs_saved_base(self) -> "Recipe":
@@ -317,6 +381,8 @@ class Recipe(Section):
         single = set(SINGLE_MODEL_KEYS) if self.model.is_pair else set()  # a pair sets them per side
         data["model"] = self.model.model_dump(mode="json", exclude_none=True, exclude=single)
         data["generation"] = self.generation.given()
+        if self.sweep is None:  # a trial, like any run, saves no sweep section
+            del data["sweep"]
         return data
 
 

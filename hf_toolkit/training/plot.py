@@ -1,8 +1,12 @@
-"""The loss-curve picture of a run: training and evaluation loss by step, and the evaluation
-metrics by step in a second panel when there are any, drawn from the Trainer's log history.
+"""The pictures hftk draws: a run's loss curve, and a sweep's trials.
 
-Drawn with matplotlib's Agg backend (no display needed) into ``loss_curve.png`` of the run
-directory (:data:`hf_toolkit.core.rundir.LOSS_PLOT`), which the model card links to.
+The loss curve: training and evaluation loss by step, and the evaluation metrics by step in a
+second panel when there are any, drawn from the Trainer's log history into ``loss_curve.png`` of the
+run directory (:data:`hf_toolkit.core.rundir.LOSS_PLOT`), which the model card links to.
+
+A sweep's (:func:`sweep_pictures`, from the rows of its trials.csv): ``trials.png``, the metric by
+trial with the best so far, and ``params.png``, each parameter against the metric. A pruned trial is
+drawn as an x at the last value it reported. All drawn with matplotlib's Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -64,3 +68,51 @@ def loss_curve(log_history: list[dict[str, Any]], path: str | Path, title: str =
     path = Path(path)
     figure.savefig(path, format="png")
     return path
+
+
+def sweep_pictures(rows: list[dict[str, Any]], params: list[str], metric: str, direction: str, folder: str | Path,
+                   log_keys: list[str] = ()) -> None:
+    """Write trials.png and params.png into `folder` from a sweep's trial rows (see the module docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    pruned = [r for r in rows if r["state"] == "PRUNED" and r["last_evaluation"] is not None]
+    folder = Path(folder)
+    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    axes.plot([r["number"] for r in complete], [r["value"] for r in complete], "o", label="finished")
+    if pruned:
+        axes.plot([r["number"] for r in pruned], [r["last_evaluation"] for r in pruned], "x", color="grey",
+                  label="pruned (last evaluation)")
+    best, steps = None, []
+    for r in complete:
+        better = best is None or (r["value"] > best if direction == "maximize" else r["value"] < best)
+        best = r["value"] if better else best
+        steps.append((r["number"], best))
+    if steps:
+        axes.step(*zip(*steps), where="post", label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} by trial ({direction})")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(folder / "trials.png", format="png")
+
+    figure = Figure(figsize=(4 * len(params), 3.6), dpi=100, layout="constrained")
+    for axes, key in zip(figure.subplots(1, len(params), squeeze=False)[0], params):
+        for group, style, column in ((complete, "o", "value"), (pruned, "x", "last_evaluation")):
+            points = [(r[key], r[column]) for r in group if r[key] is not None]
+            if points:
+                xs, ys = zip(*points)
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+                    xs = [str(x) for x in xs]  # choices that are not all numbers: one column each
+                axes.plot(xs, ys, style, color="grey" if style == "x" else None)
+        if key in log_keys:
+            axes.set_xscale("log")
+        axes.set_xlabel(key)
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+    figure.savefig(folder / "params.png", format="png")

@@ -121,3 +121,49 @@ def _shared_directory(path: Path) -> str | None:
     if resolved == Path(resolved.anchor):
         return "a filesystem root"
     return None
+
+
+def check_sweep(recipe_path: str | Path, overrides: Sequence[str] = ()) -> CheckedRun:
+    """``hftk sweep``'s preflight: the recipe as :func:`check_run` checks it (the output directory
+    is the sweep's to judge), then every value a trial can take at its edges (each choice, and each
+    range's low and high) applied to the recipe as ``--set`` would be and checked the same way, every
+    problem reported at the space entry's line. Values are checked one key at a time, others at the
+    recipe's own values."""
+    import json
+
+    checked = check_run(recipe_path, overrides, dry_run=True)
+    _, locator = read_yaml(recipe_path)
+    locator_overrides(locator, overrides)
+    sweep = checked.recipe.sweep
+    if sweep is None:
+        raise RecipeError([f"{recipe_path}: no sweep section; add one (metric, direction, trials, space: see README, "
+                           "'Hyperparameter search')"], str(recipe_path))
+    problems: list[Problem] = []
+    for key, spec in sweep.space.items():
+        edges = [("choice", v) for v in spec] if isinstance(spec, list) else [("low", spec.low), ("high", spec.high)]
+        found: dict[str, list[str]] = {}  # message -> the edges that have it (a misspelt key: all of them)
+        for edge, value in edges:
+            try:
+                check_run(recipe_path, [*overrides, f"{key}={json.dumps(value)}"], dry_run=True)
+            except RecipeError as error:
+                for record in error.records:
+                    found.setdefault(_without_place(record, key), []).append(f"{edge} {value!r}")
+        problems += [Problem(("sweep", "space", key), f"{', '.join(where)}: {message}") for message, where in found.items()]
+    if problems:
+        raise locator.error(problems)
+    return checked
+
+
+def locator_overrides(locator: Any, overrides: Sequence[str]) -> None:
+    """Mark the key paths `overrides` set, so problems at them name the ``--set`` that wrote them."""
+    from hf_toolkit.recipe.yamlio import apply_override
+
+    for assignment in overrides:
+        locator.overridden[apply_override({}, assignment)] = assignment
+
+
+def _without_place(record: Problem, key: str) -> str:
+    """A probe's problem as text without its place (the space entry is the place), and without the key when it is `key`."""
+    if ".".join(record.key) == key or not record.key:
+        return record.message
+    return f"{'.'.join(record.key)}: {record.message}"

@@ -26,6 +26,7 @@ from hf_toolkit.training import (
     checkpoints,
     plot,
     prepcache,
+    pruning,
     runlock,
     stopping,
     throughput,
@@ -70,6 +71,8 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     if args.process_index == 0:
         for warning in checked.warnings:
             logger.warning("warning: %s", warning)
+        if recipe.sweep is not None:
+            logger.info("the recipe's sweep section is for hftk sweep; hftk finetune trains the recipe's own values")
         for note in checked.notes:
             logger.info("resuming with a harmless change since the checkpoint: %s", note)
     if args.world_size > 1 and args.max_steps > 0 and args.process_index == 0:
@@ -108,6 +111,8 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     guard = stopping.guard(trainer)  # before the recipe saver, which then sees the save a stop asks for
     trainer.add_callback(checkpoints.recipe_saver(recipe))
     trainer.add_callback(TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
+    for callback in pruning.callbacks_from_env():  # a trial of hftk sweep: last, so it ends train() last
+        trainer.add_callback(callback)
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 

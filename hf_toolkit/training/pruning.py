@@ -1,0 +1,161 @@
+"""A sweep trial's side of the study: its evaluations reported to its Optuna trial, and pruning.
+
+``hftk sweep`` (:mod:`hf_toolkit.training.sweep`) runs every trial as an ordinary ``hftk finetune``,
+in-process or, with ``--nproc``, in its own torchrun processes, and names the trial in the
+environment variable ``HFTK_SWEEP_TRIAL`` (JSON: storage URL, study name, trial id, metric, pruner
+settings). The finetune flow adds :func:`callbacks_from_env`'s callback to its Trainer. At each
+evaluation, rank 0 reports the metric at the global step (``trial.report``) and asks the pruner
+(``trial.should_prune``); under several processes rank 0's answer reaches every rank with one
+``all_reduce``, so all stop at the same step. A pruned trial stops at once: training ends at that
+step, and once the Trainer has run its own end-of-training callbacks (the stop guard restores the
+signal handlers there) :class:`TrialPruned` is raised, so the final evaluation and the save are
+skipped. Rank 0 records the step in the trial's user attribute ``pruned_at_step``, which is how the
+sweep, in whatever process, tells a pruned trial from a failed one.
+
+:func:`open_storage` is the one place a storage URL becomes an Optuna storage (for the sweep too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hf_toolkit.errors import HftkError
+
+TRIAL_ENV = "HFTK_SWEEP_TRIAL"
+# A worker's heartbeat, so that a trial left RUNNING by a machine that died is failed and retried
+# by the workers that live on (a trial of a killed process on this host is found at once by its pid).
+HEARTBEAT_SECONDS = 60
+GRACE_SECONDS = 180
+
+
+class TrialPruned(HftkError):
+    """The sweep's pruner stopped this trial (its evaluations fell behind the earlier trials')."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What a finetune process needs to report to its trial (carried in ``HFTK_SWEEP_TRIAL``)."""
+
+    storage: str
+    study: str
+    trial_id: int
+    metric: str
+    pruner: str | None
+    startup_trials: int
+    warmup_evaluations: int
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def open_storage(url: str, *, on_stale: Any = None):
+    """An Optuna RDB storage for `url` (sqlite:///..., postgresql://..., mysql://...), with a heartbeat.
+
+    SQLite waits up to 60 s for a lock held by another worker instead of failing at once.
+    `on_stale(study, frozen_trial)` runs for each trial whose worker stopped beating.
+    """
+    import warnings
+
+    import optuna
+
+    # The heartbeat is "experimental" in Optuna, and meant for Study.optimize, whose loop hftk's is;
+    # both warnings would print on every trial.
+    warnings.filterwarnings("ignore", message=".*heartbeat_interval.*", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    warnings.filterwarnings("ignore", message=".*fail_stale_trials is experimental", category=optuna.exceptions.ExperimentalWarning)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                                          grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=on_stale)
+    except (ImportError, ValueError) as error:  # an unknown dialect, a missing driver (psycopg2, pymysql)
+        raise HftkError(f"--storage {url}: Optuna cannot open it ({error}); give an RDB URL such as "
+                        "sqlite:////abs/path/study.db or postgresql://user:password@host/db, with its driver installed") from None
+
+
+def pruner(spec: TrialSpec):
+    """The study's pruner as the sweep section sets it (None: never prune, only report)."""
+    import optuna
+
+    if spec.pruner is None:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0)
+
+
+def callbacks_from_env() -> list[Any]:
+    """The reporting callback when this process runs a sweep trial (``HFTK_SWEEP_TRIAL`` set), else none."""
+    raw = os.environ.get(TRIAL_ENV)
+    return [reporter(TrialSpec(**json.loads(raw)))] if raw else []
+
+
+def reporter(spec: TrialSpec) -> Any:
+    """The TrainerCallback that reports each evaluation of `spec`'s trial and prunes it (see the module docstring)."""
+    from transformers import TrainerCallback
+
+    class ReportAndPrune(TrainerCallback):
+        def __init__(self) -> None:
+            self.trial = None
+            self.evaluations = 0
+            self.pruned_at: int | None = None
+
+        def _trial(self):
+            if self.trial is None:
+                import optuna
+
+                study = optuna.load_study(study_name=spec.study, storage=open_storage(spec.storage),
+                                          sampler=optuna.samplers.RandomSampler(), pruner=pruner(spec))
+                self.trial = optuna.trial.Trial(study, spec.trial_id)
+            return self.trial
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if self.pruned_at is not None or metrics is None:
+                return
+            self.evaluations += 1
+            prune = False
+            if state.is_world_process_zero:
+                prune = self._report(metrics, state.global_step)
+            if _agree(args, prune):
+                self.pruned_at = state.global_step
+                control.should_training_stop = True
+                control.should_save = False
+
+        def _report(self, metrics: dict[str, float], step: int) -> bool:
+            if spec.metric not in metrics:
+                keys = ", ".join(sorted(k for k in metrics if isinstance(metrics[k], (int, float))))
+                raise HftkError(f"sweep.metric: {spec.metric} is not among the evaluation metrics ({keys}); "
+                                "set sweep.metric to one of them")
+            value = float(metrics[spec.metric])
+            trial = self._trial()
+            trial.report(value, step)
+            if self.evaluations <= spec.warmup_evaluations:
+                return False
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_step", step)
+                trial.set_user_attr("reason", f"{spec.metric} {value:.4g} at step {step} behind the median of the "
+                                    "earlier trials there" + (" (not a number)" if math.isnan(value) else ""))
+                return True
+            return False
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.pruned_at is not None:
+                raise TrialPruned(f"pruned by the sweep at step {self.pruned_at}: {spec.metric} fell behind the median "
+                                  "of the earlier trials")
+
+    return ReportAndPrune()
+
+
+def _agree(args: Any, prune: bool) -> bool:
+    """Rank 0's pruning decision, on every rank (one all_reduce under several processes)."""
+    if args.world_size <= 1:
+        return prune
+    import torch
+
+    if not torch.distributed.is_initialized():
+        return prune
+    device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([float(prune)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
