@@ -79,6 +79,7 @@ def _shape(data: Any, locator: Locator, overrides: Sequence[str]) -> tuple[Recip
     if recipe is not None and task is not None:
         problems += task.check_recipe(recipe)
         problems += sweep_problems(recipe)
+    problems += sweep_key_problems(data)
     return (recipe if task is not None else None), problems
 
 
@@ -89,13 +90,6 @@ def sweep_problems(recipe: Recipe) -> list[Problem]:
     if sweep is None:
         return []
     problems = []
-    for key in sweep.space:
-        owned = next((k for k in SWEEP_OWNED_KEYS if key == k or key.startswith(k + ".")), None)
-        if owned:
-            problems.append(Problem(("sweep", "space", key), f"the sweep sets {owned} itself (a trial's output_dir is "
-                                    "OUTPUT/trial-NNN); remove it from the space"))
-        elif not all(key.split(".")):
-            problems.append(Problem(("sweep", "space", key), "not a dotted recipe key path like training.learning_rate"))
     if sweep.metric.startswith("eval_") and not recipe.data.has_validation:
         problems.append(Problem(("sweep", "metric"), f"{sweep.metric} is measured on validation data, which the recipe has "
                                 "none of; set data.validation or data.validation_split, or optimize a test_ metric"))
@@ -105,6 +99,22 @@ def sweep_problems(recipe: Recipe) -> list[Problem]:
     if sweep.pruner is not None and recipe.training.get("eval_strategy") == "no":
         problems.append(Problem(("sweep", "pruner"), "the pruner needs evaluations during training, but "
                                 "training.eval_strategy is 'no'; set it to epoch or steps (with eval_steps)"))
+    return problems
+
+
+def sweep_key_problems(data: dict[str, Any]) -> list[Problem]:
+    """Keys of ``sweep.space`` that no trial may set, found in the raw recipe (so they are reported
+    with the section's other problems)."""
+    sweep = data.get("sweep")
+    space = sweep.get("space") if isinstance(sweep, dict) else None
+    problems = []
+    for key in space if isinstance(space, dict) else []:
+        owned = next((k for k in SWEEP_OWNED_KEYS if str(key) == k or str(key).startswith(k + ".")), None)
+        if owned:
+            problems.append(Problem(("sweep", "space", str(key)), f"the sweep sets {owned} itself (a trial's output_dir "
+                                    "is OUTPUT/trial-NNN); remove it from the space"))
+        elif not all(str(key).split(".")):
+            problems.append(Problem(("sweep", "space", str(key)), "not a dotted recipe key path like training.learning_rate"))
     return problems
 
 
