@@ -189,6 +189,10 @@ def sweep(
     OUTPUT (the recipe's training.output_dir) holds the study, trials.csv, trials.png, params.png
     and best (a link to the best trial's run). Run the same command again to continue a stopped sweep.
     """
+    if _OWN_PROCESS and not dry_run:  # the trials train in this process, as finetune does
+        from hf_toolkit.training import allocator
+
+        allocator.restart_keeping_freed_memory()
     from hf_toolkit.core import console
     from hf_toolkit.training import sweep as sweep_lib
 

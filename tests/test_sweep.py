@@ -86,13 +86,13 @@ def test_bad_spaces_are_refused_at_their_line_before_any_trial(tmp_path, cli, co
     values = recipe(tmp_path, corpus, space=(
         "    training.learning_rate: {low: 0.0, high: 1.0e-3}\n"          # line 25
         "    training.learnig_rate: [1.0e-3, 2.0e-3]\n"                   # line 26
-        "    training.warmup_steps: [0, 10]\n"), name="values.yaml")      # line 27
+        "    training.warmup_steps: [0, -1]\n"), name="values.yaml")      # line 27
     result = cli("sweep", values)
     assert result.exit_code == 2, result
     assert "values.yaml:25: sweep.space.training.learning_rate: low 0.0: must be greater than 0" in result.stderr
     assert ("values.yaml:26: sweep.space.training.learnig_rate: choice 0.001, choice 0.002: unknown TrainingArguments "
             "key (did you mean 'learning_rate'?)") in result.stderr
-    assert "values.yaml:27: sweep.space.training.warmup_steps: choice 10: 10 warmup steps but training stops after max_steps=4" in result.stderr
+    assert "values.yaml:27: sweep.space.training.warmup_steps: choice -1: " in result.stderr
     assert not (tmp_path / "out").exists(), "nothing was written"
 
 
