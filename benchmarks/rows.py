@@ -503,8 +503,8 @@ def generation(work: Path, quick: bool, state: dict) -> list[Row]:
     repeats = 1 if quick else 3
     batched, single, plain = median_of(
         repeats,
-        lambda: timed(lambda: generator.generate(prompts, options, batch_size=64)),
-        lambda: timed(lambda: generator.generate(prompts, options, batch_size=1)),
+        lambda: timed(lambda: generator.generate(generator.prepare(prompts, options), batch_size=64)),
+        lambda: timed(lambda: generator.generate(generator.prepare(prompts, options), batch_size=1)),
         lambda: timed(raw),
     )
     note = f"median of {repeats}"

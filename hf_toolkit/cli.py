@@ -308,7 +308,7 @@ def generate(
     """
     import json
 
-    from hf_toolkit.apply.generation import generate as run_generate
+    from hf_toolkit.apply.generation import prepare
     from hf_toolkit.core import console
 
     console.setup(verbose)
@@ -323,18 +323,17 @@ def generate(
         top_k=top_k, top_p=top_p, num_beams=num_beams, repetition_penalty=repetition_penalty,
         num_return_sequences=num_return_sequences,
     )
-    streamed: list[str] = []
-
-    def stream(text: str) -> None:
-        streamed.append(text)
-        typer.echo(text, nl=False)
-
-    results = run_generate(
-        model, prompts, options, seed=seed, batch_size=batch_size, on_text=None if json_output else stream
-    )
+    generator, request = prepare(model, prompts, options, seed=seed)
+    streams = not json_output and request.streamable
+    if streams and generator.continues_prompt:
+        typer.echo(prompts[0], nl=False)  # the terminal shows the prompt, then its continuation as it comes
+    results = generator.generate(request, batch_size=batch_size,
+                                 on_text=(lambda text: typer.echo(text, nl=False)) if streams else None)
     if json_output:
         typer.echo(json.dumps([{"prompt": r.prompt, "text": r.text} for r in results], ensure_ascii=False, indent=2))
-    elif not streamed:
+    elif streams:
+        typer.echo("")
+    else:
         for r in results:
             typer.echo(f"=== {r.prompt}\n{r.prompt + r.text if r.continues_prompt else r.text}\n")
 
@@ -521,6 +520,12 @@ def serve(
         min=1, help="Most sequences (prompts x n, or task inputs) run as one batch: waiting requests with the same "
                     "decoding settings (greedy, or sampling without a seed; a stream runs alone) share one model call. "
                     "1: one request at a time.")] = 16,
+    max_running: Annotated[int, typer.Option(
+        min=1, help="Most model calls (batches or streams) in progress at once; they take turns token by token, so a "
+                    "long request does not hold up the others.")] = 4,
+    request_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a request may take from arrival to its last token; past it, it ends with an error "
+                      "(504, or an error event in a stream).")] = 120.0,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve a run over HTTP: OpenAI-compatible completions for generative runs, /v1/classify,
@@ -531,7 +536,8 @@ def serve(
 
     console.setup(verbose)
     limits = Limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit,
-                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue, max_batch_size=max_batch_size)
+                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue, max_batch_size=max_batch_size,
+                    max_running=max_running, request_timeout=request_timeout)
     run_serve(model, host=host, port=port, limits=limits)
 
 

@@ -208,6 +208,15 @@ class ServerExitsCleanly:
     uvicorn. Versions: uvicorn 0.29-0.55. Drop it if uvicorn gains an option not to re-raise.
     """
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # uvicorn's signal handler (undocumented; the one capture_signals installs): the app hears of
+        # the signal first, while uvicorn's grace period is still whole.
+        self.on_exit_signal()
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+
+    def on_exit_signal(self) -> None:
+        """Called when SIGTERM/SIGINT arrives, before uvicorn starts its graceful shutdown."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():

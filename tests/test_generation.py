@@ -15,36 +15,36 @@ from hf_toolkit.errors import HftkError
 
 
 def saved(**settings):
-    """A stand-in for a loaded model and tokenizer: only the generation config matters here."""
+    """A run's saved generation config and a stand-in tokenizer (only its pad token matters here)."""
     from transformers import GenerationConfig
 
-    return SimpleNamespace(generation_config=GenerationConfig(**settings)), SimpleNamespace(pad_token_id=0)
+    return GenerationConfig(**settings), SimpleNamespace(pad_token_id=0)
 
 
 def test_greedy_turns_off_the_saved_sampling_settings():
-    model, tokenizer = saved(do_sample=True, temperature=0.8, top_k=40, max_new_tokens=60)
-    config = generation_config(model, tokenizer, {"do_sample": False})
+    base, tokenizer = saved(do_sample=True, temperature=0.8, top_k=40, max_new_tokens=60)
+    config = generation_config(base, tokenizer, {"do_sample": False})
     assert config.do_sample is False
     assert config.temperature is None and config.top_k is None
     assert config.max_new_tokens == 60  # everything else stays as saved
-    assert model.generation_config.temperature == 0.8  # the model's own config is not touched
+    assert base.temperature == 0.8  # the run's own config is not touched
 
 
 def test_max_length_replaces_the_saved_max_new_tokens():
-    model, tokenizer = saved(max_new_tokens=60)
-    config = generation_config(model, tokenizer, {"max_length": 5, "max_new_tokens": None})
+    base, tokenizer = saved(max_new_tokens=60)
+    config = generation_config(base, tokenizer, {"max_length": 5, "max_new_tokens": None})
     assert config.max_length == 5 and config.max_new_tokens is None
 
 
 def test_default_length_when_neither_model_nor_user_sets_one():
-    model, tokenizer = saved()
-    assert generation_config(model, tokenizer, {}).max_new_tokens == DEFAULT_MAX_NEW_TOKENS
+    base, tokenizer = saved()
+    assert generation_config(base, tokenizer, {}).max_new_tokens == DEFAULT_MAX_NEW_TOKENS
 
 
 def test_impossible_combinations_are_user_errors():
-    model, tokenizer = saved()
+    base, tokenizer = saved()
     with pytest.raises(HftkError, match="num_return_sequences"):
-        generation_config(model, tokenizer, {"num_return_sequences": 3})
+        generation_config(base, tokenizer, {"num_return_sequences": 3})
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,17 +233,52 @@ def test_lengths_from_the_models_generation_config_are_named_as_such():
         fit_lengths([[1] * 30], GenerationConfig(max_length=30), 128, {})
     with pytest.raises(HftkError, match=r"max_new_tokens 200 \(the model's generation_config.json.*--max-new-tokens 127"):
         fit_lengths([[1]], GenerationConfig(max_new_tokens=200), 128, {})
-    assert fit_lengths([[1] * 500], GenerationConfig(max_new_tokens=200), None, {}) == [[1] * 500]  # no known context
+    assert fit_lengths([[1] * 500], GenerationConfig(max_new_tokens=200), None, {}) == ([[1] * 500], [])  # no known context
 
 
-def test_one_generator_starts_every_call_from_the_runs_own_settings(tiny_gpt2):
-    """Options of one call (--max-length, sampling) do not leak into the next call of the same Generator."""
+def test_one_generator_starts_every_request_from_the_runs_own_settings(tiny_gpt2):
+    """Options of one request (--max-length, sampling) do not leak into the next of the same Generator."""
     from hf_toolkit.apply.generation import Generator
     from hf_toolkit.core import rundir
 
     generator = Generator(rundir.open_run(tiny_gpt2))
     saved = generator.defaults.to_dict()
-    generator.generate(["Once upon"], {"max_length": 6, "do_sample": True, "temperature": 0.7}, seed=0)
-    config = generator.configure({})
+    generator.generate(generator.prepare(["Once upon"], {"max_length": 6, "do_sample": True, "temperature": 0.7}, seed=0))
+    config = generator.prepare(["Once upon"], {}).config
     assert config.max_length == saved["max_length"] and config.max_new_tokens == DEFAULT_MAX_NEW_TOKENS
     assert not config.do_sample and config.temperature == saved["temperature"]
+
+
+def test_the_length_bound_told_counts_the_prompt(tiny_gpt2, cli):
+    """--max-new-tokens past the context: the bound given is the context less the prompt (4 tokens here)."""
+    result = cli("generate", "--model", tiny_gpt2, "--prompt", "Once upon a time", "--max-new-tokens", str(CONTEXT))
+    assert_user_error(result, f"give --max-new-tokens {CONTEXT - 4} or fewer to keep the whole prompt (4 tokens)")
+
+
+def test_a_prompt_cut_to_fit_is_said_once_with_the_length_that_keeps_it_whole(tiny_gpt2, cli):
+    prompt = "hello there my friend how are you"  # 7 tokens
+    result = cli("generate", "--model", tiny_gpt2, "--prompt", prompt, "--max-new-tokens", str(CONTEXT - 3), "--json")
+    assert result.exit_code == 0, result
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("hftk: warning:")]
+    assert warnings == [f"hftk: warning: the prompt and {CONTEXT - 3} new tokens do not fit the model's context of "
+                        f"{CONTEXT} tokens: dropped the first 4 of its 7 tokens, kept the last 3; "
+                        f"--max-new-tokens {CONTEXT - 7} or fewer keeps it whole"], result.stderr
+
+
+def test_the_generator_takes_a_prepared_request_and_hands_on_raw_text(tiny_gpt2):
+    """Streamed pieces are the continuation itself: no echoed prompt, no line break for a terminal."""
+    from hf_toolkit.apply.generation import Generator
+    from hf_toolkit.core import rundir
+
+    generator = Generator(rundir.open_run(tiny_gpt2))
+    request = generator.prepare(["Once upon a time"], {"max_new_tokens": 8})
+    assert request.ids == [token_ids(tiny_gpt2, "Once upon a time")] and request.cuts == [] and request.streamable
+    pieces: list[str] = []
+    [result] = generator.generate(request, on_text=pieces.append)
+    assert len(pieces) > 1 and "".join(pieces) == result.text == plain_greedy(tiny_gpt2, request.ids[0], 8)
+
+
+def test_the_cli_adds_the_echo_and_the_line_break_around_the_stream(tiny_gpt2, cli):
+    [row] = json.loads(cli("generate", "--model", tiny_gpt2, "--prompt", "Once upon", "--max-new-tokens", "5", "--json").stdout)
+    streamed = cli("generate", "--model", tiny_gpt2, "--prompt", "Once upon", "--max-new-tokens", "5")
+    assert streamed.stdout == "Once upon" + row["text"] + "\n"

@@ -308,7 +308,7 @@ def learn_to_copy(tmp_path: Path, copy_data: Path, cli, shape: str, **kwargs) ->
     generator = Generator(run)
     rows = eval_rows(load_dataset("json", data_files=str(copy_data), split="train"), run.recipe.data, task.roles, where="copy", how_to_map="")
     predictions, references = task.predict(generator.model, generator.tokenizer, run.recipe, rows,
-                                           lambda prompts: [r.text for r in generator.generate(prompts, {})])
+                                           lambda prompts: [r.text for r in generator.generate(generator.prepare(prompts, {}))])
     assert references[0] == sources[0]
     assert metrics_lib.compute(task.eval_metrics, predictions, references)["rougeL"] >= 0.9
     return out

@@ -184,8 +184,14 @@ def test_streamed_completion_sends_the_same_text_in_openai_chunks(gpt2):
     assert len(chunks) > 2  # streamed in pieces, then the closing chunk
     assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
-    assert chunks[-1]["choices"][0]["finish_reason"] == "length" and chunks[-1]["usage"]["completion_tokens"] == 10
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length" and "usage" not in chunks[-1]  # not asked for
     assert "".join(c["choices"][0]["text"] for c in chunks) == whole  # no echoed prompt, no trailing line break
+    # stream_options.include_usage: OpenAI's last chunk, no choices, the usage of the whole request
+    with gpt2.stream("POST", "/v1/completions", json={**prompt, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        counted = events(response)
+    assert counted[-1]["choices"] == [] and counted[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 10,
+                                                                      "total_tokens": 13}
+    assert "".join(c["choices"][0]["text"] for c in counted[:-1]) == whole
 
 
 def test_stop_strings_end_the_text_before_them_plain_and_streamed(gpt2):
@@ -213,6 +219,47 @@ def test_n_sampled_sequences_for_a_batch_of_prompts_repeat_with_the_seed(gpt2):
         chunks = events(response)
     texts = [c["choices"][0]["text"] for c in chunks if c["choices"][0]["finish_reason"] is None]
     assert texts == [c["text"] for c in first["choices"]]
+
+
+def test_a_request_is_encoded_and_configured_once_and_streams_raw_text(gpt2, monkeypatch, capsys):
+    from hf_toolkit.apply import generation
+
+    generator = gpt2.app.state.engine.generator
+    calls = {"encode": 0, "config": 0}
+    encode, config = generator.encode, generation.generation_config
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(generator, "encode", counted("encode", encode))
+    monkeypatch.setattr(generation, "generation_config", counted("config", config))
+    plain = gpt2.post("/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 6})
+    assert plain.status_code == 200 and calls == {"encode": 1, "config": 1}
+    with gpt2.stream("POST", "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 6, "stream": True}) as response:
+        text = "".join(c["choices"][0]["text"] for c in events(response))
+    assert calls == {"encode": 2, "config": 2} and text == plain.json()["choices"][0]["text"]  # no echo, no line break
+    assert capsys.readouterr().err == ""  # nothing said twice on the server's stderr (or at all)
+
+
+def test_the_length_bound_counts_the_prompt_and_a_cut_prompt_is_said(gpt2_dir):
+    prompt = " ".join(["word"] * 100)  # 100 tokens
+    with client_for(gpt2_dir, max_tokens=200, max_prompt_tokens=500) as client:
+        refused = error_of(client.post("/v1/completions", json={"prompt": "Hi there", "max_tokens": 128}), 400)
+        assert "max_tokens 128 leaves no room for the prompt in the model's context of 128 tokens" in refused
+        assert "give max_tokens 126 or fewer to keep the whole prompt (2 tokens)" in refused
+        whole = client.post("/v1/completions", json={"prompt": "Hi there", "max_tokens": 126}).json()
+        assert whole["usage"]["prompt_tokens"] == 2 and "truncated_prompts" not in whole
+        cut = client.post("/v1/completions", json={"prompt": ["Hi", prompt], "max_tokens": 40}).json()
+        assert cut["usage"]["prompt_tokens"] == 1 + 88
+        [said] = cut["truncated_prompts"]
+        assert (said["index"], said["dropped_tokens"], said["kept_tokens"]) == (1, 12, 88)
+        assert "dropped the first 12 of its 100 tokens, kept the last 88; max_tokens 28 or fewer keeps it whole" in said["message"]
+        with client.stream("POST", "/v1/completions", json={"prompt": prompt, "max_tokens": 40, "stream": True}) as response:
+            chunks = events(response)
+        assert chunks[-1]["choices"][0]["finish_reason"] and chunks[-1]["truncated_prompts"][0]["dropped_tokens"] == 12
 
 
 def test_options_of_one_request_do_not_leak_into_the_next(gpt2):
@@ -255,7 +302,12 @@ def test_models_health_info_and_the_playground_page(gpt2):
     ('{"prompt": "Hi", "max_tokens": "many"}', 400, "max_tokens"),
     ('{"prompt": "Hi", "colour": "red"}', 400, "colour: unknown field"),
     ('{"prompt": "Hi", "logprobs": 2}', 400, "logprobs: OpenAI field not supported"),
-    ('{"prompt": [1, 2, 3]}', 400, "prompt"),
+    ('{"prompt": [1, 2, 3]}', 400, "prompt: prompts given as token ids are not supported by hftk serve"),
+    ('{"prompt": [[1, 2], [3]]}', 400, "prompt: prompts given as token ids are not supported by hftk serve"),
+    ('{"prompt": "Hi", "max_tokens": "3"}', 400, 'max_tokens: Input should be a valid integer, got "3"'),
+    ('{"prompt": "Hi", "stream": "yes"}', 400, 'stream: Input should be a valid boolean, got "yes"'),
+    ('{"prompt": "Hi", "temperature": NaN}', 400, "temperature: Input should be a finite number, got NaN"),
+    ('{"prompt": "Hi", "stream_options": {"include_usage": true}}', 400, 'stream_options: only allowed with "stream": true'),
     ('{}', 400, "prompt: required field missing"),
     ('{"prompt": "Hi", "max_tokens": 41}', 400, "max_tokens: 41 is over this server's limit of 40 (hftk serve --max-tokens-limit"),
     ('{"prompt": "Hi", "n": 9, "temperature": 1}', 400, "n: 9 is over this server's limit of 8 (hftk serve --max-n"),
@@ -269,6 +321,24 @@ def test_models_health_info_and_the_playground_page(gpt2):
 def test_malformed_and_over_limit_requests_get_a_4xx_naming_the_problem(gpt2, body, status, named):
     response = gpt2.post("/v1/completions", content=body, headers={"content-type": "application/json"})
     assert named in error_of(response, status)
+
+
+def test_bodies_that_are_not_utf8_json_are_refused_saying_why(gpt2):
+    plain = gpt2.post("/v1/completions", content='{"prompt": "Hi"}', headers={"content-type": "text/plain"})
+    assert "sent as Content-Type text/plain; hftk serve reads JSON" in error_of(plain, 415)
+    latin1 = gpt2.post("/v1/completions", content='{"prompt": "caf\u00e9"}'.encode("latin-1"),
+                       headers={"content-type": "application/json"})
+    assert "not UTF-8 text (byte 0xe9 at position 15)" in error_of(latin1, 400)
+    assert latin1.json()["error"]["type"] == "invalid_request_error"  # OpenAI's error shape
+
+
+def test_models_retrieve_and_head_of_the_playground(gpt2):
+    model = gpt2.get("/v1/models/tiny-gpt2")
+    assert model.status_code == 200 and model.json()["id"] == "tiny-gpt2" and model.json()["object"] == "model"
+    other = gpt2.get("/v1/models/org/gpt2-xl")
+    assert "model 'org/gpt2-xl' is not served here" in error_of(other, 404)
+    assert other.json()["error"]["type"] == "not_found_error"
+    assert gpt2.head("/").status_code == 200
 
 
 def test_after_bad_requests_the_server_still_answers(gpt2):
@@ -427,6 +497,12 @@ def test_the_openai_client_completes_plain_and_streamed(server, gpt2_dir, cli):
     with pytest.raises(openai.BadRequestError, match="hftk serve --max-tokens-limit"):
         client.completions.create(model="tiny-gpt2", prompt="Hi", max_tokens=65)
     assert [m.id for m in client.models.list()] == ["tiny-gpt2"]
+    assert client.models.retrieve("tiny-gpt2").id == "tiny-gpt2"
+    counted = list(client.chat.completions.create(model="tiny-gpt2", messages=[{"role": "user", "content": "Hi"}],
+                                                  max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    assert counted[-1].choices == [] and counted[-1].usage.total_tokens == counted[-1].usage.prompt_tokens + \
+        counted[-1].usage.completion_tokens > counted[-1].usage.prompt_tokens
+    assert counted[0].choices[0].delta.role == "assistant"
 
 
 def test_twenty_concurrent_requests_all_succeed(server):
@@ -481,6 +557,47 @@ def test_sigterm_stops_the_server_cleanly(server):
     print(f"\nSIGTERM to exit: {time.monotonic() - started:.2f} s")
     output = process.stdout.read()
     assert "serving tiny-gpt2 (causal-lm)" in output and "Traceback" not in output
+
+
+def test_sigterm_ends_an_open_stream_cleanly_within_the_grace_period(gpt2_dir, caplog):
+    """The signal's handler (uvicorn's handle_exit, as SIGTERM calls it) with a stream longer than the grace
+    period open: the stream ends with an error event and [DONE] before uvicorn would cancel it, the server exits."""
+    import http.client
+    import logging
+
+    import uvicorn
+
+    from hf_toolkit.serving.app import create_app
+    from hf_toolkit.serving.engine import Engine
+    from hf_toolkit.serving.limits import Limits
+    from hf_toolkit.serving.server import GRACE_SECONDS, _Server
+
+    engine = Engine.load(str(gpt2_dir), Limits(max_tokens=100))
+    turn = engine.worker.turn
+    engine.worker.turn = lambda: (time.sleep(0.1), turn())  # 100 tokens take 10 s: longer than the grace period
+    port = free_port()
+    server = _Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_config=None,
+                                   timeout_graceful_shutdown=GRACE_SECONDS), engine)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/v1/completions", json.dumps({"prompt": "Once", "max_tokens": 100, "stream": True}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    with caplog.at_level(logging.INFO):
+        started = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)
+        rest = response.read().decode()
+        ended = time.monotonic() - started
+        thread.join(GRACE_SECONDS + 5)
+    print(f"\nSIGTERM with a stream open: stream ended after {ended:.2f} s")
+    assert not thread.is_alive() and ended < GRACE_SECONDS
+    assert "the server is stopping" in rest and rest.rstrip().endswith("data: [DONE]"), rest[-500:]
+    assert "Cancel" not in caplog.text and "Traceback" not in caplog.text, caplog.text
 
 
 def test_serve_mistakes_exit_2_before_any_model_loads(cli, tmp_path, gpt2_dir):

@@ -22,9 +22,9 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from test_serve import build_bert, build_gpt2, client_for, same_records
+from test_serve import build_bert, build_gpt2, client_for, events, same_records
 
-from hf_toolkit.serving.engine import Worker
+from hf_toolkit.serving.worker import Worker
 from hf_toolkit.serving.errors import ApiError
 
 # --------------------------------------------------------------------------------------------
@@ -101,6 +101,50 @@ def test_a_job_whose_client_left_is_dropped_unrun_and_the_queue_limit_holds():
 
     assert asyncio.run(main()) == "kept"
     assert calls == [["kept"]] and worker.waiting == 0
+    worker.stop()
+
+
+def test_running_calls_take_turns_so_a_short_job_ends_while_a_long_one_runs():
+    """A call that hands the model back between its steps (a generation does) lets later jobs run meanwhile."""
+    worker = Worker(max_queue=20, max_batch_size=4, max_running=2)
+    log: list[str] = []
+
+    def long(items: list[str]) -> list[str]:
+        for step in range(50):
+            log.append(f"long {step}")
+            worker.turn()
+        return items
+
+    async def main():
+        release = threading.Event()
+        held = worker.start(lambda: release.wait(30))
+        first = worker.start_batch("long", long, key=None, size=1)
+        second = worker.start_batch("short", lambda items: log.append("short") or items, key=None, size=1)
+        release.set()
+        await held
+        return await asyncio.gather(first, second)
+
+    assert asyncio.run(main()) == ["long", "short"]
+    assert log.index("short") < log.index("long 3")  # not after the long job's 50 steps
+    worker.stop()
+
+
+def test_a_job_still_waiting_at_its_deadline_is_not_run_and_gets_its_error():
+    worker = Worker(max_queue=20)
+    ran: list = []
+
+    async def main():
+        release = threading.Event()
+        held = worker.start(lambda: release.wait(30))
+        late = worker.start_batch("late", lambda items: ran.append(items) or items, key=None, size=1,
+                                  deadline=time.monotonic() + 0.05, expired=lambda: ApiError(504, "too late"))
+        await asyncio.sleep(0.2)
+        release.set()
+        await held
+        return await asyncio.gather(late, return_exceptions=True)
+
+    [error] = asyncio.run(main())
+    assert isinstance(error, ApiError) and error.status == 504 and ran == []
     worker.stop()
 
 
@@ -284,3 +328,80 @@ def test_task_endpoints_batch_and_one_bad_input_fails_only_its_request(tmp_path_
             thread.join(60)
         assert responses[1].status_code == 400 and "[MASK]" in responses[1].json()["error"]["message"]
         assert same_records({i: responses[i].json()["data"] for i in (0, 2)}, alone)
+
+
+def test_a_long_stream_does_not_hold_up_a_short_request_and_seeded_texts_repeat_interleaved(gpt2):
+    """Queued together, a 35-token stream and a 2-token request take turns: the short one ends first; a seeded
+    sampling stream and a seeded request interleaved with it give the texts each gets alone."""
+    long = {"prompt": "Once upon a time", "max_tokens": 35, "temperature": 0.9, "seed": 1}
+    short = {"prompt": "Hi", "max_tokens": 2, "temperature": 0.9, "seed": 2}
+    alone = {name: gpt2.post("/v1/completions", json=request).json()["choices"][0]["text"]
+             for name, request in (("long", long), ("short", short))}
+    finished: list[str] = []
+    texts: dict[str, str] = {}
+
+    def send_long() -> None:
+        with gpt2.stream("POST", "/v1/completions", json={**long, "stream": True}) as response:
+            texts["long"] = "".join(c["choices"][0]["text"] for c in events(response))
+        finished.append("long")
+
+    def send_short() -> None:
+        texts["short"] = gpt2.post("/v1/completions", json=short).json()["choices"][0]["text"]
+        finished.append("short")
+
+    engine = engine_of(gpt2)
+    with held(gpt2):
+        threads = [threading.Thread(target=send_long)]
+        threads[0].start()
+        while engine.worker.waiting < 2:
+            time.sleep(0.02)
+        threads.append(threading.Thread(target=send_short))
+        threads[1].start()
+        while engine.worker.waiting < 3:
+            time.sleep(0.02)
+    for thread in threads:
+        thread.join(60)
+    assert finished == ["short", "long"] and texts == alone
+
+
+def test_every_request_has_a_time_limit_queued_streamed_or_running(gpt2_dir):
+    from hf_toolkit.serving.engine import Generation
+
+    with client_for(gpt2_dir, request_timeout=0.5) as client:
+        engine = engine_of(client)
+        results: list = [None, None]
+
+        def send(i: int) -> None:
+            if i == 0:
+                results[0] = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 4})
+            else:
+                with client.stream("POST", "/v1/completions", json={"prompt": "Hi", "max_tokens": 4, "stream": True}) as response:
+                    results[1] = (response.status_code, "".join(response.iter_text()))
+
+        with held(client):
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.0)  # both wait past their 0.5 s
+        for thread in threads:
+            thread.join(60)
+        assert results[0].status_code == 504
+        message = results[0].json()["error"]["message"]
+        assert "time limit of 0.5 s (hftk serve --request-timeout sets it)" in message
+        status, stream = results[1]
+        assert status == 200 and "time limit of 0.5 s" in stream and stream.rstrip().endswith("data: [DONE]")
+        # a generation that runs past its deadline stops at its next step, with the same error
+        request = Generation(engine.prepare(["Once upon a time"], {"max_new_tokens": 40}, seed=None), [], time.monotonic())
+        [outcome] = engine.generate_batch([request])
+        assert request.halted_by == "timeout" and "time limit of 0.5 s" in str(outcome)
+        assert client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+
+
+def test_serve_options_reach_the_limits(gpt2_dir, cli, monkeypatch):
+    from hf_toolkit.serving import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda model, **kwargs: seen.update(kwargs))
+    assert cli("serve", gpt2_dir, "--request-timeout", "30", "--max-running", "2").exit_code == 0
+    assert (seen["limits"].request_timeout, seen["limits"].max_running) == (30, 2)
+    assert cli("serve", gpt2_dir).exit_code == 0 and seen["limits"].request_timeout == 120

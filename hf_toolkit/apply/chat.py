@@ -80,23 +80,16 @@ class Chat:
         context = modeling.context_length(self.generator.model.config)
         if context is None:
             return None
-        config = self.generator.model.generation_config
+        config = self.generator.defaults
         new = self.options.get("max_new_tokens") or config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         return max(1, context - new)
 
     def reply(self, message: str, on_text: Callable[[str], None] | None = None) -> str:
         """The model's reply to `message` (streamed to `on_text` as it is produced), added to the history."""
-        prompt = self.prompt(message)
-        echoed = [self.generator.continues_prompt]  # Generator streams a continued prompt first: skip it
-
-        def stream(text: str) -> None:
-            if echoed[0]:
-                echoed[0] = False
-                return
-            if on_text is not None:
-                on_text(text)
-
-        result = self.generator.generate([prompt], self.options, seed=self.seed, on_text=stream)[0]
+        request = self.generator.prepare([self.prompt(message)], self.options, seed=self.seed)
+        for cut in request.cuts:  # a message too long for the context on its own keeps its end
+            print(f"hftk: warning: {cut.message}", file=sys.stderr)
+        result = self.generator.generate(request, on_text=on_text)[0]
         text = result.text.strip()
         if self.generator.continues_prompt:
             self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": text}]

@@ -416,7 +416,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
         model, tokenizer = generator.model, generator.tokenizer
 
         def generate(prompts: list[str]) -> list[str]:
-            return [result.text for result in generator.generate(prompts, {"num_return_sequences": 1})]
+            return [result.text for result in generator.generate(generator.prepare(prompts, {"num_return_sequences": 1}))]
     else:
         model, tokenizer = rundir.load_model(run, config)
         generate = _no_generation

@@ -10,9 +10,10 @@ and ``hftk predict --json`` do.
 Modules: ``app`` (FastAPI app factory, /, /health, /info), ``openai_api`` (/v1/completions,
 /v1/chat/completions, /v1/models), ``task_api`` (/v1/classify, /v1/answer, /v1/fill-mask),
 ``schemas`` (request bodies), ``limits`` (bounds on a request; body-size middleware), ``errors``
-(one OpenAI-shaped error body, no 500 for a user mistake), ``engine`` (the loaded run and the single
-worker thread in front of it, which runs waiting requests that decode alike as one batch),
-``server`` (checks, then uvicorn), ``page.html`` (the playground).
+(one OpenAI-shaped error body, no 500 for a user mistake), ``engine`` (the loaded run and how a
+request runs on it: prepared once, batched with requests that decode alike, stopped early at its
+time limit), ``worker`` (the queue in front of the model and the thread that lets running calls take
+turns token by token), ``server`` (checks, then uvicorn), ``page.html`` (the playground).
 
 Why not transformers' own server (``transformers serve``, ``transformers/cli/serving/``): its app
 factory ``build_server`` takes a ``ModelManager`` that loads models itself, by hub id, on request

@@ -1,6 +1,6 @@
 """The FastAPI app factory: one loaded run (an :class:`~hf_toolkit.serving.engine.Engine`) -> its routes.
 
-Routes: ``GET /`` (the playground page, ``page.html``), ``GET /health`` (with the requests queued
+Routes: ``GET /`` (the playground page, ``page.html``; ``HEAD /`` too), ``GET /health`` (with the requests queued
 and the model calls so far by requests per batch), ``GET /info`` (what the page and clients need:
 model id, task, endpoint, chat, mask token, limits, decoding defaults),
 the OpenAI-compatible routes (:mod:`hf_toolkit.serving.openai_api`) and the task routes
@@ -18,7 +18,7 @@ from typing import Any
 from hf_toolkit.serving import openai_api, task_api
 from hf_toolkit.serving.engine import Engine
 from hf_toolkit.serving.errors import install
-from hf_toolkit.serving.limits import BodySizeLimit, Limits
+from hf_toolkit.serving.limits import BodyChecks, Limits
 
 PAGE = "page.html"
 GENERATION_FIELDS = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "num_beams",
@@ -39,11 +39,11 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
 
     app = FastAPI(title=f"hftk serve: {engine.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
-    app.add_middleware(BodySizeLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyChecks, limit=limits.max_body_bytes)
     install(app)
     page = resources.files("hf_toolkit.serving").joinpath(PAGE).read_text(encoding="utf-8")
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)  # HEAD: what uptime checks send
     def playground() -> str:
         return page
 

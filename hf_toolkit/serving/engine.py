@@ -1,69 +1,56 @@
-"""The one model a server applies: loaded once from a run, and the single worker thread that runs it.
+"""The one model a server applies, loaded once from a run, and how its requests are run on the worker.
 
-:meth:`Engine.load` opens the run the way every hftk command does (:func:`hf_toolkit.core.rundir.open_run`,
+:meth:`Engine.from_run` opens the run the way every hftk command does (:func:`hf_toolkit.core.rundir.open_run`,
 :func:`~hf_toolkit.core.rundir.load_config`, :func:`~hf_toolkit.core.rundir.task_name`): a generative run
 (causal LM, summarization, translation, any seq2seq model) becomes a
-:class:`hf_toolkit.apply.generation.Generator`, so prompts are encoded, lengths checked and decoding
-settings merged exactly as ``hftk generate`` does; a classifier, QA or fill-mask run is loaded
-with :func:`~hf_toolkit.core.rundir.load_model` and answers through its task's ``predict_records``, as
-``hftk predict`` does. Nothing here loads another model or touches a file after start-up.
+:class:`hf_toolkit.apply.generation.Generator`, so a request is prepared (options merged, prompts
+encoded and fitted, once) and run exactly as ``hftk generate`` does; a classifier, QA or fill-mask
+run is loaded with :func:`~hf_toolkit.core.rundir.load_model` and answers through its task's
+``predict_records``, as ``hftk predict`` does. Nothing here loads another model or touches a file
+after start-up.
 
-All model work runs on one daemon thread (:class:`Worker`); requests wait in a queue in front of
-it (at most ``Limits.max_queue``, queued or running; more get 503). When the worker is free it
-takes the oldest waiting request and, if that request may share a batch, every later waiting
-request with the same batch key, up to ``Limits.max_batch_size`` sequences (or inputs) in all,
-and runs them as one batched ``Generator.generate`` (or ``predict_records``) call; the results are
-split back per request. A generation request's key (:func:`batch_key`) is its whole merged
-generation config, and only requests whose output does not depend on their batch-mates get one:
-greedy or unseeded sampling, one beam, a ``max_new_tokens`` length (``max_length`` counts the
-left padding); a seeded sampling request, beam search and a request streamed piece by piece run
-alone. With left padding a greedy request gets the text it would get alone (up to float noise in
-the padded attention). If a batch fails, each of its requests is run again alone, so one bad
-request fails only itself. ``Worker.batches`` counts the model calls by requests per call.
+Requests queue for the model on a :class:`~hf_toolkit.serving.worker.Worker`, which batches those
+that may share a call and lets calls take turns step by step. A generation request's batch key
+(:func:`batch_key`) is its whole merged generation config, and only requests whose output does not
+depend on their batch-mates get one: greedy or unseeded sampling, one beam, a ``max_new_tokens``
+length (``max_length`` counts the left padding); a seeded sampling request, beam search and a
+stream run alone. With left padding a greedy request gets the text it would get alone (up to float
+noise in the padded attention).
 
-The run's own generation config is kept aside at load and put back before every call, so one
-request's options never leak into the next (``Generator.configure`` sets them on the model).
-
-Streaming uses ``Generator.generate``'s ``on_text`` callback (transformers' ``TextStreamer``);
-:class:`Pieces` turns those calls into what an OpenAI client expects (no echoed prompt, no
-terminal line break at the end, text held back while it may begin a stop string), and stops
-generation at a stop string, when the client has gone, or when the server shuts down. A request
-whose client has gone (its future cancelled) before the worker reaches it is dropped unrun.
+Between decoding steps (:class:`Turns`) a call hands the model to the worker, and each of its
+requests may stop early: its client has gone, its time limit (``Limits.request_timeout``) has
+passed, it reached a stop string (a stream), or the server is stopping (:meth:`Engine.close`). A
+request stopped by its time limit or by the server fails with an error saying so; the other
+requests of its call go on. A stream's pieces (:class:`Pieces`) are the generator's raw text,
+held back only while it may begin a stop string.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
-from collections import Counter, deque
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from types import SimpleNamespace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from hf_toolkit.apply import generation
-from hf_toolkit.core import modeling, rundir
+from hf_toolkit.core import rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import OPTION, Limits
+from hf_toolkit.serving.worker import Cancelled, Worker
 from hf_toolkit.tasks import TASKS
 
 # The endpoint of each task whose head predicts rather than generates.
 PREDICT_ENDPOINTS = {"text-classification": "/v1/classify", "question-answering": "/v1/answer", "masked-lm": "/v1/fill-mask"}
 COMPLETIONS = "/v1/completions"
+# How a generation request names the lengths, for the generator's messages (a request cannot set max_length).
+REQUEST_FIELDS = generation.Spelling(max_new_tokens="max_tokens", max_length=None)
 # The fewest prompts (inputs) per model call: hftk generate's (hftk predict's) default batch, so that
 # --max-batch-size 1 splits a request's own prompts as before; a larger --max-batch-size raises it.
 ALONE_BATCH_SIZE = 8
 PREDICT_BATCH_SIZE = 16
-
-
-class Cancelled(Exception):
-    """The client went away (or the server is stopping): stop generating."""
-
-
-class StopString(Exception):
-    """The text reached a stop string: stop generating."""
 
 
 @dataclass
@@ -80,13 +67,39 @@ class Output:
 class Generation:
     """One checked generation request, as the worker runs it."""
 
-    prompts: list[str]
-    options: dict[str, Any]  # hftk generate's options
-    seed: int | None
+    request: generation.Prepared  # prompts encoded and fitted, the merged config, the seed
     stops: list[str]
-    limit: Callable[[int, int], bool]  # (prompt index, tokens): did a sequence stop at its length limit
-    key: str | None  # batch_key of its decoding config
-    sequences: int  # prompts x sequences per prompt
+    deadline: float  # time.monotonic() at which it ends with a time-limit error
+    on_piece: Callable[[str], None] | None = None  # a stream: gets its text piece by piece, runs alone
+    cancelled: threading.Event = field(default_factory=threading.Event)  # its client has gone
+    halted_by: str | None = None  # why it was stopped early: "cancelled", "timeout" or "stopping"
+
+    @property
+    def key(self) -> str | None:
+        return None if self.on_piece is not None else batch_key(self.request.config, self.request.seed)
+
+    @property
+    def sequences(self) -> int:
+        return len(self.request.prompts) * self.request.per_prompt
+
+    def at_length(self, prompt_index: int, tokens: int) -> bool:
+        """Whether a sequence of `tokens` new tokens after prompt `prompt_index` stopped at its length limit."""
+        config = self.request.config
+        if config.max_new_tokens is not None:
+            return tokens >= config.max_new_tokens
+        return len(self.request.ids[prompt_index]) + tokens >= config.max_length
+
+    def halt(self, stop_by: float | None) -> bool:
+        """Whether to stop generating now (once true, stays true): client gone, time limit, server stopping at `stop_by`."""
+        if self.halted_by is None:
+            now = time.monotonic()
+            if self.cancelled.is_set():
+                self.halted_by = "cancelled"
+            elif stop_by is not None and now >= stop_by:
+                self.halted_by = "stopping"
+            elif now >= self.deadline:
+                self.halted_by = "timeout"
+        return self.halted_by is not None
 
 
 @dataclass
@@ -109,152 +122,6 @@ def batch_key(config: Any, seed: int | None) -> str | None:
     return config.to_json_string(use_diff=False)
 
 
-@dataclass
-class Job:
-    """Work queued for the model: `item`, run through `run` alone or with later jobs of the same `key`."""
-
-    item: Any
-    run: Callable[[list[Any]], list[Any]]  # items -> one result per item, in order
-    key: Hashable | None  # jobs with equal keys may run as one batch; None: always alone
-    size: int  # sequences (or inputs) it adds to a batch
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-
-
-class Worker:
-    """One daemon thread running queued jobs, oldest first, batching those that may share a call.
-
-    Counts the requests queued or running (`waiting`) and the model calls by how many requests
-    each ran (`batches`).
-    """
-
-    def __init__(self, max_queue: int, max_batch_size: int = 1):
-        self.max_queue, self.max_batch_size, self.waiting = max_queue, max_batch_size, 0
-        self._batches: Counter[int] = Counter()
-        self._jobs: deque[Job] = deque()
-        self._ready = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="hftk-serve-model", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            with self._ready:
-                while not self._jobs and not self._stopped:
-                    self._ready.wait()
-                if self._stopped:
-                    left, self._jobs = list(self._jobs), deque()
-                    for job in left:
-                        _hand(job, _settle, job.future, False, ApiError(503, "the server is stopping; retry when it "
-                                                                             "is back", kind="server_busy"))
-                    return
-                batch = self._take()
-            if batch:
-                self._run(batch)
-
-    def _take(self) -> list[Job]:
-        """The oldest live job and the later live jobs of its key, up to max_batch_size in size (lock held)."""
-        head = self._jobs.popleft()
-        if head.future.done():  # its client has gone
-            return []
-        batch, total = [head], head.size
-        if head.key is not None:
-            for job in list(self._jobs):
-                if total >= self.max_batch_size:
-                    break
-                if job.future.done():
-                    self._jobs.remove(job)
-                elif job.key == head.key and total + job.size <= self.max_batch_size:
-                    self._jobs.remove(job)
-                    batch.append(job)
-                    total += job.size
-        return batch
-
-    @property
-    def batches(self) -> Counter[int]:
-        """The model calls so far by requests per call (a copy)."""
-        with self._ready:
-            return self._batches.copy()
-
-    def _count(self, requests: int) -> None:
-        with self._ready:
-            self._batches[requests] += 1
-
-    def _run(self, batch: list[Job]) -> None:
-        self._count(len(batch))
-        try:
-            results = batch[0].run([job.item for job in batch])
-            outcomes = [(True, result) for result in results]
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting requests
-            if len(batch) == 1:
-                outcomes = [(False, error)]
-            else:  # one request may have failed the batch: run each alone, so only it fails
-                outcomes = [self._alone(job) for job in batch]
-        for job, (ok, outcome) in zip(batch, outcomes):
-            _hand(job, _settle, job.future, ok, outcome)
-
-    def _alone(self, job: Job) -> tuple[bool, Any]:
-        if job.future.done():
-            return False, Cancelled()
-        self._count(1)
-        try:
-            return True, job.run([job.item])[0]
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting request
-            return False, error
-
-    def start(self, fn: Callable[[], Any]) -> asyncio.Future:
-        """Queue `fn` to run alone (503 when the queue is full); the future settles when it has run."""
-        return self.start_batch(fn, _call, key=None, size=1)
-
-    def start_batch(self, item: Any, run: Callable[[list[Any]], list[Any]], *, key: Hashable | None,
-                    size: int) -> asyncio.Future:
-        """Queue `item` for ``run([item, ...])`` (503 when the queue is full); the future settles with its result.
-
-        Cancelling the future (its client has gone) drops the job if it has not started.
-        """
-        if self.waiting >= self.max_queue:
-            raise ApiError(503, f"server busy: {self.waiting} requests are queued for the model, this server's limit "
-                                f"(hftk serve {OPTION['max_queue']} sets it); retry later", kind="server_busy")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.waiting += 1
-        future.add_done_callback(self._done)
-        with self._ready:
-            self._jobs.append(Job(item, run, key, size, future, loop))
-            self._ready.notify()
-        return future
-
-    def _done(self, _future) -> None:
-        self.waiting -= 1
-
-    def stop(self) -> None:
-        """Stop after the call in progress; jobs still queued get 503."""
-        with self._ready:
-            self._stopped = True
-            self._ready.notify()
-
-
-def _call(fns: list[Callable[[], Any]]) -> list[Any]:
-    return [fns[0]()]
-
-
-def _hand(job: Job, callback: Callable[..., Any], *args: Any) -> None:
-    """Run `callback(*args)` on the job's event loop (unless that loop has closed: the server stopped)."""
-    try:
-        job.loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        pass
-
-
-def _settle(future: asyncio.Future, ok: bool, outcome: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(outcome)
-    else:
-        future.set_exception(outcome)
-
-
 class Engine:
     """A loaded run: its name, task, model (a Generator for generative runs) and worker."""
 
@@ -265,10 +132,8 @@ class Engine:
         self.model = generator.model if generator is not None else model
         self.tokenizer = generator.tokenizer if generator is not None else tokenizer
         self.name = model_id(run.reference)
-        self.worker = Worker(limits.max_queue, limits.max_batch_size)
-        self.stopping = threading.Event()
-        if generator is not None:
-            self.defaults = copy.deepcopy(self._generation_target().generation_config)
+        self.worker = Worker(limits.max_queue, limits.max_batch_size, limits.max_running)
+        self.stop_by: float | None = None  # set by close(): generations still running end then
 
     @classmethod
     def load(cls, reference: str, limits: Limits) -> "Engine":
@@ -310,8 +175,9 @@ class Engine:
         return self.generates and bool(getattr(self.tokenizer, "chat_template", None))
 
     @property
-    def context(self) -> int | None:
-        return modeling.context_length(self.model.config) if self.generates and not self.model.config.is_encoder_decoder else None
+    def defaults(self) -> Any:
+        """The run's own generation config, which every request starts from."""
+        return self.generator.defaults
 
     def require(self, endpoint: str) -> None:
         """404 naming this run's own endpoint when a request asks for another task's."""
@@ -328,77 +194,97 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Generation (request thread: checks; worker thread: generate)
 
-    def decoding_config(self, options: dict[str, Any]):
-        """The run's generation config with `options` merged, as hftk generate merges them (HftkError: impossible)."""
-        generation.check_options({k: v for k, v in options.items() if v is not None})
-        return generation.generation_config(SimpleNamespace(generation_config=self.defaults), self.tokenizer, options)
-
-    def encode(self, prompts: list[str]) -> list[list[int]]:
-        return self.generator.encode(prompts)
-
-    def fit(self, prompts: list[str], config: Any, options: dict[str, Any]) -> list[list[int]]:
-        """Prompt ids fitted to the lengths asked for, as hftk generate fits them (HftkError when they cannot be)."""
-        return self.generator.prompt_ids(prompts, config, {k: v for k, v in options.items() if v is not None})
-
-    def queue_generation(self, request: Generation, on_piece: Callable[[str], None] | None = None,
-                         cancelled: threading.Event | None = None) -> asyncio.Future:
-        """Queue `request` for the worker (503 when the queue is full); the future settles with its outputs.
-
-        Streamed piece by piece (`on_piece`), it runs alone; otherwise it may share a batch (its key).
-        """
-        if on_piece is not None:
-            return self.worker.start(lambda: self.stream(request, on_piece, cancelled))
-        return self.worker.start_batch(request, self.generate_batch, key=request.key, size=request.sequences)
-
-    def generate_batch(self, requests: list[Generation]) -> list[list[Output]]:
-        """On the worker thread: one ``Generator.generate`` call for `requests` (one batch key), outputs split per request."""
-        self._generation_target().generation_config = copy.deepcopy(self.defaults)
-        first = requests[0]
-        prompts = [prompt for request in requests for prompt in request.prompts]
-        # Requests that share a call do not depend on a seed (see batch_key); one alone uses its own.
-        seed = first.seed if len(requests) == 1 else None
-        per_prompt = max(1, first.sequences // len(first.prompts))
-        results = self.generator.generate(prompts, first.options, seed=seed,
-                                          batch_size=max(ALONE_BATCH_SIZE, self.limits.max_batch_size // per_prompt))
-        outputs, start = [], 0
-        for request in requests:
-            count = len(request.prompts) * per_prompt
-            outputs.append([self._output(*cut_at_stop(result.text, request.stops), i // per_prompt, request.limit)
-                            for i, result in enumerate(results[start : start + count])])
-            start += count
-        return outputs
-
-    def stream(self, request: Generation, on_piece: Callable[[str], None],
-               cancelled: threading.Event | None = None) -> list[Output]:
-        """On the worker thread: generate for one prompt, alone, sending its text through `on_piece` as it comes."""
-        self._generation_target().generation_config = copy.deepcopy(self.defaults)
-        pieces = Pieces(on_piece, request.stops, self.generator.continues_prompt, lambda: self.stopping.is_set() or
-                        (cancelled is not None and cancelled.is_set()))
+    def prepare(self, prompts: list[str], options: dict[str, Any], *, seed: int | None) -> generation.Prepared:
+        """`prompts` prepared as hftk generate prepares them, messages naming the request's fields (400: impossible)."""
         try:
-            self.generator.generate(request.prompts, request.options, seed=request.seed, on_text=pieces)
-            pieces.finish()
-        except StopString:
-            pass
-        except Cancelled:
-            return []
-        return [self._output(pieces.text, pieces.stopped, 0, request.limit)]
+            return self.generator.prepare(prompts, options, seed=seed, spelling=REQUEST_FIELDS)
+        except HftkError as error:
+            raise ApiError(400, str(error)) from None
 
-    def _output(self, text: str, stopped: bool, prompt_index: int, limit: Callable[[int, int], bool]) -> Output:
+    def queue_generation(self, request: Generation) -> asyncio.Future:
+        """Queue `request` (503 when the queue is full); the future settles with its outputs, or its error.
+
+        A stream runs alone; otherwise it may share a call with requests of its batch key.
+        """
+        run = self.stream if request.on_piece is not None else self.generate_batch
+        return self.worker.start_batch(request, run, key=request.key, size=request.sequences, deadline=request.deadline,
+                                       expired=self.timed_out)
+
+    async def complete(self, request: Generation) -> list[Output]:
+        """The outputs of a request that is not streamed, or its error (the time limit included)."""
+        return await self.within_limit(self.queue_generation(request), request.deadline)
+
+    def generate_batch(self, requests: list[Generation]) -> list[list[Output] | Exception]:
+        """On a worker lane: one ``Generator.generate`` call for `requests` (one batch key), outputs split per request."""
+        first = requests[0].request
+        # Requests that share a call do not depend on a seed (see batch_key); one alone uses its own.
+        joined = generation.Prepared([p for r in requests for p in r.request.prompts], [i for r in requests for i in r.request.ids],
+                                     first.config, first.seed if len(requests) == 1 else None)
+        results = self.generator.generate(joined, batch_size=max(ALONE_BATCH_SIZE, self.limits.max_batch_size // first.per_prompt),
+                                          steps=Turns(self, requests))
+        outcomes: list[list[Output] | Exception] = []
+        for request in requests:
+            mine, results = results[: request.sequences], results[request.sequences :]
+            outcomes.append(self.failure(request) or [self._output(request, *cut_at_stop(result.text, request.stops),
+                                                                   i // first.per_prompt) for i, result in enumerate(mine)])
+        return outcomes
+
+    def stream(self, requests: list[Generation]) -> list[list[Output] | Exception]:
+        """On a worker lane: generate for one request's prompt, sending its text through its `on_piece` as it comes."""
+        [request] = requests
+        pieces = Pieces(request.on_piece, request.stops)
+        self.generator.generate(request.request, on_text=pieces, steps=Turns(self, requests, pieces))
+        failure = self.failure(request)
+        if failure is not None:
+            return [failure]
+        pieces.finish()
+        return [[self._output(request, pieces.text, pieces.stopped, 0)]]
+
+    def _output(self, request: Generation, text: str, stopped: bool, prompt_index: int) -> Output:
         tokens = len(self.generator.writer(text, add_special_tokens=False)["input_ids"]) if text else 0
-        reason = "length" if not stopped and limit(prompt_index, tokens) else "stop"
+        reason = "length" if not stopped and request.at_length(prompt_index, tokens) else "stop"
         return Output(text, reason, tokens, prompt_index)
 
-    def _generation_target(self) -> Any:
-        model = self.generator.model
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+    # ----------------------------------------------------------------------------------------
+    # Ending early: time limits, clients gone, the server stopping
+
+    def failure(self, request: Generation) -> Exception | None:
+        """The error of a request stopped before its end (None: it ended on its own or at a stop string)."""
+        if request.halted_by == "cancelled":
+            return Cancelled()
+        if request.halted_by == "timeout":
+            return self.timed_out()
+        if request.halted_by == "stopping":
+            return ApiError(503, "the server is stopping: the request was ended before its text was complete; retry "
+                                 "when the server is back", kind="server_busy")
+        return None
+
+    def timed_out(self) -> ApiError:
+        return ApiError(504, f"the request ran past this server's time limit of {self.limits.request_timeout:g} s "
+                             f"(hftk serve {OPTION['request_timeout']} sets it); ask for fewer tokens, or retry when the "
+                             "server is less busy", kind="timeout")
+
+    def deadline(self) -> float:
+        """When a request arriving now must have ended."""
+        return time.monotonic() + self.limits.request_timeout
+
+    async def within_limit(self, future: asyncio.Future, deadline: float) -> Any:
+        """`future`'s result, or the time-limit error once `deadline` has passed (the job is then dropped)."""
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise self.timed_out() from None
 
     # ----------------------------------------------------------------------------------------
     # Prediction (worker thread)
 
-    def queue_prediction(self, rows: dict[str, list[str]], top_k: int) -> asyncio.Future:
-        """Queue one request's inputs (503 when the queue is full); batched with requests of the same roles and top_k."""
-        size = len(next(iter(rows.values())))
-        return self.worker.start_batch(Prediction(rows, top_k), self.predict_batch, key=(tuple(rows), top_k), size=size)
+    async def queue_prediction(self, rows: dict[str, list[str]], top_k: int) -> list[dict[str, Any]]:
+        """One request's records (503 when the queue is full; the time-limit error past it); batched with
+        requests of the same roles and top_k."""
+        size, deadline = len(next(iter(rows.values()))), self.deadline()
+        future = self.worker.start_batch(Prediction(rows, top_k), self.predict_batch, key=(tuple(rows), top_k), size=size,
+                                         deadline=deadline, expired=self.timed_out)
+        return await self.within_limit(future, deadline)
 
     def predict_batch(self, requests: list[Prediction]) -> list[list[dict[str, Any]]]:
         """On the worker thread: one ``predict_records`` call for the inputs of all `requests`, records split per request."""
@@ -416,9 +302,10 @@ class Engine:
         return TASKS[self.task].predict_records(self.model, self.tokenizer, self.run.recipe, rows, top_k=top_k,
                                                 batch_size=max(PREDICT_BATCH_SIZE, self.limits.max_batch_size))
 
-    def close(self) -> None:
-        """Stop any generation in progress (at its next piece) and the worker."""
-        self.stopping.set()
+    def close(self, grace: float = 0.0) -> None:
+        """Take no more requests (queued ones get 503) and end the generations still running within `grace` seconds."""
+        stop_by = time.monotonic() + grace
+        self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
         self.worker.stop()
 
 
@@ -436,51 +323,51 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class Pieces:
-    """``Generator.generate``'s ``on_text`` calls -> the pieces of the completion a client is sent.
+class Turns:
+    """The :class:`~hf_toolkit.apply.generation.Steps` of one call: the worker's turn between decoding
+    steps, and each request's own early stop (see :meth:`Generation.halt`; a stream also at a stop string)."""
 
-    For a terminal, the Generator first echoes a prompt its output continues and ends the stream
-    with a line break; neither is part of a completion. The last piece is held until the next
-    arrives (the line break is stripped from the final one), and text that may begin a stop string
-    is held until it cannot; at a stop string, or when `cancelled()` turns true, generation stops.
+    def __init__(self, engine: Engine, requests: list[Generation], pieces: Pieces | None = None):
+        self.engine, self.pieces = engine, pieces
+        self.owners = [request for request in requests for _ in request.request.prompts]
+
+    def pause(self) -> None:
+        self.engine.worker.turn()
+
+    def halted(self, prompt_index: int) -> bool:
+        return self.owners[prompt_index].halt(self.engine.stop_by) or (self.pieces is not None and self.pieces.stopped)
+
+
+class Pieces:
+    """A stream's raw text, as the generator hands it on -> the pieces its client is sent.
+
+    Text that may begin a stop string is held until it cannot; at a stop string the text ends
+    (`stopped`: :class:`Turns` then stops the generation).
     """
 
-    def __init__(self, emit: Callable[[str], None], stops: list[str], echoes_prompt: bool, cancelled: Callable[[], bool]):
-        self.emit, self.stops, self.cancelled = emit, stops, cancelled
-        self.skip_echo = echoes_prompt
-        self.pending: str | None = None
+    def __init__(self, emit: Callable[[str], None], stops: list[str]):
+        self.emit, self.stops = emit, stops
         self.held = ""
         self.text = ""
         self.stopped = False
 
     def __call__(self, piece: str) -> None:
-        if self.cancelled():
-            raise Cancelled()
-        if self.skip_echo:
-            self.skip_echo = False
+        if self.stopped:
             return
-        if self.pending is not None:
-            self._release(self.pending)
-        self.pending = piece
-
-    def finish(self) -> None:
-        """Generation ended on its own: release what is held (less the terminal line break)."""
-        if self.pending is not None:
-            last, self.pending = self.pending, None
-            self._release(last[:-1] if last.endswith("\n") else last)
-        self._out(self.held)
-        self.held = ""
-
-    def _release(self, piece: str) -> None:
         held = self.held + piece
-        text, stopped = cut_at_stop(held, self.stops)
-        if stopped:
+        text, self.stopped = cut_at_stop(held, self.stops)
+        if self.stopped:
+            self.held = ""
             self._out(text)
-            self.held, self.stopped = "", True
-            raise StopString()
+            return
         keep = max((n for stop in self.stops for n in range(1, len(stop)) if held.endswith(stop[:n])), default=0)
         self._out(held[: len(held) - keep])
         self.held = held[len(held) - keep :]
+
+    def finish(self) -> None:
+        """Generation ended on its own: release what is held."""
+        self._out(self.held)
+        self.held = ""
 
     def _out(self, text: str) -> None:
         if text:

@@ -66,4 +66,16 @@ def describe(problem: dict[str, Any]) -> str:
         return f"{'.'.join(where)}: required field missing"
     message = str(problem.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")  # a validator's own message names its field
+    if problem.get("type", "").endswith("_type") or problem.get("type") == "finite_number":
+        message += f", got {_as_json(problem.get('input'))}"  # "3" (a string) where 3 belongs; NaN
     return f"{'.'.join(where)}: {message}" if where else message
+
+
+def _as_json(value: Any) -> str:
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

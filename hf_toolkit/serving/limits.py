@@ -2,9 +2,10 @@
 
 :class:`Limits` holds the bounds (each one an ``hftk serve`` option); :func:`check` compares a
 number with its bound and raises :class:`~hf_toolkit.serving.errors.ApiError` (400) whose message
-names the field, the limit and the option that sets it. :class:`BodySizeLimit` is the ASGI
-middleware that refuses a request body over ``max_body_bytes`` (413) before it is parsed, whether
-or not the client sent a Content-Length.
+names the field, the limit and the option that sets it. :class:`BodyChecks` is the ASGI
+middleware that refuses a request body before it is parsed: over ``max_body_bytes`` (413, whether
+or not the client sent a Content-Length), sent as another Content-Type than JSON (415), or not
+UTF-8 text (400), each with a message saying so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ OPTION = {
     "top_k": "--max-top-k",
     "max_queue": "--max-queue",
     "max_batch_size": "--max-batch-size",
+    "max_running": "--max-running",
+    "request_timeout": "--request-timeout",
 }
 
 
@@ -39,8 +42,10 @@ class Limits:
     top_k: int = 50  # fill-mask candidates per mask
     max_queue: int = 256  # requests waiting for the model; more get 503
     max_batch_size: int = 16  # sequences (inputs) of waiting requests run as one batch; 1: one request at a time
+    max_running: int = 4  # calls (batches or streams) taking turns on the model, token by token
+    request_timeout: float = 120.0  # seconds from arrival to the end of a request's answer; then it ends with an error
 
-    def public(self) -> dict[str, int]:
+    def public(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -53,8 +58,9 @@ def check(field: str, value: int, limit: int, limit_name: str | None = None, wha
                             f"(hftk serve {option} sets it)", param=param or field)
 
 
-class BodySizeLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before any endpoint reads it."""
+class BodyChecks:
+    """ASGI middleware: a request body over `limit` bytes (413), not JSON (415) or not UTF-8 (400) is refused
+    before any endpoint reads it."""
 
     def __init__(self, app: Any, limit: int):
         self.app, self.limit = app, limit
@@ -62,7 +68,8 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._refuse(send)
         chunks, size = [], 0
@@ -77,6 +84,9 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 break
         data, sent = b"".join(chunks), False
+        problem = body_problem(data, headers.get(b"content-type", b"").decode("latin-1"))
+        if problem is not None:
+            return await _answer(send, *problem)
 
         async def replay():
             nonlocal sent
@@ -88,11 +98,31 @@ class BodySizeLimit:
         return await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        import json
+        await _answer(send, 413, f"request body is over this server's limit of {self.limit} bytes "
+                                 f"(hftk serve {OPTION['max_body_bytes']} sets it); send less text per request")
 
-        message = (f"request body is over this server's limit of {self.limit} bytes "
-                   f"(hftk serve {OPTION['max_body_bytes']} sets it); send less text per request")
-        payload = json.dumps(body(message, param="body")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+
+def body_problem(data: bytes, content_type: str) -> tuple[int, str] | None:
+    """What is wrong with a request body every endpoint reads as JSON (None: nothing it can tell yet)."""
+    if not data:
+        return None  # no body: the endpoint says which fields are missing
+    media = content_type.split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        return 415, (f"the request body is sent as Content-Type {media}; hftk serve reads JSON: send it with "
+                     "Content-Type: application/json")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return 400, (f"the request body is not UTF-8 text (byte 0x{data[error.start]:02x} at position {error.start}); "
+                     "send JSON encoded as UTF-8")
+    return None
+
+
+async def _answer(send, status: int, message: str) -> None:
+    """An OpenAI-shaped error answer sent straight from the middleware."""
+    import json
+
+    payload = json.dumps(body(message, param="body")).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

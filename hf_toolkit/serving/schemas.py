@@ -1,29 +1,30 @@
 """Request bodies the server accepts: one pydantic model per endpoint, unknown fields refused.
 
-Static bounds (types, ``max_tokens >= 1``, ``0 <= temperature <= 2``) live here; the bounds an
+Types are strict (``"max_tokens": "3"`` is refused, as is a float that is not finite) and static
+bounds (``max_tokens >= 1``, ``0 <= temperature <= 2``) live here; the bounds an
 operator sets (``hftk serve --max-tokens-limit`` and the like) are checked by
 :mod:`hf_toolkit.serving.limits`. The OpenAI endpoints take the OpenAI field names; OpenAI fields
 hftk does not implement (``logprobs``, ``echo``, ``best_of``, ...) are refused by name rather
-than silently ignored. Responses are the ``openai`` package's own types (see
-:mod:`hf_toolkit.serving.openai_api`).
+than silently ignored; so are prompts given as token ids. Responses are the ``openai`` package's
+own types (see :mod:`hf_toolkit.serving.openai_api`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # OpenAI request fields hftk serve does not implement: refused by name (400), never silently ignored.
 UNSUPPORTED = ("best_of", "echo", "logprobs", "top_logprobs", "logit_bias", "suffix", "presence_penalty",
-               "frequency_penalty", "stream_options", "tools", "tool_choice", "functions", "function_call",
+               "frequency_penalty", "tools", "tool_choice", "functions", "function_call",
                "response_format", "parallel_tool_calls")
 
 Texts = Union[str, list[str]]
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: Optional[str] = Field(None, description="The served model's id (GET /v1/models); optional.")
 
@@ -38,16 +39,23 @@ class Request(BaseModel):
         return data
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    include_usage: bool = False
+
+
 class Decoding(Request):
     """The OpenAI decoding fields, mapped onto hftk's generation options (hf_toolkit.serving.openai_api)."""
 
     max_tokens: Optional[int] = Field(None, ge=1, description="New tokens per sequence (default: the run's generation config).")
-    temperature: Optional[float] = Field(None, ge=0, le=2, description="0: greedy; > 0: sampling at that temperature.")
-    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling.")
+    temperature: Optional[float] = Field(None, ge=0, le=2, allow_inf_nan=False,
+                                         description="0: greedy; > 0: sampling at that temperature.")
+    top_p: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling.")
     n: int = Field(1, ge=1, description="Sequences per prompt (needs sampling when above 1).")
     stop: Optional[Union[str, list[str]]] = Field(None, description="Up to 4 strings; the text ends before the first.")
     seed: Optional[int] = None
     stream: bool = False
+    stream_options: Optional[StreamOptions] = Field(None, description="With stream: include_usage adds a usage chunk.")
     user: Optional[str] = None  # accepted for compatibility; not used
 
     @model_validator(mode="after")
@@ -57,6 +65,8 @@ class Decoding(Request):
             raise ValueError("stop: at most 4 stop strings")
         if any(not s for s in stops):
             raise ValueError("stop: a stop string may not be empty")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only allowed with \"stream\": true")
         return self
 
     @property
@@ -67,15 +77,25 @@ class Decoding(Request):
 class CompletionRequest(Decoding):
     prompt: Texts = Field(..., description="A prompt, or a list of prompts (batched).")
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_only(cls, prompt: Any) -> Any:
+        """Token-id prompts (a list of ints, or of lists of ints) get one plain sentence, not a union's four errors."""
+        items = prompt if isinstance(prompt, list) else []
+        if any(isinstance(item, int) or (isinstance(item, list) and item and isinstance(item[0], int)) for item in items):
+            raise ValueError("prompts given as token ids are not supported by hftk serve (the run encodes its own "
+                             "prompts); send the prompt as text")
+        return prompt
+
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "user", "assistant", "developer"]
     content: Union[str, list[TextPart]]
     name: Optional[str] = None

@@ -1,9 +1,11 @@
 """``hftk serve``: check the address, load the run once, and run the app under uvicorn until SIGTERM/Ctrl-C.
 
 Everything a user can get wrong (a missing extra, a bad host, a port in use, a run that does not
-exist) is an :class:`~hf_toolkit.errors.HftkError` raised before the model loads. uvicorn handles
-SIGTERM and SIGINT: it stops accepting connections, gives open requests ``GRACE_SECONDS`` to finish
-(a generation in progress is stopped at its next piece) and exits with status 0.
+exist) is an :class:`~hf_toolkit.errors.HftkError` raised before the model loads. On SIGTERM or
+SIGINT the engine takes no more requests (queued ones get 503) and gives the generations in progress
+``GRACE_SECONDS`` less one to finish, then ends them (a stream with an error event and ``[DONE]``);
+uvicorn stops accepting connections, waits for the open ones to close (at most ``GRACE_SECONDS``,
+after which it would cancel them) and the process exits with status 0.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: 
     print(f"hftk: serving {engine.name} ({engine.kind}): POST {engine.endpoint}{chat}; playground http://{shown}:{port}/",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
-    _Server(config).run()
+    _Server(config, engine).run()
 
 
 def _server_class():
@@ -73,8 +75,18 @@ def _server_class():
     class Server(compat.ServerExitsCleanly, uvicorn.Server):
         """uvicorn's server, exiting with status 0 after a graceful shutdown on SIGTERM/SIGINT."""
 
+        engine = None  # the Engine served: told to wind down when the signal comes
+
+        def on_exit_signal(self) -> None:
+            # Open streams end on their own a second before uvicorn's grace period is over, rather
+            # than being cancelled by it (a CancelledError traceback, and a stream without [DONE]).
+            if self.engine is not None:
+                self.engine.close(grace=GRACE_SECONDS - 1)
+
     return Server
 
 
-def _Server(config):  # noqa: N802 - a class made on first use (uvicorn is imported lazily)
-    return _server_class()(config)
+def _Server(config, engine=None):  # noqa: N802 - a class made on first use (uvicorn is imported lazily)
+    server = _server_class()(config)
+    server.engine = engine
+    return server
