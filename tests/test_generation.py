@@ -260,9 +260,9 @@ def test_a_prompt_cut_to_fit_is_said_once_with_the_length_that_keeps_it_whole(ti
     result = cli("generate", "--model", tiny_gpt2, "--prompt", prompt, "--max-new-tokens", str(CONTEXT - 3), "--json")
     assert result.exit_code == 0, result
     warnings = [line for line in result.stderr.splitlines() if line.startswith("hftk: warning:")]
-    assert warnings == [f"hftk: warning: the prompt and {CONTEXT - 3} new tokens do not fit the model's context of "
-                        f"{CONTEXT} tokens: dropped the first 4 of its 7 tokens, kept the last 3; "
-                        f"--max-new-tokens {CONTEXT - 7} or fewer keeps it whole"], result.stderr
+    said = (f"hftk: warning: the prompt and {CONTEXT - 3} new tokens do not fit the model's context of {CONTEXT} "
+            f"tokens: dropped the first 4 of its 7 tokens, kept the last 3; --max-new-tokens {CONTEXT - 7} or fewer keeps it whole")
+    assert warnings == [said], result.stderr
 
 
 def test_the_generator_takes_a_prepared_request_and_hands_on_raw_text(tiny_gpt2):

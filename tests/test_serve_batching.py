@@ -24,8 +24,8 @@ from contextlib import contextmanager
 import pytest
 from test_serve import build_bert, build_gpt2, client_for, events, same_records
 
-from hf_toolkit.serving.worker import Worker
 from hf_toolkit.serving.errors import ApiError
+from hf_toolkit.serving.worker import Worker
 
 # --------------------------------------------------------------------------------------------
 # The worker alone

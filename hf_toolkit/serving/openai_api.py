@@ -39,7 +39,13 @@ from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.engine import COMPLETIONS, Engine, Generation, Output
 from hf_toolkit.serving.errors import ApiError, body
 from hf_toolkit.serving.limits import Limits, check
-from hf_toolkit.serving.schemas import ChatRequest, CompletionRequest, Decoding, Message, as_list
+from hf_toolkit.serving.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    Decoding,
+    Message,
+    as_list,
+)
 
 CHAT = "/v1/chat/completions"
 _DONE = object()

@@ -34,6 +34,7 @@ from typing import Any
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import OPTION
 
+
 class Cancelled(Exception):
     """The client went away: its job is not run (or its generation stopped)."""
 
