@@ -22,7 +22,8 @@ steps, it may let other work run and stop a prompt's sequences early.
 A run whose task encodes its inputs (summarization/translation: ``data.source_prefix``,
 ``data.prompt_template``, source truncation) gets each prompt encoded the same way
 (``Task.encode_prompts``); an encoder-decoder pair's decoder tokenizer decodes the output
-(:func:`hf_toolkit.core.rundir.output_tokenizer`). ``hftk eval --model`` and ``hftk chat``
+(:func:`hf_toolkit.core.rundir.output_tokenizer`), Chinese joined as written
+(:mod:`hf_toolkit.core.readable`). ``hftk eval --model`` and ``hftk chat``
 generate through :class:`Generator` too.
 """
 
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hf_toolkit.core import modeling, rundir
+from hf_toolkit.core import modeling, readable, rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
@@ -242,7 +243,7 @@ class Generator:
                 output = self.model.generate(**inputs.to(self.model.device), streamer=streamer, stopping_criteria=criteria)
             if not self.model.config.is_encoder_decoder:
                 output = output[:, inputs["input_ids"].shape[1] :]
-            texts = self.writer.batch_decode(output, skip_special_tokens=True)
+            texts = readable.batch_decode(self.writer, output, skip_special_tokens=True)
             results += [Generated(batch[i // request.per_prompt], text, self.continues_prompt) for i, text in enumerate(texts)]
         return results
 
@@ -269,10 +270,11 @@ class StepCheck:
 
 
 def text_streamer(tokenizer, on_text: Callable[[str], None]):
-    """transformers' TextStreamer (it decodes at word boundaries) handing each finished piece of text to `on_text`."""
+    """transformers' TextStreamer (it decodes at word boundaries) handing each finished piece of text to `on_text`;
+    it decodes through :class:`hf_toolkit.core.readable.Readable`, so streamed Chinese is joined as the final text is."""
     from transformers import TextStreamer
 
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = TextStreamer(readable.Readable(tokenizer, streaming=True), skip_prompt=True, skip_special_tokens=True)
     # on_finalized_text is TextStreamer's documented hook (it prints by default); empty pieces are dropped.
     streamer.on_finalized_text = lambda text, stream_end=False: on_text(text) if text else None
     return streamer

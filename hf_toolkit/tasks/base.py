@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hf_toolkit.core import modeling
+from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 
@@ -238,7 +238,7 @@ def loss_pieces(tokenizer: Any, ids: list[int], carries: list[bool]) -> list[tup
         if end == len(ids) or carries[end] != carries[start]:
             run = [t for t in ids[start:end] if t != pad or carries[start]]
             if run:
-                pieces.append((tokenizer.decode(run), carries[start]))
+                pieces.append((readable.decode(tokenizer, run), carries[start]))
             start = end
     return pieces
 

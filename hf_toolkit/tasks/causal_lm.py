@@ -116,6 +116,11 @@ class CausalLM(Task):
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         return add_perplexity(metrics, prefix)
 
+    def encode_prompts(self, recipe: Recipe | None, tokenizer, model, prompts: list[str]) -> list[list[int]]:
+        """Prompts as training encoded text: no special tokens (a BERT vocabulary's [CLS] ... [SEP] would
+        end the prompt with a token the model never saw inside text)."""
+        return tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
     def predict(self, model, tokenizer, recipe: Recipe | None, dataset: "Dataset", generate) -> tuple[list[str], None]:
         """The texts of `dataset`: perplexity runs the model over them itself (no references)."""
         return list(dataset["text"]), None

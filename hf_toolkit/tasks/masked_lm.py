@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from hf_toolkit.core import modeling
+from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity
@@ -139,12 +139,12 @@ class MaskedLM(Task):
         pieces: list[tuple[str, bool]] = []
         for token, label in zip(example["input_ids"], example["labels"]):
             if label != IGNORE_INDEX:
-                pieces.append((f"{tokenizer.decode([token])}→{tokenizer.decode([label])} ", True))
+                pieces.append((f"{tokenizer.decode([token])}→{tokenizer.decode([label])} ", True))  # one token each: nothing to join
             elif pieces and not pieces[-1][1]:
                 pieces[-1] = (pieces[-1][0] + [token], False)
             else:
                 pieces.append(([token], False))
-        return {"input": [(text if loss else " " + tokenizer.decode(text) + " ", loss) for text, loss in pieces]}
+        return {"input": [(text if loss else " " + readable.decode(tokenizer, text) + " ", loss) for text, loss in pieces]}
 
     def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
         """line_by_line truncates each line; packed text is cut into blocks, nothing lost."""

@@ -45,7 +45,7 @@ from pydantic import Field, field_validator
 
 from hf_toolkit import compat
 from hf_toolkit import metrics as metrics_lib
-from hf_toolkit.core import modeling
+from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem, RecipeError
 from hf_toolkit.recipe.schema import DataSection, ModelPart, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
@@ -178,7 +178,7 @@ class Seq2SeqTask(Task):
             return super().loss_view(recipe, tokenizer, model, example)
         writer = self.target_tokenizer(recipe, tokenizer)
         target = [t for t in example["labels"] if t != IGNORE_INDEX]
-        return {"source": [(tokenizer.decode(example["input_ids"]), False)], "target": [(writer.decode(target), True)]}
+        return {"source": [(readable.decode(tokenizer, example["input_ids"]), False)], "target": [(readable.decode(writer, target), True)]}
 
     def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
         """Sources are cut to data.max_source_length tokens."""
@@ -216,9 +216,9 @@ class Seq2SeqTask(Task):
                 predictions = predictions[0]
             # Encoder-decoder outputs start with the decoder start token; everything from EOS on is padding.
             rows = [_until(row[1:] if encoder_decoder else row, eos) for row in np.asarray(predictions)]
-            texts = tokenizer.batch_decode([[int(t) for t in row if t >= 0] for row in rows], skip_special_tokens=True)
+            texts = readable.batch_decode(tokenizer, [[int(t) for t in row if t >= 0] for row in rows], skip_special_tokens=True)
             labels = np.where(eval_prediction.label_ids == IGNORE_INDEX, pad, eval_prediction.label_ids)
-            references = tokenizer.batch_decode(labels, skip_special_tokens=True)
+            references = readable.batch_decode(tokenizer, labels, skip_special_tokens=True)
             scores = metrics_lib.compute(self.eval_metrics, [t.strip() for t in texts], [r.strip() for r in references], **options)
             scores["gen_len"] = float(np.mean([len(row) for row in rows]))
             return scores

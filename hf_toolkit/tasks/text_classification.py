@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from hf_toolkit import metrics
-from hf_toolkit.core import modeling
+from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
 from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
@@ -143,7 +143,7 @@ class TextClassification(Task):
 
     def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
         """The text (no loss of its own) and the label the loss is computed on."""
-        return {"input": [(tokenizer.decode(example["input_ids"]), False)],
+        return {"input": [(readable.decode(tokenizer, example["input_ids"]), False)],
                 "label": [(str(model.config.id2label[int(example["labels"])]), True)]}
 
     def truncation_limit(self, recipe: Recipe, tokenizer, model) -> int | None:
