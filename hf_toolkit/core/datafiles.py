@@ -4,7 +4,8 @@ is one message with its file and line (what, where, how to fix) rather than a bu
 - :func:`check_shape`: a CSV/TSV whose rows do not all have the header's number of fields (pandas
   would silently fill short rows with nulls). Run on every CSV/TSV before it is loaded.
 - :func:`explain_failure`: after a builder failed, the first line that is not text in the
-  expected encoding (and the ``data.encoding`` to use), or the first line that is not JSON.
+  expected encoding (and the ``data.encoding`` to use: gb18030 when the bytes look like Chinese
+  GB18030/GBK, :func:`encoding_hint`), or the first line that is not JSON.
 - :func:`row_lines`: the line each row of a CSV/TSV/JSONL file starts on, so a message about
   rows (an empty text, a missing label) can name the lines to fix.
 """
@@ -21,8 +22,15 @@ from hf_toolkit.errors import DataError
 SET_IN_RECIPE = "set data.encoding to the file's encoding"
 
 
-def encoding_hint(how: str = SET_IN_RECIPE) -> str:
-    """The fix for a file that is not in the expected encoding; `how` says where the encoding is given."""
+def encoding_hint(how: str = SET_IN_RECIPE, path: Path | None = None) -> str:
+    """The fix for a file that is not in the expected encoding; `how` says where the encoding is given.
+    gb18030 when the start of `path` looks like Chinese GBK/GB18030 (latin-1 would read it without an
+    error, as mojibake)."""
+    if path is not None:
+        with open(path, "rb") as handle:
+            if looks_like_gb18030(handle.read(1 << 16)):
+                return (f"its bytes look like Chinese in GB18030/GBK: {how}, gb18030 (it reads GBK and GB2312 files "
+                        "too; latin-1 or cp1252 would read them as mojibake), or convert the file to UTF-8")
     return f"{how} (e.g. latin-1 or cp1252), or convert the file to UTF-8"
 
 
@@ -71,8 +79,39 @@ def _check_encoding(path: Path, shown: str, encoding: str, how: str) -> None:
             except UnicodeDecodeError as error:
                 raise DataError(
                     f"{shown}:{number}: not {encoding} text (byte {line[error.start:error.start + 1]!r} at column "
-                    f"{error.start + 1}); {encoding_hint(how)}"
+                    f"{error.start + 1}); {encoding_hint(how, path)}"
                 ) from None
+
+
+# GB2312's two-byte range (both bytes 0xA1-0xFE): where GBK/GB18030 put the common Chinese characters
+# and full-width punctuation. Latin-1 or cp1252 text can decode as GB18030 too (an accented letter
+# then an ASCII letter is a valid pair), but its pairs fall outside this range.
+_GB2312_SHARE = 0.9
+
+
+def looks_like_gb18030(raw: bytes) -> bool:
+    """Whether `raw` (the start of a file) is Chinese text in GB18030/GBK/GB2312: it decodes as GB18030,
+    and at least 90% of its non-ASCII characters are two-byte GB2312 characters (and it is not UTF-8)."""
+    if _decodes(raw, "utf-8"):
+        return False
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError as error:
+        if len(raw) - error.start > 3:  # not just a character cut at the end of the sample
+            return False
+        text = raw[: error.start].decode("gb18030")
+    wide = [char.encode("gb18030") for char in text if ord(char) > 0x7F]
+    gb2312 = sum(len(b) == 2 and b[0] >= 0xA1 and b[1] >= 0xA1 for b in wide)
+    return bool(wide) and gb2312 >= _GB2312_SHARE * len(wide)
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    """Whether `raw` is `encoding` text, a character cut at the end of the sample aside."""
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        return len(raw) - error.start <= 3 and error.end == len(raw)
+    return True
 
 
 def _check_json(path: Path, shown: str, encoding: str) -> None:

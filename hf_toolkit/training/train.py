@@ -101,6 +101,9 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
         prepared = cache.prepared(lambda: task.prepare(recipe, splits, tokenizer, model), tokenizer, model)
         if args.process_index == 0:
             logger.info(cache.summary())
+            unknown = modeling.unknown_token_warning(tokenizer, _input_texts(task, splits["train"]))
+            if unknown:
+                logger.warning("warning: %s", unknown)
     output_dir_existed = Path(args.output_dir).exists()
     trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
     if dry_run:
@@ -126,6 +129,13 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
             metrics.update(task.evaluate(trainer, recipe, splits[split], prepared[split], prefix))
     save_run(trainer, task, recipe, args.output_dir, metrics, splits=splits)
     return RunResult(Path(args.output_dir), metrics)
+
+
+def _input_texts(task: Task, examples) -> list[str]:
+    """The first input role's texts of up to 1,000 examples (what the tokenizer reads first)."""
+    required, optional = task.input_roles
+    role = next((r for r in (*required, *optional) if r in examples.column_names), None)
+    return [] if role is None else list(examples.select(range(min(modeling.UNKNOWN_SAMPLE, len(examples))))[role])
 
 
 def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
