@@ -120,6 +120,12 @@ def test_sentiment_from_the_chinese_mlm_run_on_a_gb18030_file(cli, gbk_reviews, 
     assert result.exit_code == 0, result
     [record] = json.loads(result.stdout)
     assert record["text"] == "房间干净，服务周到。" and record["label"] in ("0", "1", 0, 1)
+    scored = cli("eval", "--model", out, "--data", gbk_reviews, "--json")  # read in the run's data.encoding
+    assert scored.exit_code == 0 and 0 <= json.loads(scored.stdout)["accuracy"] <= 1, scored
+    predicted = cli("predict", "--model", out, "--file", gbk_reviews, "--json")
+    assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == 40, predicted
+    wrong = cli("predict", "--model", out, "--file", gbk_reviews, "--encoding", "utf-8")
+    assert wrong.exit_code == 2 and "GB18030/GBK: give the file's encoding with --encoding ENCODING, gb18030" in wrong.stderr
 
 
 def test_fill_mask_of_the_chinese_mlm_run_reads_as_chinese(cli, mlm_run):
