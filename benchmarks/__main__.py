@@ -20,12 +20,12 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bert_steps, compute, machine, rows, serving, startup
+from benchmarks import bert_steps, compute, fair, machine, rows, serving, startup
 
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 BENCHMARKS_MD = rows.REPO / "BENCHMARKS.md"
 # In this order: generation and serving use the causal-LM row's run, prediction the classifier's.
-ROWS = (*rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_cache, compute.mfu, compute.memory,
+ROWS = (fair.fair_training, *rows.ROWS, serving.serving, startup.first_step, startup.preprocessing_cache, compute.mfu, compute.memory,
         compute.torch_compile, bert_steps.bert_steps)
 
 
