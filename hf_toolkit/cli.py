@@ -486,8 +486,7 @@ def predict(
     from hf_toolkit.core import console
 
     console.setup(verbose)
-    inputs = Inputs(texts=list(text), text_pairs=list(text_pair), questions=list(question), contexts=list(context), file=file,
-                    encoding=encoding)
+    inputs = Inputs({"text": text, "text_pair": text_pair, "question": question, "context": context}, file, encoding)
     task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
     if json_output:
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))

@@ -1,5 +1,6 @@
 """The architecture holds: one task contract, no import cycles, true module docstrings, and a
-new task added the way README's "Architecture" section says (a test-only task, trained for real)."""
+new task added the way README's "Architecture" section says (a test-only task, trained, predicted
+and served for real, with no other module touched)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import write
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hf_toolkit"
@@ -138,6 +140,49 @@ def test_every_task_implements_the_contract():
         assert isinstance(task, Task) and task.name == name
         assert issubclass(task.Data, DataSection)
         assert set(task.target_roles) <= set(task.roles)
+        required, optional = task.input_roles
+        assert set(task.nonempty_inputs) <= set(required + optional) and task.shared_input in (None, *required, *optional)
+        if task.predicts:  # served at its own endpoint, with a body field per input role
+            assert task.endpoint and task.endpoint.startswith("/v1/") and task.request is not None, name
+            assert set(required) <= set(task.request.model_fields) and set(optional) <= set(task.request.model_fields)
+    predicting = [task.endpoint for task in TASKS.values() if task.predicts]
+    assert len(set(predicting)) == len(predicting), "one endpoint per task"
+    for suffix in {suffix for task in TASKS.values() for suffix in task.architectures}:
+        sharing = {task.auto_class for task in TASKS.values() if suffix in task.architectures}
+        assert len(sharing) == 1, f"tasks sharing the head {suffix} load it with one Auto class: {sharing}"
+
+
+def test_a_model_directory_is_known_by_its_tasks_heads():
+    from types import SimpleNamespace
+
+    from hf_toolkit.core.rundir import architecture
+
+    def of(*names):
+        return architecture(SimpleNamespace(architectures=list(names)))
+
+    assert of("BertForSequenceClassification") == ("text-classification", "AutoModelForSequenceClassification")
+    assert of("GPT2LMHeadModel") == ("causal-lm", "AutoModelForCausalLM")
+    assert of("BartForConditionalGeneration") == (None, "AutoModelForSeq2SeqLM"), "summarization or translation"
+    assert of("BertModel") == ("", "AutoModel")
+
+
+def test_a_task_names_its_own_roles(monkeypatch):
+    """Role names are the tasks': the recipe schema takes any; the task refuses those it does not read."""
+    from hf_toolkit import tasks
+    from hf_toolkit.errors import RecipeError
+    from hf_toolkit.recipe.checks import validate_recipe
+
+    class Passages(tasks.TASKS["causal-lm"].__class__):
+        name = "passages"
+        roles = ("passage",)
+
+    monkeypatch.setitem(tasks.TASKS, "passages", Passages())
+    recipe = {"task": "passages", "model": {"name_or_path": "gpt2"}, "data": {"train": "t.txt", "columns": {"passage": "line"}},
+              "training": {"output_dir": "out"}}
+    assert validate_recipe(recipe).data.columns == {"passage": "line"}
+    recipe["data"]["columns"] = {"text": "line"}
+    with pytest.raises(RecipeError, match="task passages reads no 'text' column \\(its roles: passage\\)"):
+        validate_recipe(recipe)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,21 +190,41 @@ def test_every_task_implements_the_contract():
 
 
 def reversed_lm_task():
-    """A test-only task: a causal LM trained on every text read backwards."""
-    from pydantic import Field
+    """A test-only task: a causal LM trained on every text read backwards, which predicts the token
+    before a text (``hftk predict``, and ``hftk serve`` at /v1/before)."""
+    from pydantic import BaseModel, Field
 
     from hf_toolkit.recipe.schema import DataSection
-    from hf_toolkit.tasks.base import Task
+    from hf_toolkit.tasks.base import Task, Texts
 
     class ReversedData(DataSection):
         block_size: int = Field(16, ge=4, description="Tokens per packed block.")
+
+    class BeforeRequest(BaseModel):
+        text: Texts = Field(..., description="Text(s) to find the token before.")
 
     class ReversedLM(Task):
         name = "reversed-lm"
         auto_class = "AutoModelForCausalLM"
         Data = ReversedData
         roles = ("text",)
-        generates = True
+        predicts = True
+        endpoint = "/v1/before"
+        request = BeforeRequest
+        nonempty_inputs = ("text",)
+
+        def predict_records(self, model, tokenizer, recipe, inputs, **options):
+            import torch
+
+            records = []
+            for text in inputs["text"]:
+                with torch.no_grad():
+                    logits = model(**tokenizer(text[::-1], return_tensors="pt")).logits
+                records.append({"text": text, "before": tokenizer.decode([int(logits[0, -1].argmax())])[::-1]})
+            return records
+
+        def format_record(self, record):
+            return f"[{record['before']}]{record['text']}"
 
         def prepare(self, recipe, splits, tokenizer, model):
             size = recipe.data.block_size
@@ -213,3 +278,29 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out).config.n_layer == 1
+
+    # It predicts: hftk predict finds the task in the run, checks the inputs and prints its records.
+    predicted = cli("predict", "--model", out, "--text", "the king", "--text", "my lord", "--json")
+    assert predicted.exit_code == 0, predicted
+    records = json.loads(predicted.stdout)
+    assert [r["text"] for r in records] == ["the king", "my lord"] and all(isinstance(r["before"], str) for r in records)
+    assert cli("predict", "--model", out, "--text", "the king").stdout == f"[{records[0]['before']}]the king\n"
+    empty = cli("predict", "--model", out, "--text", " ")
+    assert empty.exit_code == 2 and "--text: the text is empty; a reversed-lm model needs" in empty.stderr, empty
+
+    # It is served: its own route and body, the same records, its endpoint named to a wrong request.
+    from fastapi.testclient import TestClient
+
+    from hf_toolkit.core.rundir import open_run
+    from hf_toolkit.serving.app import create_app
+    from hf_toolkit.serving.engine import Engine
+    from hf_toolkit.serving.limits import Limits
+
+    with TestClient(create_app(Engine.from_run(open_run(out), Limits()))) as client:
+        served = client.post("/v1/before", json={"text": ["the king", "my lord"]})
+        assert served.status_code == 200 and served.json()["data"] == records, served.text
+        assert client.get("/info").json()["endpoint"] == "/v1/before"
+        wrong = client.post("/v1/classify", json={"text": "the king"})
+        assert wrong.status_code == 404 and "POST /v1/before" in wrong.json()["error"]["message"]
+        refused = client.post("/v1/before", json={"text": ["the king", ""]})
+        assert refused.status_code == 400 and "text[1]: the text is empty" in refused.json()["error"]["message"]

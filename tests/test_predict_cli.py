@@ -113,6 +113,21 @@ def test_classifier_input_mistakes_exit_2(classifier_dir, cli, args, message):
     assert message in result.stderr
 
 
+def test_an_empty_text_to_classify_exits_2_before_the_model_loads(classifier_dir, cli, tmp_path, monkeypatch):
+    from hf_toolkit.core import rundir
+
+    monkeypatch.setattr(rundir, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    result = cli("predict", "--model", classifier_dir, "--text", "")
+    assert result.exit_code == 2, result
+    assert "--text: the text is empty; a text-classification model needs a non-empty text" in result.stderr
+    second = cli("predict", "--model", classifier_dir, "--text", "fine", "--text", "  ")
+    assert second.exit_code == 2 and "--text 2: the text is empty" in second.stderr, second
+    # A file row with a pair but no text (a row with neither is skipped as blank).
+    rows = write(tmp_path / "pairs.jsonl", '{"text": "a", "text_pair": "b"}\n{"text": "", "text_pair": "c"}\n')
+    in_file = cli("predict", "--model", classifier_dir, "--file", rows)
+    assert in_file.exit_code == 2 and "pairs.jsonl: row 2: the text is empty" in in_file.stderr, in_file
+
+
 def test_qa_mismatched_questions_and_contexts_exit_2(qa_dir, cli):
     result = cli("predict", "--model", qa_dir, "--question", "a", "--question", "b", "--context", "x", "--context", "y", "--context", "z")
     assert result.exit_code == 2

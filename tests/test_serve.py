@@ -402,6 +402,8 @@ def test_classify_answers_what_hftk_predict_json_prints(classifier_dir, cli):
         assert "2 text but 1 text_pair" in error_of(client.post("/v1/classify", json={"text": ["a", "b"], "text_pair": "c"}), 400)
         assert "limit of 3 (hftk serve --max-batch" in error_of(client.post("/v1/classify", json={"text": ["a"] * 4}), 400)
         assert "text: give at least one" in error_of(client.post("/v1/classify", json={"text": []}), 400)
+        assert "text: the text is empty" in error_of(client.post("/v1/classify", json={"text": ""}), 400)
+        assert "text[1]: the text is empty" in error_of(client.post("/v1/classify", json={"text": ["good", " "]}), 400)
         wrong = error_of(client.post("/v1/completions", json={"prompt": "Hi"}), 404)
         assert "text-classification model" in wrong and "POST /v1/classify" in wrong
         assert "POST /v1/classify" in error_of(client.post("/v1/answer", json={"question": "q", "context": "c"}), 404)

@@ -1,26 +1,21 @@
 """``hftk predict``: apply a trained non-generative model (classifier, extractive QA, fill-mask) to inputs.
 
 The task comes from the run directory's ``hftk_recipe.yaml``; for a plain Hugging Face model
-directory (or hub id) from ``config.architectures`` (:data:`hf_toolkit.core.rundir.ARCHITECTURES`).
-Inputs come from the command line or a data file, as rows of the task's input roles; the task's
-``predict_records`` turns them into one plain-data record per input and ``format_record`` into a
-line for the terminal, so ``hftk predict`` and ``hftk eval --model`` compute predictions the same way:
-
-- text-classification: ``{"text", ["text_pair"], "label", "score", "probabilities": {label: p}}``
-- question-answering: ``{"question", "context", "answer", "score", "start", "end"}``, where
-  ``answer == context[start:end]`` (``""`` and -1/-1 when a SQuAD v2 model finds no answer); an
-  empty (or blank) context is not searched: ``answer`` ``""``, ``score``/``start``/``end`` null and
-  ``"no_answer_reason": "empty context"``
-- masked-lm (fill-mask): ``{"text", "fills": [[{"token", "score", "sequence"}, ...] per mask token]}``,
-  where ``sequence`` is the text with that one mask filled (other masks left as the mask token)
+directory (or hub id) from ``config.architectures`` (:func:`hf_toolkit.core.rundir.architecture`).
+Inputs come from the command line (an option per input role: ``--text``, ``--text-pair``,
+``--question``, ``--context``) or a data file (a column per role), as rows of the task's input
+roles; the task's ``predict_records`` turns them into one plain-data record per input (its
+docstring gives the record's fields) and ``format_record`` into a line for the terminal, so
+``hftk predict``, ``hftk serve`` and ``hftk eval --model`` compute predictions the same way.
 
 A ``--file`` is read in ``--encoding`` (default: the run's ``data.encoding``, else UTF-8). A
 ``--file`` row whose input columns are all empty or blank is skipped, and the number skipped is
 said in one line on stderr; a ``.txt`` file is one input a line, each line stripped of its line
 break and surrounding spaces. A file of blank rows only is an error (nothing to predict).
 
-Input mistakes (wrong options for the model's task, a file without the needed columns) raise
-:class:`HftkError` before the model weights are loaded.
+Input mistakes (wrong options for the model's task, a file without the needed columns, an empty
+input the task cannot predict from: ``Task.nonempty_inputs``) raise :class:`HftkError` before the
+model weights are loaded.
 """
 
 from __future__ import annotations
@@ -38,24 +33,22 @@ from hf_toolkit.tasks.base import Task
 # How --file takes another encoding than the run's (or UTF-8).
 SET_ENCODING = "give the file's encoding with --encoding ENCODING"
 
-# Command-line option of each input role.
-OPTIONS = {"text": "--text", "text_pair": "--text-pair", "question": "--question", "context": "--context"}
+
+def option(role: str) -> str:
+    """The command-line option of an input role: ``text_pair`` -> ``--text-pair``."""
+    return "--" + role.replace("_", "-")
 
 
 @dataclass
 class Inputs:
-    """What the user gave on the command line (or in a file)."""
+    """What the user gave: values by input role from the command line, and a file."""
 
-    texts: list[str] = field(default_factory=list)
-    text_pairs: list[str] = field(default_factory=list)
-    questions: list[str] = field(default_factory=list)
-    contexts: list[str] = field(default_factory=list)
+    given: dict[str, list[str]] = field(default_factory=dict)
     file: Path | None = None
     encoding: str | None = None  # of --file; None: the run's data.encoding, else UTF-8
 
     def by_role(self) -> dict[str, list[str]]:
-        given = {"text": self.texts, "text_pair": self.text_pairs, "question": self.questions, "context": self.contexts}
-        return {role: list(values) for role, values in given.items() if values}
+        return {role: list(values) for role, values in self.given.items() if values}
 
 
 def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int = 16) -> tuple[Task, list[dict[str, Any]]]:
@@ -66,7 +59,7 @@ def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int =
     if name is None:
         raise HftkError(
             f"cannot tell what {model_ref} predicts: its config.json lists architectures {config.architectures} and "
-            "hftk predict needs a *ForSequenceClassification, *ForQuestionAnswering or *ForMaskedLM model "
+            f"hftk predict needs a model whose architecture ends in one of {rundir.heads(predicting=True)} "
             "(for text generation use hftk generate)"
         )
     task = TASKS[name]
@@ -83,17 +76,18 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
     """The inputs as rows of the task's input roles (command line first, then --file), checked."""
     required, optional = task.input_roles
     rows = inputs.by_role()
-    wanted = " and ".join(OPTIONS[role] for role in required)
+    wanted = " and ".join(option(role) for role in required)
     unused = [role for role in rows if role not in required + optional]
     if unused:
-        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {OPTIONS[unused[0]]}")
-    if "question" in required and len(rows.get("context", [])) == 1 and len(rows.get("question", [])) > 1:
-        rows["context"] = rows["context"] * len(rows["question"])  # one context for all questions
+        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {option(unused[0])}")
+    rows = task.share_inputs(rows)
     counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
     if len(set(counts.values())) > 1:
-        shown = " but ".join(f"{count} {OPTIONS[role]}" for role, count in counts.items())
+        shown = " but ".join(f"{count} {option(role)}" for role, count in counts.items())
+        shared = task.shared_input
         raise HftkError(f"{shown}; give one of each per input" + (
-            " (or one --context for all questions)" if "context" in counts else ""))
+            f" (or one {option(shared)} for all)" if shared in counts else ""))
+    task.check_inputs(rows, lambda role, i: f"{option(role)} {i + 1}" if len(rows[role]) > 1 else option(role))
     if inputs.encoding is not None:
         check_encoding(inputs)
     if inputs.file is not None:
@@ -144,11 +138,13 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe, *,
         values = {role: [value.strip() for value in column] for role, column in values.items()}
     kept = [i for i in range(len(dataset)) if any(values[role][i].strip() for role in present)]
     skipped = len(dataset) - len(kept)
+    unit = "line" if lines else "row"
     if skipped:
-        unit = "line" if lines else "row"
         if not kept and not any(rows.get(role) for role in required):
             raise DataError(f"nothing to predict: every {unit} of --file {path} is blank")
         print(f"hftk: skipped {skipped} blank {unit}{'' if skipped == 1 else 's'} of --file {path}", file=sys.stderr)
+    task.check_inputs({role: [values[role][i] for i in kept] for role in present},
+                      lambda role, i: f"--file {path}: {unit} {kept[i] + 1}")
     for role in present:
         rows.setdefault(role, []).extend(values[role][i] for i in kept)
 

@@ -23,8 +23,8 @@ generation_config.json) that loads with ``AutoModelFor*.from_pretrained(dir)`` w
 
 :func:`open_run` accepts a run directory, any local model directory or a hub id (no recipe);
 :func:`load_model` loads the model (in eval mode, on the GPU when there is one) and tokenizer
-for every command. :data:`ARCHITECTURES` is the one table from a config's architecture to the
-task and Auto class.
+for every command; :func:`architecture` reads a config's task and Auto class from the tasks'
+``architectures`` (:data:`hf_toolkit.tasks.TASKS`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from hf_toolkit.recipe import checks
 from hf_toolkit.recipe.paths import looks_local
 from hf_toolkit.recipe.problems import Locator
 from hf_toolkit.recipe.yamlio import parse_yaml
+from hf_toolkit.tasks import TASKS
 
 if TYPE_CHECKING:
     from hf_toolkit.core.provenance import Story
@@ -72,17 +73,6 @@ RUN_WRITES = (
     "merges.txt", "spiece.model", "sentencepiece.bpe.model", "source.spm", "target.spm", "chat_template.jinja",
     "chat_template.json", ".*.tmp",
 )
-
-# Architecture-name suffix -> (the hftk task such a head serves, or None for several; Auto class).
-ARCHITECTURES = {
-    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
-    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
-    "ForMaskedLM": ("masked-lm", "AutoModelForMaskedLM"),
-    "LMHeadModel": ("causal-lm", "AutoModelForCausalLM"),
-    "ForCausalLM": ("causal-lm", "AutoModelForCausalLM"),
-    "ForConditionalGeneration": (None, "AutoModelForSeq2SeqLM"),  # summarization or translation
-    "EncoderDecoderModel": (None, "AutoModelForSeq2SeqLM"),
-}
 
 
 @dataclass
@@ -141,12 +131,21 @@ def load_config(run: Run) -> Any:
 
 
 def architecture(config: Any) -> tuple[str | None, str]:
-    """(hftk task or None, Auto class name) for a config's architecture; ('', 'AutoModel') when unknown."""
+    """(hftk task, Auto class name) for a config's architecture, from the tasks whose ``architectures``
+    end its name: the task None when several share the head (summarization, translation);
+    ('', 'AutoModel') when no task has it."""
     for name in config.architectures or []:
-        for suffix, entry in ARCHITECTURES.items():
-            if name.endswith(suffix):
-                return entry
+        tasks = [task for task in TASKS.values() if any(name.endswith(suffix) for suffix in task.architectures)]
+        if tasks:
+            return (tasks[0].name if len(tasks) == 1 else None), tasks[0].auto_class
     return "", "AutoModel"
+
+
+def heads(predicting: bool = False) -> str:
+    """The architectures hftk knows (those of tasks that predict), for messages: '*ForSequenceClassification, ...'."""
+    known = dict.fromkeys(f"*{suffix}" for task in TASKS.values() if task.predicts or not predicting
+                          for suffix in task.architectures)
+    return ", ".join(known)
 
 
 def task_name(run: Run, config: Any) -> str | None:
@@ -157,7 +156,7 @@ def task_name(run: Run, config: Any) -> str | None:
 def load_model(run: Run, config: Any | None = None) -> tuple[Any, Any]:
     """(model in eval mode on the GPU if any, tokenizer with a pad token): for every command.
 
-    The Auto class comes from the config's architecture (:data:`ARCHITECTURES`); a LoRA run loads
+    The Auto class comes from the config's architecture (:func:`architecture`); a LoRA run loads
     its base model with the fine-tuned config and generation config, then the adapter (a PeftModel).
     """
     import torch

@@ -28,7 +28,6 @@ from pydantic import (
     model_validator,
 )
 
-Role = Literal["text", "text_pair", "label", "source", "target", "question", "context", "answers", "id"]
 LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 # load_dataset builders that read local files (``path: json`` + ``data_files``): no hub involved.
 PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
@@ -215,7 +214,8 @@ class DataSection(Section):
     train: DataSource | None = None
     validation: DataSource | None = None
     test: DataSource | None = None
-    columns: dict[Role, str] = Field(default_factory=dict, description="Task role -> column name.")
+    # Any role name here: which roles a task reads is the task's (Task.check_recipe names them).
+    columns: dict[str, str] = Field(default_factory=dict, description="Task role -> column name.")
     validation_split: float | None = Field(None, gt=0, lt=1, description="Carve this share of train for validation.")
     strip_html: bool = Field(False, description="Remove HTML tags and unescape entities in text columns.")
     normalize_whitespace: bool = Field(False, description="Collapse runs of whitespace into one space.")

@@ -42,8 +42,6 @@ from hf_toolkit.serving.limits import OPTION, Limits
 from hf_toolkit.serving.worker import Cancelled, Worker
 from hf_toolkit.tasks import TASKS
 
-# The endpoint of each task whose head predicts rather than generates.
-PREDICT_ENDPOINTS = {"text-classification": "/v1/classify", "question-answering": "/v1/answer", "masked-lm": "/v1/fill-mask"}
 COMPLETIONS = "/v1/completions"
 # How a generation request names the lengths, for the generator's messages (a request cannot set max_length).
 REQUEST_FIELDS = generation.Spelling(max_new_tokens="max_tokens", max_length=None)
@@ -150,8 +148,7 @@ class Engine:
             return cls(run, task, limits, model=model, tokenizer=tokenizer)
         if task is None and rundir.architecture(config)[1] == "AutoModel":
             raise HftkError(f"cannot tell what {reference} serves: its config.json lists architectures {config.architectures}; "
-                            "hftk serve needs a causal or seq2seq LM, or a *ForSequenceClassification, "
-                            "*ForQuestionAnswering or *ForMaskedLM model")
+                            f"hftk serve needs a model whose architecture ends in one of {rundir.heads()}")
         return cls(run, task, limits, generator=generation.Generator(run))
 
     # ----------------------------------------------------------------------------------------
@@ -163,7 +160,7 @@ class Engine:
 
     @property
     def endpoint(self) -> str:
-        return COMPLETIONS if self.generates else PREDICT_ENDPOINTS[self.task]
+        return COMPLETIONS if self.generates else TASKS[self.task].endpoint
 
     @property
     def kind(self) -> str:

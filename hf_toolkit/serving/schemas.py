@@ -1,4 +1,8 @@
-"""Request bodies the server accepts: one pydantic model per endpoint, unknown fields refused.
+"""Request bodies the server accepts: one pydantic model per OpenAI endpoint, unknown fields refused.
+
+The task endpoints' bodies are the tasks' own (``Task.request``, fields named by input role), each
+joined with :class:`Request` (the served ``model``'s id, unknown fields refused) by
+:mod:`hf_toolkit.serving.task_api`.
 
 Types are strict (``"max_tokens": "3"`` is refused, as is a float that is not finite) and static
 bounds (``max_tokens >= 1``, ``0 <= temperature <= 2``) live here; the bounds an
@@ -107,21 +111,6 @@ class Message(BaseModel):
 class ChatRequest(Decoding):
     messages: list[Message] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1, description="Same as max_tokens (the newer OpenAI name).")
-
-
-class ClassifyRequest(Request):
-    text: Texts
-    text_pair: Optional[Texts] = Field(None, description="Second text of each pair (one per text).")
-
-
-class AnswerRequest(Request):
-    question: Texts
-    context: Texts = Field(..., description="One context per question, or one for all questions.")
-
-
-class FillMaskRequest(Request):
-    text: Texts = Field(..., description="Text(s) holding the tokenizer's mask token.")
-    top_k: int = Field(5, ge=1, description="Candidates per mask token.")
 
 
 def as_list(value: Texts | None) -> list[str]:

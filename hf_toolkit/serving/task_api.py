@@ -1,8 +1,11 @@
-"""The JSON endpoints of the heads that predict: ``/v1/classify``, ``/v1/answer``, ``/v1/fill-mask``.
+"""The JSON endpoints of the tasks that predict (``/v1/classify``, ``/v1/answer``, ``/v1/fill-mask``, ...).
 
-Each takes one input or a list (a batch) and answers ``{"object": "list", "model", "data": [...]}``
-where ``data`` holds one record per input exactly as ``hftk predict --json`` prints them (the
-task's ``predict_records``; see :mod:`hf_toolkit.apply.prediction` for the record of each task). A run
+One route per task in :data:`hf_toolkit.tasks.TASKS` that predicts, at its ``endpoint``, taking its
+``request`` body (fields named by input role, each one input or a list: a batch) plus the served
+``model``'s id. Each answers ``{"object": "list", "model", "data": [...]}`` where ``data`` holds one
+record per input exactly as ``hftk predict --json`` prints them (the task's ``predict_records``).
+Inputs are checked as ``hftk predict`` checks them (one value of each role per input, or one
+``shared_input`` for all; no empty ``nonempty_inputs``) before they queue for the model. A run
 answers only its own task's endpoint; the others say which one it serves (404).
 """
 
@@ -10,15 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hf_toolkit.serving.engine import PREDICT_ENDPOINTS, Engine
+from pydantic import create_model
+
+from hf_toolkit.serving.engine import Engine
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import Limits, check
-from hf_toolkit.serving.schemas import (
-    AnswerRequest,
-    ClassifyRequest,
-    FillMaskRequest,
-    as_list,
-)
+from hf_toolkit.serving.schemas import Request, as_list
+from hf_toolkit.tasks import TASKS
+from hf_toolkit.tasks.base import Task
 
 
 def same_count(rows: dict[str, list[str]], first: str) -> None:
@@ -30,45 +32,32 @@ def same_count(rows: dict[str, list[str]], first: str) -> None:
         raise ApiError(400, f"{shown}: give one of each per input", param=first)
 
 
-def classify_rows(request: ClassifyRequest) -> dict[str, list[str]]:
-    rows = {"text": as_list(request.text)}
-    if request.text_pair is not None:
-        rows["text_pair"] = as_list(request.text_pair)
-    same_count(rows, "text")
+def request_rows(task: Task, request: Any) -> dict[str, list[str]]:
+    """The request's inputs as rows of the task's input roles, checked as hftk predict checks them."""
+    required, optional = task.input_roles
+    rows = {role: as_list(getattr(request, role)) for role in required + optional
+            if getattr(request, role, None) is not None}
+    rows = task.share_inputs(rows)
+    same_count(rows, required[0])
+    task.check_inputs(rows, lambda role, i: f"{role}[{i}]" if isinstance(getattr(request, role), list) else role)
     return rows
-
-
-def answer_rows(request: AnswerRequest) -> dict[str, list[str]]:
-    rows = {"question": as_list(request.question), "context": as_list(request.context)}
-    if len(rows["context"]) == 1 and len(rows["question"]) > 1:
-        rows["context"] = rows["context"] * len(rows["question"])  # one context for all questions, as hftk predict
-    same_count(rows, "question")
-    return rows
-
-
-def fill_mask_rows(request: FillMaskRequest) -> dict[str, list[str]]:
-    rows = {"text": as_list(request.text)}
-    same_count(rows, "text")
-    return rows
-
-
-ROUTES = {
-    "text-classification": (ClassifyRequest, classify_rows),
-    "question-answering": (AnswerRequest, answer_rows),
-    "masked-lm": (FillMaskRequest, fill_mask_rows),
-}
 
 
 def add_routes(app: Any, engine: Engine, limits: Limits) -> None:
-    for task, (schema, rows_of) in ROUTES.items():
-        _add_route(app, engine, limits, PREDICT_ENDPOINTS[task], schema, rows_of)
+    for task in TASKS.values():
+        if task.predicts:
+            _add_route(app, engine, limits, task)
 
 
-def _add_route(app: Any, engine: Engine, limits: Limits, path: str, schema: type, rows_of) -> None:
+def _add_route(app: Any, engine: Engine, limits: Limits, task: Task) -> None:
+    path = task.endpoint
+    # The task's body plus what every request takes (the served model's id; unknown fields refused).
+    schema = create_model(task.request.__name__, __base__=(Request, task.request), __module__=task.request.__module__)
+
     async def predict(request: schema) -> dict:  # type: ignore[valid-type]
         engine.require(path)
         engine.check_model(request.model)
-        rows = rows_of(request)
+        rows = request_rows(task, request)
         first = next(iter(rows))
         check(first, len(rows[first]), limits.max_batch, "max_batch", what=f"{len(rows[first])} inputs")
         top_k = getattr(request, "top_k", 5)

@@ -12,6 +12,13 @@ A task also owns its recipe ``data`` options: :attr:`Task.Data` subclasses
 :class:`~hf_toolkit.recipe.schema.DataSection`, and the recipe's ``data`` section is validated
 with the class of the recipe's ``task``. Instances are stateless; :data:`hf_toolkit.tasks.TASKS`
 is the one table of them. Models are loaded by the callers (``hf_toolkit.core.rundir``) and passed in.
+
+Everything else task-specific is an attribute here too, read by generic code that names no task:
+the model heads that mean the task (``architectures``: how :mod:`hf_toolkit.core.rundir` knows a
+model directory without a recipe), and for a task that predicts, its ``hftk serve`` route
+(``endpoint``, with the JSON body ``request``: a plain pydantic model whose fields are named by
+input role), the input role one value of which serves every input (``shared_input``) and the
+roles an input may not leave empty (``nonempty_inputs``).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+from pydantic import BaseModel
 
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import HftkError, Problem
@@ -28,7 +37,8 @@ from hf_toolkit.recipe.schema import DataSection, Recipe
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-
+Texts = Union[str, list[str]]
+"""One input text, or a list of them (a batch): a role's field in a task's serve ``request``."""
 
 # Tasks whose examples vary in length batch them by length (transformers' LengthGroupedSampler:
 # random mega-batches of 50 batches, each sorted by length), so dynamic padding pads little; the
@@ -64,8 +74,23 @@ class Task(ABC):
     """A generated text continues its prompt (a language model) rather than answering it."""
     accepts_model_pair: ClassVar[bool] = False
     """``model.encoder`` + ``model.decoder`` (an EncoderDecoderModel) is a model for this task."""
+    architectures: ClassVar[tuple[str, ...]] = ()
+    """Endings of ``config.architectures`` names whose head means this task (``ForSequenceClassification``):
+    how a model directory without an hftk recipe is recognised and loaded (with :attr:`auto_class`).
+    Tasks that share a head (summarization and translation) each list it; such a model loads, but
+    its task stays unknown."""
     predicts: ClassVar[bool] = False
-    """``hftk predict`` applies the trained model (:meth:`predict_records`)."""
+    """``hftk predict`` applies the trained model (:meth:`predict_records`), and ``hftk serve`` at :attr:`endpoint`."""
+    endpoint: ClassVar[str | None] = None
+    """A task that predicts: the path ``hftk serve`` answers its records at (``/v1/classify``)."""
+    request: ClassVar[type[BaseModel] | None] = None
+    """A task that predicts: the JSON body of :attr:`endpoint`, a pydantic model whose fields are its
+    input roles (each :data:`Texts`), plus its :meth:`predict_records` options (``top_k``)."""
+    shared_input: ClassVar[str | None] = None
+    """An input role of which one value may serve every input (question answering: one context for all questions)."""
+    nonempty_inputs: ClassVar[tuple[str, ...]] = ()
+    """Input roles that may not be empty or blank in ``hftk predict`` and ``hftk serve`` (a text to classify),
+    as they may not be in training data."""
     cache_prepared: ClassVar[bool] = True
     """:meth:`prepare`'s output depends only on the splits, the tokenizer(s), the model config and the
     recipe's ``data`` options, and is all there is to it, so :mod:`hf_toolkit.training.prepcache` may keep it and
@@ -215,10 +240,27 @@ class Task(ABC):
         return [{**{role: column[i] for role, column in inputs.items()}, "prediction": p, "reference": r}
                 for i, (p, r) in enumerate(zip(predictions, references))]
 
+    def share_inputs(self, rows: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Inputs as given -> one value of each role per input: a single :attr:`shared_input` value
+        is repeated for every input of the other roles."""
+        shared = rows.get(self.shared_input or "", [])
+        others = [len(values) for role, values in rows.items() if role != self.shared_input]
+        if len(shared) == 1 and others and max(others) > 1:
+            return {**rows, self.shared_input: shared * max(others)}
+        return rows
+
+    def check_inputs(self, rows: dict[str, list[str]], where: Callable[[str, int], str]) -> None:
+        """Refuse (HftkError) an input whose :attr:`nonempty_inputs` text is empty or blank, before any
+        model runs; `where(role, index)` names it as the user gave it (``--text 2``, ``text[1]``)."""
+        for role in self.nonempty_inputs:
+            empty = [i for i, value in enumerate(rows.get(role, [])) if not value.strip()]
+            if empty:
+                raise HftkError(f"{where(role, empty[0])}: the {role} is empty; a {self.name} model needs a "
+                                f"non-empty {role} to predict from (give one, or leave that input out)")
+
     def predict_records(self, model: Any, tokenizer: Any, recipe: Recipe | None, inputs: dict[str, list], **options: Any) -> list[dict[str, Any]]:
         """``hftk predict``: one plain-data record per input row (`inputs` maps input roles to lists)."""
-        raise HftkError(f"hftk predict applies classifiers, QA and fill-mask models; a {self.name} model "
-                        "generates text: use hftk generate --model RUN --prompt '...'")
+        raise HftkError(f"a {self.name} model does not predict: it generates text; use hftk generate --model RUN --prompt '...'")
 
     def format_record(self, record: dict[str, Any]) -> str:
         """One ``hftk predict`` record for a terminal (the --json output is the record itself)."""

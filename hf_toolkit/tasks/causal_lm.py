@@ -54,6 +54,7 @@ class CausalLM(Task):
     peft_task_type = "CAUSAL_LM"
     eval_metrics = ("perplexity",)
     generates = True
+    architectures = ("LMHeadModel", "ForCausalLM")
 
     def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
         """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids

@@ -24,12 +24,12 @@ from __future__ import annotations
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity
+from hf_toolkit.tasks.base import IGNORE_INDEX, Task, Texts, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -48,6 +48,13 @@ class MaskedLMData(DataSection):
     whole_word_mask: bool = Field(False, description="Mask all WordPiece pieces of a word together.")
 
 
+class FillMaskRequest(BaseModel):
+    """``POST /v1/fill-mask`` (hftk serve): one text or a list, each holding the mask token."""
+
+    text: Texts = Field(..., description="Text(s) holding the tokenizer's mask token.")
+    top_k: int = Field(5, ge=1, description="Candidates per mask token.")
+
+
 class MaskedLM(Task):
     name = "masked-lm"
     auto_class = "AutoModelForMaskedLM"
@@ -56,7 +63,10 @@ class MaskedLM(Task):
     peft_task_type = None  # peft has no masked-LM task type; LoRA wraps the model as is
     # `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
     eval_metrics = ("accuracy",)
+    architectures = ("ForMaskedLM",)
     predicts = True
+    endpoint = "/v1/fill-mask"
+    request = FillMaskRequest
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """block_size is for packed text, max_length for line_by_line."""

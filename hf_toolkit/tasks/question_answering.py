@@ -27,13 +27,13 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hf_toolkit import compat, metrics
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, loss_pieces
+from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, Texts, loss_pieces
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
@@ -62,6 +62,13 @@ def settings(recipe: Recipe | None) -> QuestionAnsweringData:
     })
 
 
+class AnswerRequest(BaseModel):
+    """``POST /v1/answer`` (hftk serve): one question or a list, with their context(s)."""
+
+    question: Texts = Field(..., description="Question(s) to answer from the context.")
+    context: Texts = Field(..., description="One context per question, or one for all questions.")
+
+
 class QuestionAnswering(Task):
     name = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
@@ -74,7 +81,11 @@ class QuestionAnswering(Task):
     # `hftk eval --model`: squad_v2 gives exactly squad's exact match and F1 on answerable-only data
     # (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
     eval_metrics = ("squad_v2",)
+    architectures = ("ForQuestionAnswering",)
     predicts = True
+    endpoint = "/v1/answer"
+    request = AnswerRequest
+    shared_input = "context"  # several questions about one text
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """Option combinations that cannot work, before any data or model is loaded."""

@@ -99,6 +99,8 @@ class Seq2SeqTask(Task):
     generates = True
     continues_prompt = False
     accepts_model_pair = True
+    # Both seq2seq tasks have these heads: a model directory without a recipe serves either.
+    architectures = ("ForConditionalGeneration", "EncoderDecoderModel")
 
     def auto_model(self, recipe: Recipe | None = None):
         """AutoModelForSeq2SeqLM for the encoder-decoder shapes (an EncoderDecoderModel loads with it

@@ -23,13 +23,13 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from hf_toolkit import metrics
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
+from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, Texts
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -60,6 +60,13 @@ class TextClassificationData(DataSection):
         return value
 
 
+class ClassifyRequest(BaseModel):
+    """``POST /v1/classify`` (hftk serve): one text (pair) or a list."""
+
+    text: Texts = Field(..., description="Text(s) to classify.")
+    text_pair: Texts | None = Field(None, description="Second text of each pair (one per text).")
+
+
 class TextClassification(Task):
     name = "text-classification"
     auto_class = "AutoModelForSequenceClassification"
@@ -70,7 +77,11 @@ class TextClassification(Task):
     peft_task_type = "SEQ_CLS"
     training_defaults = LENGTH_GROUPED
     eval_metrics = METRICS
+    architectures = ("ForSequenceClassification",)
     predicts = True
+    endpoint = "/v1/classify"
+    request = ClassifyRequest
+    nonempty_inputs = ("text",)  # an empty text has nothing to classify (training data refuses it too)
 
     def read_rows(self, dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
         """Rows as loaded; with ``data.labels``, every label must be one of them (row numbers of the file)."""
