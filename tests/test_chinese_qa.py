@@ -170,3 +170,43 @@ def test_gold_logits_give_back_the_gold_answers_on_chinese_contexts(trial):
     answers = best_answers(contexts, features, starts, ends, max_answer_length=512)
     recovered = sum(answer.text == gold["text"] for answer, gold in zip(answers, golds))
     assert recovered / len(golds) >= 0.99, f"{recovered} of {len(golds)}"
+
+
+QA_RECIPE = """\
+task: question-answering
+seed: 0
+model:
+  init: scratch
+  tokenizer: {tokenizer}
+  config: {{model_type: bert, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 128}}
+data:
+  train: {train}
+  validation_split: 0.3
+  max_length: 128
+  doc_stride: 32
+training:
+  output_dir: {out}
+  max_steps: 2
+  per_device_train_batch_size: 8
+  save_strategy: 'no'
+  report_to: none
+  disable_tqdm: true
+"""
+
+
+def test_a_chinese_qa_run_is_scored_with_cmrc2018_and_says_so(cli, tmp_path, trial):
+    """The shape of recipes/bert-chinese-cmrc2018.yaml, offline: a tiny BERT with the bert-base-chinese
+    vocabulary on CMRC trial questions; its evaluation picks cmrc2018 because the answers are Chinese."""
+    subset = {"version": trial["version"], "data": trial["data"][:6]}
+    train = tmp_path / "cmrc_subset.json"
+    train.write_text(json.dumps(subset, ensure_ascii=False), encoding="utf-8")
+    tokenizer = shared_path("chinese", "tokenizers", "bert-base-chinese")
+    recipe = tmp_path / "qa.yaml"
+    recipe.write_text(QA_RECIPE.format(tokenizer=tokenizer, train=train, out=tmp_path / "run"), encoding="utf-8")
+    with pytest.warns(UserWarning, match="Chinese: scored with CMRC 2018"):
+        result = cli("finetune", recipe)
+    assert result.exit_code == 0, result
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"eval_exact_match", "eval_f1", "eval_average"} <= set(metrics)
+    scored = cli("eval", "--model", tmp_path / "run", "--data", train, "--json")
+    assert scored.exit_code == 0 and "average" in json.loads(scored.stdout), scored
