@@ -28,6 +28,7 @@ model:
 data:
   train: {corpus}
   validation_split: 0.1
+  test: {corpus}
   block_size: 32
 training:
   output_dir: {out}

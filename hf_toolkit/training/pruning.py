@@ -100,6 +100,7 @@ def reporter(spec: TrialSpec) -> Any:
             self.trial = None
             self.evaluations = 0
             self.pruned_at: int | None = None
+            self.training_over = False
 
         def _trial(self):
             if self.trial is None:
@@ -111,8 +112,8 @@ def reporter(spec: TrialSpec) -> Any:
             return self.trial
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if self.pruned_at is not None or metrics is None:
-                return
+            if self.pruned_at is not None or self.training_over or metrics is None:
+                return  # after training: the final scoring of the validation and test splits
             self.evaluations += 1
             prune = False
             if state.is_world_process_zero:
@@ -140,6 +141,7 @@ def reporter(spec: TrialSpec) -> Any:
             return False
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.training_over = True
             if self.pruned_at is not None:
                 raise TrialPruned(f"pruned by the sweep at step {self.pruned_at}: {spec.metric} fell behind the median "
                                   "of the earlier trials")
