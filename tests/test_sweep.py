@@ -73,27 +73,27 @@ def start(*args) -> subprocess.Popen:
 
 def test_bad_spaces_are_refused_at_their_line_before_any_trial(tmp_path, cli, corpus):
     shape = recipe(tmp_path, corpus, space=(
-        "    training.learning_rate: {low: 3.0e-4, high: 1.0e-5}\n"     # line 25
-        "    peft.r: 4\n"                                                 # line 26
-        "    training.output_dir: [a, b]\n"                               # line 27
+        "    training.learning_rate: {low: 3.0e-4, high: 1.0e-5}\n"     # line 26
+        "    peft.r: 4\n"                                                 # line 27
+        "    training.output_dir: [a, b]\n"                               # line 28
         "    training.warmup_steps: {low: 0, hgh: 2}\n"), name="shape.yaml")
     result = cli("sweep", shape)
     assert result.exit_code == 2, result
-    assert "shape.yaml:25: sweep.space.training.learning_rate: low (0.0003) must be below high (1e-05)" in result.stderr
-    assert "shape.yaml:26: sweep.space.peft.r: give a list of choices" in result.stderr
-    assert "shape.yaml:27: sweep.space.training.output_dir: the sweep sets training.output_dir itself" in result.stderr
-    assert "shape.yaml:28: sweep.space.training.warmup_steps.hgh: unknown key" in result.stderr
+    assert "shape.yaml:26: sweep.space.training.learning_rate: low (0.0003) must be below high (1e-05)" in result.stderr
+    assert "shape.yaml:27: sweep.space.peft.r: give a list of choices" in result.stderr
+    assert "shape.yaml:28: sweep.space.training.output_dir: the sweep sets training.output_dir itself" in result.stderr
+    assert "shape.yaml:29: sweep.space.training.warmup_steps.hgh: unknown key" in result.stderr
     # Values that fit the section's shape but not the recipe: each edge checked as --set would be.
     values = recipe(tmp_path, corpus, space=(
-        "    training.learning_rate: {low: 0.0, high: 1.0e-3}\n"          # line 25
-        "    training.learnig_rate: [1.0e-3, 2.0e-3]\n"                   # line 26
-        "    training.warmup_steps: [0, -1]\n"), name="values.yaml")      # line 27
+        "    training.learning_rate: {low: 0.0, high: 1.0e-3}\n"          # line 26
+        "    training.learnig_rate: [1.0e-3, 2.0e-3]\n"                   # line 27
+        "    training.warmup_steps: [0, -1]\n"), name="values.yaml")      # line 28
     result = cli("sweep", values)
     assert result.exit_code == 2, result
-    assert "values.yaml:25: sweep.space.training.learning_rate: low 0.0: must be greater than 0" in result.stderr
-    assert ("values.yaml:26: sweep.space.training.learnig_rate: choice 0.001, choice 0.002: unknown TrainingArguments "
+    assert "values.yaml:26: sweep.space.training.learning_rate: low 0.0: must be greater than 0" in result.stderr
+    assert ("values.yaml:27: sweep.space.training.learnig_rate: choice 0.001, choice 0.002: unknown TrainingArguments "
             "key (did you mean 'learning_rate'?)") in result.stderr
-    assert "values.yaml:27: sweep.space.training.warmup_steps: choice -1: " in result.stderr
+    assert "values.yaml:28: sweep.space.training.warmup_steps: choice -1: " in result.stderr
     assert not (tmp_path / "out").exists(), "nothing was written"
 
 
