@@ -86,37 +86,6 @@ def save_recipe(checkpoint: str | Path, recipe: "Recipe", fingerprints: dict[str
     write_atomically(checkpoint / CHECKPOINT_RECIPE, yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True))
 
 
-def recipe_saver(recipe: "Recipe") -> Any:
-    """A TrainerCallback writing the recipe and data fingerprints into each checkpoint (rank 0):
-    when a save is decided (step or epoch end, before the Trainer writes) and again on save (a
-    save decided by the best metric)."""
-    from transformers import TrainerCallback
-
-    class SaveRecipe(TrainerCallback):
-        fingerprints: dict | None = None
-
-        def _write(self, args, state) -> None:
-            if not state.is_world_process_zero:
-                return
-            if self.fingerprints is None:
-                self.fingerprints = data_fingerprints(recipe)
-            save_recipe(Path(args.output_dir) / f"{PREFIX}{state.global_step}", recipe, self.fingerprints)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if control.should_save:
-                self._write(args, state)
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if control.should_save:
-                self._write(args, state)
-
-        def on_save(self, args, state, control, **kwargs):
-            if not (Path(args.output_dir) / f"{PREFIX}{state.global_step}" / CHECKPOINT_RECIPE).is_file():
-                self._write(args, state)
-
-    return SaveRecipe()
-
-
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     """Leaf values by dotted key (an empty mapping has no leaves: ``config: {}`` is no setting)."""
     if isinstance(data, dict):

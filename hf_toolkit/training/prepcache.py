@@ -381,18 +381,23 @@ def unsaveable(prepared: Any) -> str | None:
 @contextlib.contextmanager
 def _warnings_recorded() -> Iterator[list[str]]:
     """The warnings hftk logs meanwhile (a cache hit prints them again)."""
-    messages: list[str] = []
-
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = Record(logging.WARNING)
+    handler = _Recorder(logging.WARNING)
     logger.addHandler(handler)
     try:
-        yield messages
+        yield handler.messages
     finally:
         logger.removeHandler(handler)
+
+
+class _Recorder(logging.Handler):
+    """Keeps the messages of the records it handles."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @contextlib.contextmanager

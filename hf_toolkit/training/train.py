@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from hf_toolkit import compat
 from hf_toolkit.core import data as data_lib
 from hf_toolkit.core import modeling, rundir
@@ -23,7 +21,7 @@ from hf_toolkit.tasks.base import Task
 from hf_toolkit.training import arguments as training_args
 from hf_toolkit.training import (
     allocator,
-    checkpoints,
+    callbacks,
     plot,
     prepcache,
     pruning,
@@ -111,9 +109,10 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
 
         return plan.make_plan(checked, splits, tokenizer, model, prepared, trainer, recipe_path=recipe_path,
                               started=started, created_output_dir=not output_dir_existed)
-    guard = stopping.guard(trainer)  # before the recipe saver, which then sees the save a stop asks for
-    trainer.add_callback(checkpoints.recipe_saver(recipe))
-    trainer.add_callback(TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
+    guard = callbacks.StopGuard()
+    trainer.add_callback(guard)  # before the recipe saver, which then sees the save a stop asks for
+    trainer.add_callback(callbacks.SaveRecipe(recipe))
+    trainer.add_callback(callbacks.TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
     for callback in pruning.callbacks_from_env():  # a trial of hftk sweep: last, so it ends train() last
         trainer.add_callback(callback)
     train_output = trainer.train(resume_from_checkpoint=resume_point(args))
@@ -143,7 +142,7 @@ def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
     kwargs = task.trainer_kwargs(recipe, tokenizer, model)
     writer = task.target_tokenizer(recipe, tokenizer)
     if writer is not tokenizer:
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), SaveTargetTokenizer(writer)]
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.SaveTargetTokenizer(writer)]
     trainer = task.trainer_class()(
         model=model,
         args=args,
@@ -189,32 +188,6 @@ def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
     if not hands_count_to_loss:
         logger.debug("%s computes its own mean loss: the Trainer passes it no num_items_in_batch", type(model).__name__)
         trainer.model_accepts_loss_kwargs = False
-
-
-class SaveTargetTokenizer(TrainerCallback):
-    """Saves a second (decoder) tokenizer next to every checkpoint and into the run directory."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.tokenizer.save_pretrained(Path(args.output_dir) / f"checkpoint-{state.global_step}" / rundir.DECODER_TOKENIZER_DIR)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.tokenizer.save_pretrained(Path(args.output_dir) / rundir.DECODER_TOKENIZER_DIR)
-
-
-class TrimKeptMemory(TrainerCallback):
-    """While a CPU run keeps freed memory (:mod:`hf_toolkit.training.allocator`), hands it back after
-    the optimizer steps at which the process has outgrown its size (:class:`allocator.Trimmer`)."""
-
-    def __init__(self, active: bool) -> None:
-        self.trimmer = allocator.Trimmer(active)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trimmer.after_step(state.global_step)
 
 
 def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any], splits=None) -> None:
