@@ -3,7 +3,9 @@
 1. 2 DDP processes x batch b train exactly like 1 process x batch 2b, for every task and model
    shape (issue 15 item 1: the Trainer multiplied the loss by the number of processes for models
    whose loss ignores ``num_items_in_batch``; see
-   ``hf_toolkit.training.train.pass_loss_kwargs_only_to_losses_that_read_them``). Gradient accumulation
+   ``hf_toolkit.training.train.pass_loss_kwargs_only_to_losses_that_read_them``). Distilled students
+   too (issue 24: the soft loss of every distillable task, a LoRA student for causal-LM), whose KL
+   term follows the same normalisation as the task loss (``hf_toolkit.training.distillation``). Gradient accumulation
    (1 process, 2 x b) is checked the same way: the same Trainer flag skipped its division.
 2. FSDP2, asked from the recipe (``training.fsdp: true``, ``fsdp_config: {fsdp_version: 2}``) or
    by examples/accelerate/fsdp.yaml through ``accelerate launch``, really shards the parameters
@@ -136,6 +138,50 @@ def copy_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def save_tiny(out: Path, auto_class: str, config: str, tokenizer_dir: Path, **config_kwargs) -> Path:
+    """A tiny untrained model (a distillation teacher, or a LoRA student's base) with its tokenizer."""
+    import torch
+    import transformers
+    import yaml as yaml_lib
+    from transformers import AutoConfig, AutoTokenizer
+
+    torch.manual_seed(1)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    settings = yaml_lib.safe_load(config)
+    model_config = AutoConfig.for_model(settings.pop("model_type"), vocab_size=len(tokenizer), **settings, **config_kwargs)
+    getattr(transformers, auto_class).from_config(model_config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def distillation_cases(tmp: Path, bert_tok: Path, gpt2_tok: Path) -> dict[str, str]:
+    """A distilled student per task: the soft loss must keep 2 x b = 1 x 2b (a LoRA student for causal-LM)."""
+    labels = {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    teachers = {
+        "text-classification": save_tiny(tmp / "teacher-cls", "AutoModelForSequenceClassification", NO_DROPOUT_BERT, bert_tok, **labels),
+        "question-answering": save_tiny(tmp / "teacher-qa", "AutoModelForQuestionAnswering", NO_DROPOUT_BERT, bert_tok),
+        "masked-lm": save_tiny(tmp / "teacher-mlm", "AutoModelForMaskedLM", NO_DROPOUT_BERT, bert_tok),
+        "causal-lm": save_tiny(tmp / "teacher-clm", "AutoModelForCausalLM", NO_DROPOUT_GPT2, gpt2_tok),
+    }
+    lora_base = save_tiny(tmp / "student-clm", "AutoModelForCausalLM", NO_DROPOUT_GPT2, gpt2_tok)
+
+    def distil(task: str) -> str:
+        return f"distillation: {{teacher: {teachers[task]}, temperature: 2.0, alpha: 0.7}}\n"
+
+    bert = f"model: {{init: scratch, tokenizer: {bert_tok}, config: {NO_DROPOUT_BERT}}}\n"
+    return {
+        "distil-text-classification-bert": (f"task: text-classification\nseed: 0\n{bert}{distil('text-classification')}"
+                                            f"data: {{train: {tmp / 'sentiment.jsonl'}, validation: {tmp / 'sentiment-dev.jsonl'}, max_length: 16}}\n"),
+        "distil-question-answering-bert": (f"task: question-answering\nseed: 0\n{bert}{distil('question-answering')}"
+                                           f"data: {{train: {tmp / 'qa.jsonl'}, max_length: 48, doc_stride: 16}}\n"),
+        "distil-masked-lm-bert": (f"task: masked-lm\nseed: 0\n{bert}{distil('masked-lm')}"
+                                  f"data: {{train: {tmp / 'lines.txt'}, block_size: 8}}\n"),
+        "distil-causal-lm-gpt2-lora": (f"task: causal-lm\nseed: 0\nmodel: {{name_or_path: {lora_base}}}\n"
+                                       f"peft: {{r: 4, dropout: 0.0}}\n{distil('causal-lm')}"
+                                       f"data: {{train: {tmp / 'stories.txt'}, block_size: 16}}\n"),
+    }
+
+
 def cases(tmp: Path) -> dict[str, str]:
     """Recipe text (without training) per task / model shape, with its data written to `tmp`."""
     bert_tok, gpt2_tok = shared_path("tokenizers", "bert-base-uncased"), shared_path("tokenizers", "gpt2")
@@ -169,6 +215,7 @@ def cases(tmp: Path) -> dict[str, str]:
                                           f"  decoder: {{init: scratch, config: {NO_DROPOUT_GPT2}}}"),
         "seq2seq-decoder-only-gpt2": seq2seq(f"  init: scratch\n  config: {NO_DROPOUT_GPT2}\n  {TINY_TOKENIZER}",
                                              ', prompt_template: "{source} =>"'),
+        **distillation_cases(tmp, bert_tok, gpt2_tok),
     }
 
 
@@ -204,7 +251,7 @@ def runs(tmp_path_factory) -> Path:
 
     def item(name: str, kind: str, overrides: list[str]) -> dict:
         return {"recipe": str(recipes[name]), "output_dir": str(tmp / name / kind), "overrides": overrides,
-                "fixed_masking": name == "masked-lm-bert"}
+                "fixed_masking": "masked-lm-bert" in name}
 
     two = [item(name, TWO_PROCESS, []) for name in recipes]
     fsdp_recipe = write(tmp / "fsdp.yaml", recipes[FSDP_CASE].read_text() + FSDP_TRAINING)
@@ -243,7 +290,8 @@ def read_run(path: Path) -> tuple[list[float], dict, dict]:
     history = json.loads(state.read_text())["log_history"]
     losses = [entry["loss"] for entry in history if "loss" in entry]
     metrics = json.loads((path / "metrics.json").read_text())
-    return losses, metrics, load_file(path / "model.safetensors")
+    weights = path / "model.safetensors"
+    return losses, metrics, load_file(weights if weights.is_file() else path / "adapter_model.safetensors")  # LoRA: the adapter
 
 
 def max_weight_diff(a: dict, b: dict) -> float:
@@ -252,7 +300,9 @@ def max_weight_diff(a: dict, b: dict) -> float:
 
 
 CASES = ["text-classification-bert", "text-classification-gpt2", "question-answering-bert", "masked-lm-bert",
-         "causal-lm-gpt2", "seq2seq-t5", "seq2seq-bart", "seq2seq-pair-bert2gpt2", "seq2seq-decoder-only-gpt2"]
+         "causal-lm-gpt2", "seq2seq-t5", "seq2seq-bart", "seq2seq-pair-bert2gpt2", "seq2seq-decoder-only-gpt2",
+         "distil-text-classification-bert", "distil-question-answering-bert", "distil-masked-lm-bert",
+         "distil-causal-lm-gpt2-lora"]
 
 
 @pytest.mark.parametrize("case", CASES)

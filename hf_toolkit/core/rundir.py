@@ -235,7 +235,7 @@ def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str
     parts = [
         f"# {recipe.task} fine-tune of {base}\n\n"
         f"Trained with hf_toolkit (`hftk finetune`); the resolved recipe is `{RECIPE_FILE}`.\n\n"
-        f"- **Task:** {recipe.task}\n- **Base model:** {base}\n\n"
+        f"- **Task:** {recipe.task}\n- **Base model:** {base}\n{_teacher_line(recipe)}\n"
         f"```python\nfrom transformers import {auto_class_name}, AutoTokenizer\n"
         f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n",
     ]
@@ -259,6 +259,15 @@ def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str
             f"| library | version |\n|---|---|\n{libraries}\n"
         )
     return "\n".join(parts)
+
+
+def _teacher_line(recipe: "Recipe") -> str:
+    """The card's line naming the teacher a distilled student learned from ('' without one)."""
+    d = recipe.distillation
+    if d is None:
+        return ""
+    return (f"- **Distilled from:** `{d.teacher}` (teacher; soft loss weight alpha {d.alpha:g}, "
+            f"temperature {d.temperature:g}; the teacher is not part of this model)\n")
 
 
 def _base_name(section: Any) -> str:

@@ -346,6 +346,19 @@ class SweepSection(Section):
     warmup_evaluations: int = Field(0, ge=0, description="Evaluations of a trial before the pruner judges it.")
     seed: int | None = Field(None, ge=0, description="Seeds the sampler; default: the recipe's seed.")
 
+class DistillationSection(Section):
+    """Knowledge distillation: the student (``model``) also learns the teacher's softened outputs.
+
+    loss = alpha x KL(teacher || student, both softmaxed at ``temperature``) x temperature^2
+    + (1 - alpha) x the task's own loss, on the positions that carry a label (text-classification,
+    question-answering start and end logits, masked-LM, causal-LM; see
+    :mod:`hf_toolkit.training.distillation`).
+    """
+
+    teacher: str = Field(description="The teacher: a run directory, local model directory or hub id, trained for the same task.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of both models' outputs in the soft loss.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft (KL) loss; 1 - alpha weighs the task's loss on the labels.")
+
 
 class Recipe(Section):
     """A whole run. ``data`` is the task's own section (see :func:`recipe_model`)."""
@@ -362,6 +375,7 @@ class Recipe(Section):
     peft: PeftSection | None = None
     generation: GenerationSection = Field(default_factory=GenerationSection)
     sweep: SweepSection | None = Field(None, description="hftk sweep's search (hftk finetune trains the recipe's own values).")
+    distillation: DistillationSection | None = None
 
     @model_validator(mode="after")
     def _lora_needs_saved_base(self) -> "Recipe":

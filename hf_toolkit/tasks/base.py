@@ -91,6 +91,8 @@ class Task(ABC):
     nonempty_inputs: ClassVar[tuple[str, ...]] = ()
     """Input roles that may not be empty or blank in ``hftk predict`` and ``hftk serve`` (a text to classify),
     as they may not be in training data."""
+    distills: ClassVar[bool] = False
+    """A recipe's ``distillation`` section applies: :meth:`distillation_logits` names what the soft loss compares."""
     cache_prepared: ClassVar[bool] = True
     """:meth:`prepare`'s output depends only on the splits, the tokenizer(s), the model config and the
     recipe's ``data`` options, and is all there is to it, so :mod:`hf_toolkit.training.prepcache` may keep it and
@@ -183,6 +185,12 @@ class Task(ABC):
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Derived numbers added to an evaluation's output (e.g. perplexity)."""
         return metrics
+
+    def distillation_logits(self, outputs: Any, inputs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """Knowledge distillation: the logits of one batch's `outputs` that the soft loss compares
+        between student and teacher, each with the boolean mask of the positions that carry a label
+        (``inputs`` is the batch). Several pairs (QA's start and end) are averaged."""
+        raise HftkError(f"task {self.name} cannot be distilled")
 
     # ----------------------------------------------------------------------------------------
     # hftk finetune --dry-run

@@ -28,7 +28,7 @@ from pydantic import Field
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import Task, add_perplexity
+from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -55,6 +55,7 @@ class CausalLM(Task):
     eval_metrics = ("perplexity",)
     generates = True
     architectures = ("LMHeadModel", "ForCausalLM")
+    distills = True
 
     def prepare(self, recipe: Recipe, splits: "DatasetDict", tokenizer, model) -> "DatasetDict":
         """Tokenize and pack every split into blocks of `block_size` tokens with labels = input ids
@@ -113,6 +114,11 @@ class CausalLM(Task):
         if recipe.data.packing == "padding_free":
             return {"data_collator": padding_free_collator(model)}
         return {"data_collator": default_data_collator}
+
+    def distillation_logits(self, outputs, inputs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """Position t's logits predict token t + 1: compared where that next token carries a label
+        (the shift the model's own loss makes; prompt and padding positions are -100)."""
+        return [(outputs.logits[:, :-1], inputs["labels"][:, 1:] != IGNORE_INDEX)]
 
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         return add_perplexity(metrics, prefix)

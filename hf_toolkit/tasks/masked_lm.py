@@ -67,6 +67,7 @@ class MaskedLM(Task):
     predicts = True
     endpoint = "/v1/fill-mask"
     request = FillMaskRequest
+    distills = True
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """block_size is for packed text, max_length for line_by_line."""
@@ -142,6 +143,10 @@ class MaskedLM(Task):
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
         return add_perplexity(metrics, prefix)
+
+    def distillation_logits(self, outputs, inputs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """The vocabulary logits at the masked positions only (the others carry label -100)."""
+        return [(outputs.logits, inputs["labels"] != IGNORE_INDEX)]
 
     def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
         """The input as the collator masked it: each position with a loss shown as `input→original`

@@ -86,6 +86,7 @@ class QuestionAnswering(Task):
     endpoint = "/v1/answer"
     request = AnswerRequest
     shared_input = "context"  # several questions about one text
+    distills = True
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """Option combinations that cannot work, before any data or model is loaded."""
@@ -147,6 +148,14 @@ class QuestionAnswering(Task):
             tokenizer = copy.copy(tokenizer)  # the caller's tokenizer keeps its own padding side
             tokenizer.padding_side = "right"
         return {"data_collator": DataCollatorWithPadding(tokenizer)}
+
+    def distillation_logits(self, outputs, inputs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """Start and end logits over each window's positions (every window carries a start and an
+        end, the null answer's [CLS] included); averaged, as the task's loss averages the two."""
+        import torch
+
+        every = torch.ones(outputs.start_logits.shape[0], dtype=torch.bool, device=outputs.start_logits.device)
+        return [(outputs.start_logits, every), (outputs.end_logits, every)]
 
     def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
         """The window with the answer span (start to end position, the loss's targets) unmarked; a window

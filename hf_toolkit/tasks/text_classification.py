@@ -82,6 +82,7 @@ class TextClassification(Task):
     endpoint = "/v1/classify"
     request = ClassifyRequest
     nonempty_inputs = ("text",)  # an empty text has nothing to classify (training data refuses it too)
+    distills = True
 
     def read_rows(self, dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
         """Rows as loaded; with ``data.labels``, every label must be one of them (row numbers of the file)."""
@@ -151,6 +152,12 @@ class TextClassification(Task):
             return metrics.compute(METRICS, logits.argmax(-1).tolist(), eval_prediction.label_ids.tolist(), **METRIC_OPTIONS)
 
         return {"data_collator": DataCollatorWithPadding(tokenizer), "compute_metrics": compute_metrics}
+
+    def distillation_logits(self, outputs, inputs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """The class logits of every example (each carries a label)."""
+        import torch
+
+        return [(outputs.logits, torch.ones(outputs.logits.shape[0], dtype=torch.bool, device=outputs.logits.device))]
 
     def loss_view(self, recipe: Recipe, tokenizer, model, example: dict[str, Any]) -> dict[str, list[tuple[str, bool]]]:
         """The text (no loss of its own) and the label the loss is computed on."""

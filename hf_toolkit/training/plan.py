@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from hf_toolkit import compat
+from hf_toolkit.training import distillation
 
 SHOWN_EXAMPLES = 3
 LENGTH_SAMPLE = 5000  # training rows whose input lengths are measured
@@ -42,6 +43,7 @@ class Plan:
     memory: dict[str, Any]
     setup_seconds: float
     notes: list[str] = field(default_factory=list)
+    distillation: list[str] = field(default_factory=list)  # the teacher and the loss, when the recipe distils
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +74,7 @@ def make_plan(checked, splits, tokenizer, model, prepared, trainer, *, recipe_pa
         memory=memory_estimate(model, trainer.args, train),
         setup_seconds=round(setup, 2),
         notes=["nothing was trained and no run directory was written"],
+        distillation=distillation.describe(recipe, trainer.teacher_model) if recipe.distillation is not None else [],
     )
 
 
@@ -203,6 +206,7 @@ def format_plan(plan: Plan) -> str:
     lines += ["", f"Steps: {s['optimizer_steps']:,} optimizer steps ({s['epochs']} epoch(s) of {s['steps_per_epoch']:,}; "
                   f"batch {s['total_batch_size']} x {s['gradient_accumulation_steps']} accumulation), warmup {s['warmup_steps']:,}"]
     p = plan.parameters
+    lines += [f"{line[0].upper()}{line[1:]}" for line in plan.distillation]
     lines.append(f"Parameters: {p['total']:,} total, {p['trainable']:,} trainable ({100 * p['trainable'] / max(p['total'], 1):.2f}%)")
     m = plan.memory
     lines.append(f"Memory estimate per device (a lower bound): {_size(m['total'])} = weights {_size(m['weights'])} + gradients "

@@ -2,7 +2,8 @@
 only a run needs, before any data or weights load: the task's checks against the model config,
 the model config overrides (the model is built on the meta device, so a config that breaks the
 model's own rules fails here), the ``training`` keys and types, TrainingArguments themselves, the
-output directory and who holds it, the checkpoint to resume from, and the generation settings.
+output directory and who holds it, the checkpoint to resume from, the generation settings, and a ``distillation`` section's teacher
+(:mod:`hf_toolkit.training.distillation`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hf_toolkit.recipe import environment
 from hf_toolkit.recipe.checks import check_generation, read_yaml, recipe_problems
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks import TASKS, Task
-from hf_toolkit.training import checkpoints, runlock
+from hf_toolkit.training import checkpoints, distillation, runlock
 from hf_toolkit.training.arguments import training_arguments
 
 
@@ -60,6 +61,7 @@ def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume:
 
     shape_problems = task.check_environment(recipe)
     problems += shape_problems
+    problems += distillation.problems(recipe)
     if not shape_problems:  # the model is built (on the meta device) only from options that fit its shape
         problems += modeling.config_problems(recipe.model, task.auto_model(recipe))
     args = None

@@ -22,6 +22,7 @@ from hf_toolkit.training import arguments as training_args
 from hf_toolkit.training import (
     allocator,
     callbacks,
+    distillation,
     plot,
     prepcache,
     pruning,
@@ -87,6 +88,8 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
         cache = prepcache.open_cache(recipe, task, main=args.local_process_index == 0, dry_run=dry_run)
         splits = cache.splits(lambda: data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed,
                                                            optional_roles=task.optional_roles, read_rows=task.read_rows))
+        if recipe.distillation is not None:  # labels read from data.train: checked before any weights load
+            distillation.check_labels(recipe, task.model_config(recipe, splits))
         tokenizer, model = task.build_model(recipe, splits)
         for key, value in checked.generation.items():
             setattr(model.generation_config, key, value)
@@ -102,8 +105,12 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
             unknown = modeling.unknown_token_warning(tokenizer, _input_texts(task, splits["train"]))
             if unknown:
                 logger.warning("warning: %s", unknown)
+        teacher = distillation.load_teacher(recipe, args.device) if recipe.distillation is not None else None
+        if teacher is not None and args.process_index == 0:
+            for line in distillation.describe(recipe, teacher):
+                logger.info(line)
     output_dir_existed = Path(args.output_dir).exists()
-    trainer = build_trainer(task, recipe, args, model, tokenizer, prepared)
+    trainer = build_trainer(task, recipe, args, model, tokenizer, prepared, teacher)
     if dry_run:
         from hf_toolkit.training import plan
 
@@ -137,13 +144,17 @@ def _input_texts(task: Task, examples) -> list[str]:
     return [] if role is None else list(examples.select(range(min(modeling.UNKNOWN_SAMPLE, len(examples))))[role])
 
 
-def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared):
-    """The task's Trainer class with the prepared splits and the task's collator and metrics."""
+def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared, teacher=None):
+    """The task's Trainer class with the prepared splits and the task's collator and metrics (and
+    with a `teacher`, the distillation loss: :mod:`hf_toolkit.training.distillation`)."""
     kwargs = task.trainer_kwargs(recipe, tokenizer, model)
     writer = task.target_tokenizer(recipe, tokenizer)
     if writer is not tokenizer:
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.SaveTargetTokenizer(writer)]
-    trainer = task.trainer_class()(
+    trainer_class = task.trainer_class()
+    if teacher is not None:
+        trainer_class = distillation.trainer_class(trainer_class, task, teacher, recipe.distillation)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=prepared["train"],
