@@ -1,7 +1,8 @@
 """int8 export of a trained classifier: size, CPU latency and accuracy against fp32.
 
-Runs `hftk export RUN OUT --quantize int8` (which prints sizes and latencies), then classifies a
-JSONL file of {text, label} rows with the fp32 run and with OUT/model_int8.pt and reports both
+Runs `hftk export RUN OUT --format onnx --quantize int8` (which prints sizes, parity and latencies),
+then classifies a JSONL file of {text, label} rows with the fp32 run and with the int8 ONNX graph
+(onnxruntime) and reports both
 accuracies and how often the two agree.
 
     hftk finetune recipes/sentiment-minilm.yaml
@@ -28,15 +29,17 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from hf_toolkit.core.onnx_model import OnnxModel
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8"
-        export = subprocess.run([sys.executable, "-m", "hf_toolkit", "export", str(args.run), str(out), "--quantize", "int8"],
+        export = subprocess.run([sys.executable, "-m", "hf_toolkit", "export", str(args.run), str(out), "--format", "onnx",
+                                 "--quantize", "int8"],
                                 capture_output=True, text=True, check=True)
         print(export.stdout.strip())
-        int8 = torch.load(out / "model_int8.pt", weights_only=False).eval()
-
-    tokenizer = AutoTokenizer.from_pretrained(args.run)
-    fp32 = AutoModelForSequenceClassification.from_pretrained(args.run).eval()
+        fp32 = AutoModelForSequenceClassification.from_pretrained(args.run).eval()
+        int8 = OnnxModel(out, fp32.config)
+        tokenizer = AutoTokenizer.from_pretrained(args.run)
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
     label2id = fp32.config.label2id
     gold = torch.tensor([label2id.get(str(r["label"]), r["label"]) for r in rows])

@@ -208,8 +208,9 @@ def sweep(
 @app.command(
     epilog=examples(
         "hftk export runs/lora-gpt2 exported/gpt2-merged --merge",
-        "hftk export runs/sentiment exported/sentiment-int8 --quantize int8",
-        "hftk export runs/lora-gpt2 exported/gpt2-int8 --merge --quantize int8",
+        "hftk export runs/sentiment-minilm exported/sentiment-onnx --format onnx",
+        "hftk export runs/sentiment-minilm exported/sentiment-int8 --format onnx --quantize int8",
+        "hftk predict --model exported/sentiment-int8 --text 'a gorgeous, witty movie'",
     )
 )
 @user_errors
@@ -217,22 +218,31 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (or any local model directory).")],
     output_dir: Annotated[Path, typer.Argument(help="New directory to write.")],
     merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into the base weights.")] = False,
+    format: Annotated[str, typer.Option(
+        "--format", help="'hf': a transformers model directory (with --merge); 'onnx': model.onnx for onnxruntime, "
+        "checked against PyTorch (classification, QA, fill-mask, causal LM without KV cache).")] = "hf",
     quantize: Annotated[
-        Optional[str], typer.Option(help="'int8': dynamically quantized copy for CPU inference.")
+        Optional[str], typer.Option(help="'int8' (with --format onnx): onnxruntime dynamic int8 quantization.")
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Write a deployable model: LoRA merged into plain weights, and/or an int8 CPU copy."""
+    """Write a deployable model: LoRA merged into plain weights, and/or an ONNX graph (fp32 or int8).
+
+    hftk predict, eval --model, serve and compare run an ONNX export with onnxruntime
+    (pip install "hf_toolkit[onnx]").
+    """
     from hf_toolkit.apply.export import export as run_export
     from hf_toolkit.core import console
 
+    if format not in ("hf", "onnx"):
+        raise HftkError(f"--format: '{format}' is not supported; use --format hf or --format onnx")
     if quantize not in (None, "int8"):
         raise HftkError(f"--quantize: '{quantize}' is not supported; use --quantize int8")
     console.setup(verbose)
-    report = run_export(run_dir, output_dir, merge=merge, quantize=quantize)
+    report = run_export(run_dir, output_dir, merge=merge, quantize=quantize, format=format)
     typer.echo(f"Wrote {report.output_dir}" + (" (LoRA merged; loads without peft)" if report.merged else ""))
     for key, value in report.numbers.items():
-        typer.echo(f"  {key}: {value:.2f}")
+        typer.echo(f"  {key}: {value:.2e}" if key.startswith("max_abs") else f"  {key}: {value:.2f}")
 
 
 @app.command(

@@ -135,16 +135,6 @@ def test_lora_run_generates_with_its_recipes_generation_settings(lora_run, cli):
     assert 0 < len(tokenizer(text).input_ids) <= 3  # the run's max_new_tokens, not the base's default
 
 
-def test_export_quantize_int8_reports_size_and_latency(base_model, corpus, cli):
-    result = cli("export", base_model, corpus / "int8", "--quantize", "int8")
-    assert result.exit_code == 0, result
-    assert "size_int8_mb" in result.stdout and "latency_int8_ms" in result.stdout
-    import torch
-
-    model = torch.load(corpus / "int8" / "model_int8.pt", weights_only=False)
-    assert any("quantized" in type(m).__module__ for m in model.modules())
-
-
 def test_export_mistakes_exit_2(base_model, corpus, cli):
     assert "no LoRA adapter" in cli("export", base_model, corpus / "x", "--merge").stderr
     assert cli("export", base_model, corpus / "x").exit_code == 2

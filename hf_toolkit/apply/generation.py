@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hf_toolkit.core import modeling, readable, rundir
+from hf_toolkit.core import modeling, onnx_model, readable, rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
@@ -162,6 +162,8 @@ class Generator:
         if task is not None and TASKS[task].predicts:
             raise HftkError(f"{run.reference} is a {task} model: it predicts rather than generates text; "
                             f"use hftk predict --model {run.reference} (see hftk predict --help)")
+        if run.is_local and onnx_model.is_exported(run.location):
+            onnx_model.refuse_generation()
         self.run, self.recipe = run, run.recipe
         self.task: Task | None = TASKS[task] if run.recipe is not None else None
         self.model, self.tokenizer = rundir.load_model(run, config)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hf_toolkit.core import modeling
+from hf_toolkit.core import modeling, onnx_model
 from hf_toolkit.errors import HftkError
 from hf_toolkit.recipe import checks
 from hf_toolkit.recipe.paths import looks_local
@@ -157,12 +157,15 @@ def load_model(run: Run, config: Any | None = None) -> tuple[Any, Any]:
     """(model in eval mode on the GPU if any, tokenizer with a pad token): for every command.
 
     The Auto class comes from the config's architecture (:func:`architecture`); a LoRA run loads
-    its base model with the fine-tuned config and generation config, then the adapter (a PeftModel).
+    its base model with the fine-tuned config and generation config, then the adapter (a PeftModel);
+    a directory ``hftk export --format onnx`` wrote runs with onnxruntime (:mod:`hf_toolkit.core.onnx_model`).
     """
     import torch
     import transformers
 
     config = config if config is not None else load_config(run)
+    if run.is_local and onnx_model.is_exported(run.location):  # hftk export --format onnx: onnxruntime
+        return onnx_model.OnnxModel(run.location, config), modeling.load_tokenizer_from(run.location)
     auto_class = getattr(transformers, architecture(config)[1])
     base = run.adapter_base
     if base is None:

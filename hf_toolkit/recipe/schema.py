@@ -346,6 +346,7 @@ class SweepSection(Section):
     warmup_evaluations: int = Field(0, ge=0, description="Evaluations of a trial before the pruner judges it.")
     seed: int | None = Field(None, ge=0, description="Seeds the sampler; default: the recipe's seed.")
 
+
 class DistillationSection(Section):
     """Knowledge distillation: the student (``model``) also learns the teacher's softened outputs.
 
