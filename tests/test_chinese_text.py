@@ -161,3 +161,27 @@ def test_dry_run_shows_the_training_text_as_written(poems_recipe, cli):
     assert result.exit_code == 0, result
     examples = [line for line in result.stdout.splitlines() if re.match(r"\s+\[\d\] input:", line)]
     assert examples and all(reads_as_chinese(line.split("input:", 1)[1].strip()) for line in examples), examples
+
+
+def test_hftk_chat_in_a_terminal_takes_and_writes_chinese(poems_run):
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is not installed (pip install -e '.[dev]')")
+    import os
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("hftk")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "hf_toolkit"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TERM": "dumb"}
+    child = pexpect.spawn(command[0], [*command[1:], "chat", str(poems_run), "--seed", "0"], env=env, encoding="utf-8", timeout=120)
+    try:
+        child.expect_exact("you> ")
+        child.sendline("春眠不觉晓")
+        child.expect_exact("bot> ")
+        child.expect_exact("you> ")
+        reply = child.before.strip()
+        assert reads_as_chinese(reply), reply
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 from test_serve import build_bert, build_gpt2, free_port
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -162,6 +164,50 @@ def test_playground_highlights_the_answer_in_the_context(browser, serve, tmp_pat
     browser.fill_and_submit({"question": "Where is Normandy?", "context": context}, "answer-submit")
     [record] = post(url + "/v1/answer", {"question": "Where is Normandy?", "context": context})["data"]
     assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"] != ""
+    assert browser.evaluate("document.getElementById('highlighted').textContent") == context
+
+
+def build_chinese(path: Path, head: str) -> Path:
+    """A 1-layer GPT-2 (head "gpt2") or BERT QA model (head "qa") with the real bert-base-chinese vocabulary,
+    whose WordPiece decoding spaces every character ("春 眠"): the page must show Chinese as written."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(shared_path("chinese", "tokenizers", "bert-base-chinese"))
+    if head == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=128, vocab_size=len(tokenizer),
+                                           bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id))
+        # Untrained weights: keep them to Chinese characters, so the page has Chinese to show.
+        latin = [i for token, i in tokenizer.get_vocab().items() if not re.fullmatch("[\u4e00-\u9fff]", token)]
+        model.generation_config = GenerationConfig(max_new_tokens=10, pad_token_id=tokenizer.pad_token_id, suppress_tokens=latin)
+    else:
+        model = BertForQuestionAnswering(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_playground_shows_a_chinese_prompt_and_completion_as_written(browser, serve, tmp_path):
+    url = serve(build_chinese(tmp_path / "tiny-zh-gpt2", "gpt2"))
+    browser.open(url + "/")
+    browser.fill_and_submit({"prompt": "春眠不觉晓", "max_tokens": "10"}, "generate-submit")
+    expected = post(url + "/v1/completions", {"prompt": "春眠不觉晓", "max_tokens": 10})["choices"][0]["text"]
+    shown = browser.evaluate("document.getElementById('generated').textContent")
+    assert shown == expected and re.search("[\u4e00-\u9fff]", shown), shown
+    assert not re.search("[\u4e00-\u9fff] [\u4e00-\u9fff]", shown), f"Chinese shown with spaces between characters: {shown!r}"
+    assert browser.evaluate("document.querySelector('#result .prompt').textContent") == "春眠不觉晓"
+
+
+def test_playground_highlights_a_chinese_answer_in_its_context(browser, serve, tmp_path):
+    url = serve(build_chinese(tmp_path / "tiny-zh-qa", "qa"))
+    context = "北京大学创办于1898年，初名京师大学堂，是中国近现代第一所国立综合性大学。"
+    browser.open(url + "/")
+    browser.fill_and_submit({"question": "北京大学创办于哪一年？", "context": context}, "answer-submit")
+    [record] = post(url + "/v1/answer", {"question": "北京大学创办于哪一年？", "context": context})["data"]
+    assert record["answer"] and record["answer"] in context  # a span of the context, no spaces added
+    assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"]
     assert browser.evaluate("document.getElementById('highlighted').textContent") == context
 
 
