@@ -39,8 +39,8 @@ def spaces_cjk(tokenizer: Any) -> bool:
     """Whether `tokenizer` decodes Chinese with spaces between the characters (WordPiece, character vocabularies)."""
     known = getattr(tokenizer, "_hftk_spaces_cjk", None)
     if known is None:
-        ids = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
-        known = tokenizer.decode(ids).replace(" ", "") == _PROBE and " " in tokenizer.decode(ids)
+        decoded = tokenizer.decode(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+        known = decoded != _PROBE and decoded.replace(" ", "") == _PROBE
         try:
             tokenizer._hftk_spaces_cjk = known
         except AttributeError:  # a tokenizer that takes no attributes probes again next time
