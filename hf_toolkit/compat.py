@@ -99,6 +99,17 @@ def initial_training_values(trainer: Any, dataloader: Any) -> dict[str, Any]:
     return {"epochs": epochs, "steps_per_epoch": per_epoch, "total_batch_size": total_batch, "max_steps": max_steps}
 
 
+def attn_implementation(config: Any) -> str | None:
+    """The attention implementation a loaded model runs (``'sdpa'``, ``'eager'``, ...), from its config.
+
+    Works around: transformers keeps the resolved implementation in the config's private
+    ``_attn_implementation`` (the public ``attn_implementation`` argument is what was asked, before
+    transformers resolves the default). Versions: transformers 4.36-5.x. Drop it when the config
+    exposes the resolved value publicly.
+    """
+    return getattr(config, "_attn_implementation", None)
+
+
 # --------------------------------------------------------------------------------------------
 # What the libraries print
 

@@ -115,6 +115,16 @@ def test_readme_draws_the_layers_and_folders_that_exist():
         assert (PACKAGE / name).is_file(), name
 
 
+def test_one_helper_unwraps_a_peft_model_and_one_counts_parameters():
+    """modeling.base_model / is_peft / parameter_counts are the only places that probe for PEFT or count."""
+    offenders = [f"{path}:{n}" for path in PACKAGE.rglob("*.py") if path.name not in ("modeling.py", "prune.py")
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.search(r"get_base_model|hasattr\([^)]*peft_config|numel\(\) for", line)]
+    assert not offenders, offenders
+    assert [line for path in PACKAGE.rglob("*.py") for line in path.read_text(encoding="utf-8").splitlines()
+            if re.match(r"IGNORE_INDEX\s*=", line)] == ["IGNORE_INDEX = -100"], "one IGNORE_INDEX (tasks/base.py)"
+
+
 def test_generic_code_never_probes_a_task():
     offenders = [f"{path}:{n}" for path in PACKAGE.rglob("*.py")
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)

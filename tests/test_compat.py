@@ -96,12 +96,15 @@ def test_a_load_report_still_has_the_rows_console_shortens(tmp_path, caplog):
 
     BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
                          vocab_size=30)).save_pretrained(tmp_path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # other tests may have quieted transformers
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING, logger="transformers"):
             BertForSequenceClassification.from_pretrained(tmp_path)
     finally:
         hf_logging.disable_propagation()
+        hf_logging.set_verbosity(verbosity)
     reports = [r.getMessage() for r in caplog.records if compat.LOAD_REPORT in r.getMessage()]
     assert reports, "transformers no longer logs a LOAD REPORT"
     assert "classifier.weight" in summarize_load_report(reports[0])

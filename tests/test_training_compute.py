@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_toolkit.core import modeling
+from hf_toolkit.core import attention, modeling
 from hf_toolkit.training import arguments as training_args
 
 
@@ -22,17 +22,17 @@ def tiny_bert(**config):
 
 
 def test_attention_dropout_leaves_the_fused_cpu_kernel_and_the_line_says_which_key_to_set():
-    if modeling.sdpa_kernel(0.0, torch.bfloat16) != "flash":
+    if attention.sdpa_kernel(0.0, torch.bfloat16) != "flash":
         pytest.skip("this torch has no fused CPU attention kernel")
-    on = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.1), dtype=torch.bfloat16)
+    on = attention.describe_attention(tiny_bert(attention_probs_dropout_prob=0.1), dtype=torch.bfloat16)
     assert on == ("attention: sdpa, math fallback while training (attention_probs_dropout_prob 0.1 > 0 leaves the fused "
                   "CPU kernel; set model.config.attention_probs_dropout_prob: 0 to keep it; faster on long sequences, "
                   "not on short ones)")
-    off = modeling.describe_attention(tiny_bert(attention_probs_dropout_prob=0.0), dtype=torch.float32)
+    off = attention.describe_attention(tiny_bert(attention_probs_dropout_prob=0.0), dtype=torch.float32)
     assert off == "attention: sdpa, fused flash kernel (attention_probs_dropout_prob 0)"
     eager = tiny_bert(attention_probs_dropout_prob=0.0)
     eager.config._attn_implementation = "eager"
-    assert modeling.describe_attention(eager, dtype=torch.float32).startswith("attention: eager (no fused kernel")
+    assert attention.describe_attention(eager, dtype=torch.float32).startswith("attention: eager (no fused kernel")
 
 
 def test_attention_dropout_is_found_under_each_family_s_key_and_in_a_pair_s_sides():
@@ -43,12 +43,12 @@ def test_attention_dropout_is_found_under_each_family_s_key_and_in_a_pair_s_side
         GPT2Config,
     )
 
-    assert modeling.attention_dropout(GPT2Config(attn_pdrop=0.1)) == ("attn_pdrop", 0.1)
-    assert modeling.attention_dropout(DistilBertConfig(attention_dropout=0.0)) == ("attention_dropout", 0.0)
+    assert attention.attention_dropout(GPT2Config(attn_pdrop=0.1)) == ("attn_pdrop", 0.1)
+    assert attention.attention_dropout(DistilBertConfig(attention_dropout=0.0)) == ("attention_dropout", 0.0)
     pair = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(attention_probs_dropout_prob=0.1),
                                                              BertConfig(attention_probs_dropout_prob=0.0))
-    assert modeling.attention_dropout(pair) == ("encoder.attention_probs_dropout_prob", 0.1)
-    assert modeling.attention_dropout(SimpleNamespace()) is None
+    assert attention.attention_dropout(pair) == ("encoder.attention_probs_dropout_prob", 0.1)
+    assert attention.attention_dropout(SimpleNamespace()) is None
 
 
 def args(bf16=False, fp16=False):
@@ -113,3 +113,16 @@ def test_fused_adamw_is_the_default_and_a_recipe_s_optimizer_wins(tmp_path, monk
     assert built.optim == "adamw_torch_fused"
     chosen = validate_recipe({**base, "training": {"optim": "adamw_torch"}})
     assert training_args.training_arguments(chosen, task, default_output_dir="run").optim == "adamw_torch"
+
+
+def test_a_peft_model_is_unwrapped_and_counted_by_one_helper():
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=40))
+    total = modeling.parameter_counts(model)["total"]
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    assert modeling.is_peft(wrapped) and not modeling.is_peft(model)
+    assert modeling.base_model(wrapped) is model and modeling.base_model(model) is model
+    counts = modeling.parameter_counts(wrapped)
+    assert counts["total"] == total + counts["trainable"] and 0 < counts["trainable"] < total

@@ -216,7 +216,7 @@ class Generator:
 
     def _target(self):
         """The model whose generation config generate() reads (a PeftModel generates with its base model's)."""
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return modeling.base_model(self.model)
 
     def generate(self, request: Prepared, *, batch_size: int = 8, on_text: Callable[[str], None] | None = None,
                  steps: Steps | None = None) -> list[Generated]:

@@ -1,5 +1,7 @@
-"""Building models and tokenizers for training: from a hub id, a local directory, or from a
-config (``init: scratch``); checking a recipe's config overrides; LoRA adapters.
+"""Building models and tokenizers from a recipe's ``model`` section (for training, and the
+loaders inference shares): from a hub id, a local directory, or from a config (``init: scratch``);
+checking a recipe's config overrides; LoRA adapters; what a model is (its size, its base under a
+PEFT wrapper).
 
 Hub ids go through :mod:`hf_toolkit.core.hub`, which fails fast and clearly without a network.
 Trained models are loaded back by :mod:`hf_toolkit.core.rundir`, which uses :func:`from_pretrained`.
@@ -7,7 +9,6 @@ Trained models are loaded back by :mod:`hf_toolkit.core.rundir`, which uses :fun
 Also here: training a small byte-level BPE tokenizer for from-scratch runs, giving GPT-2-style
 tokenizers a pad token (their EOS), which batching and sequence classification need, and
 :func:`context_length`, the one place that reads a model's context size from its config, and
-:func:`describe_attention`, which attention kernel training runs (asked of torch) and why, and
 :func:`unknown_token_warning`, when a vocabulary turns much of the training text into its unknown token.
 """
 
@@ -17,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit import compat
 from hf_toolkit.core import hub
 from hf_toolkit.errors import HftkError, ModelLoadError, Problem, did_you_mean
 from hf_toolkit.recipe.paths import looks_local, resolve_path
@@ -322,89 +322,31 @@ def build_config(section: ModelSection | ModelPart, tokenizer: "PreTrainedTokeni
     return config
 
 
+def parameter_counts(model: Any) -> dict[str, int]:
+    """{'total': parameters, 'trainable': those with requires_grad} of a model (a PEFT model counts its base)."""
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def base_model(model: Any) -> Any:
+    """The model a PEFT wrapper (LoRA) wraps; any other model itself."""
+    return model.get_base_model() if is_peft(model) else model
+
+
+def is_peft(model: Any) -> bool:
+    """True for a PEFT-wrapped model (``PeftModel``)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
 def describe(model: "PreTrainedModel") -> str:
     """'GPT2LMHeadModel: 1.2M parameters (1.2M trainable)'."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts = parameter_counts(model)
+    total, trainable = counts["total"], counts["trainable"]
     return f"{type(model).__name__}: {_millions(total)} parameters ({_millions(trainable)} trainable, {100 * trainable / max(total, 1):.2f}%)"
 
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
-
-
-# --------------------------------------------------------------------------------------------
-# Attention kernels
-
-# Config keys of the dropout on attention probabilities, by architecture family (BERT-like,
-# DistilBERT/BART/Llama-like, GPT-2).
-ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
-
-
-def attention_dropout(config: Any) -> tuple[str, float] | None:
-    """(config key, value) of the model's dropout on attention probabilities; None when the config names none.
-
-    An encoder-decoder pair's config holds it in its sides' configs: the larger is reported, as
-    ``encoder.attention_probs_dropout_prob``.
-    """
-    for key in ATTENTION_DROPOUT_KEYS:
-        value = getattr(config, key, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return key, float(value)
-    sides = [(f"{side}.{found[0]}", found[1]) for side in ("encoder", "decoder")
-             if getattr(config, side, None) is not None and (found := attention_dropout(getattr(config, side)))]
-    return max(sides, key=lambda found: found[1]) if sides else None
-
-
-def sdpa_kernel(dropout: float, dtype: Any, device: str = "cpu", head_dim: int = 64) -> str | None:
-    """The kernel torch's scaled_dot_product_attention picks for a padded batch with this dropout,
-    dtype and device: 'flash', 'memory-efficient', 'cuDNN' (fused kernels) or 'math' (the unfused
-    fallback that builds the whole attention matrix); None when this torch cannot say.
-
-    Asks torch itself (:func:`hf_toolkit.compat.sdpa_backend`, the dispatcher's own choice) with a tiny batch.
-    On CPU, the fused (flash) kernel takes no dropout: any attention dropout while training falls
-    back to math.
-    """
-    import torch
-
-    try:
-        query = torch.zeros(1, 2, 8, head_dim, dtype=dtype, device=device)
-        mask = torch.ones(1, 1, 8, 8, dtype=torch.bool, device=device)  # padding: the batches are padded
-        choice = compat.sdpa_backend(query, mask, dropout)
-    except (AttributeError, ImportError, RuntimeError, TypeError, ValueError):
-        return None
-    names = {"FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "memory-efficient", "CUDNN_ATTENTION": "cuDNN", "MATH": "math"}
-    return names.get(choice.name)
-
-
-def describe_attention(model: Any, *, dtype: Any, device: str = "cpu") -> str:
-    """hftk's log line on the attention a training step runs, and why, from the model config and torch:
-
-    'attention: sdpa, fused flash kernel (attention_probs_dropout_prob 0)', or 'attention: sdpa, math fallback
-    while training (attention_probs_dropout_prob 0.1 > 0 leaves the fused CPU kernel; set
-    model.config.attention_probs_dropout_prob: 0 to keep it; faster on long sequences, not on short ones)'.
-    `dtype` is the dtype attention computes in (bf16 under bf16 autocast).
-    """
-    config = model.config
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
-    if implementation != "sdpa":
-        hint = " (no fused kernel: builds the whole attention matrix)" if implementation == "eager" else ""
-        return f"attention: {implementation}{hint}"
-    key, dropout = attention_dropout(config) or (None, 0.0)
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
-    head_dim = getattr(config, "head_dim", None) or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else 64)
-    kernel = sdpa_kernel(dropout, dtype, device, head_dim)
-    at = f"{key} {dropout:g}" if key is not None else "the config names no attention dropout"
-    if kernel is None:
-        return f"attention: sdpa ({at}; this torch does not say which kernel)"
-    if kernel != "math":
-        return f"attention: sdpa, fused {kernel} kernel ({at})"
-    if dropout > 0 and sdpa_kernel(0.0, dtype, device, head_dim) not in (None, "math"):
-        side, _, name = str(key).rpartition(".")
-        recipe_key = f"model.{side}.config.{name}" if side else f"model.config.{name}"
-        return (f"attention: sdpa, math fallback while training ({key} {dropout:g} > 0 leaves the fused {device.upper()} "
-                f"kernel; set {recipe_key}: 0 to keep it; faster on long sequences, not on short ones)")
-    return f"attention: sdpa, math fallback (torch has no fused kernel for {str(dtype).removeprefix('torch.')} on {device}; {at})"
 
 
 # --------------------------------------------------------------------------------------------

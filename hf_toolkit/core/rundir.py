@@ -204,7 +204,7 @@ def write_atomically(path: str | Path, text: str) -> None:
 
 def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
     """Beside a saved LoRA adapter: the fine-tuned model's config and generation config."""
-    base = model.get_base_model()
+    base = modeling.base_model(model)
     # save_pretrained of a model records its class; the config alone keeps the base checkpoint's.
     base.config.architectures = [type(base).__name__]
     base.config.save_pretrained(Path(output_dir) / ADAPTER_MODEL_CONFIG_DIR)

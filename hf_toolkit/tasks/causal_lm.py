@@ -141,7 +141,7 @@ def padding_free_collator(model):
 
     from transformers import DataCollatorWithFlattening
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA
+    base = modeling.base_model(model)  # LoRA
     if "position_ids" not in inspect.signature(base.forward).parameters:
         raise DataError(f"data.packing: padding_free needs a model that takes position ids; "
                         f"{type(base).__name__} does not: use packing: blocks")

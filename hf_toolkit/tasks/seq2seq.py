@@ -48,13 +48,12 @@ from hf_toolkit import metrics as metrics_lib
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem, RecipeError
 from hf_toolkit.recipe.schema import DataSection, ModelPart, Recipe
-from hf_toolkit.tasks.base import LENGTH_GROUPED, Task
+from hf_toolkit.tasks.base import IGNORE_INDEX, LENGTH_GROUPED, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
 DEFAULT_MAX_SOURCE_LENGTH = 1024
-IGNORE_INDEX = -100
 
 
 class Seq2SeqData(DataSection):

@@ -1,7 +1,7 @@
 """TrainingArguments from a recipe's ``training`` section: hftk's defaults and the precision
 that suits this machine. Built during the recipe checks (a value TrainingArguments refuses is
 a recipe problem) and used as is by training, which logs what it computes in and why
-(:func:`describe_compute`: the precision, and the attention kernel from :mod:`hf_toolkit.core.modeling`).
+(:func:`describe_compute`: the precision, and the attention kernel from :mod:`hf_toolkit.core.attention`).
 """
 
 from __future__ import annotations
@@ -161,11 +161,11 @@ def describe_precision(precision: str | None, args) -> str:
 def describe_compute(precision: str | None, args, model) -> list[str]:
     """hftk's log lines at the start of training: the precision, the attention kernel and, on CPU,
     the memory allocator's settings (:func:`hf_toolkit.training.allocator.describe`), each with why."""
-    from hf_toolkit.core import modeling
+    from hf_toolkit.core import attention
     from hf_toolkit.training import allocator
 
     device = "cuda" if on_gpu(args) else "cpu"
-    lines = [describe_precision(precision, args), modeling.describe_attention(model, dtype=compute_dtype(args), device=device)]
+    lines = [describe_precision(precision, args), attention.describe_attention(model, dtype=compute_dtype(args), device=device)]
     memory = allocator.describe(on_gpu(args))
     return lines + ([memory] if memory else [])
 

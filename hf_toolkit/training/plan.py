@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from hf_toolkit import compat
+from hf_toolkit.core import modeling
 from hf_toolkit.training import distillation
 
 SHOWN_EXAMPLES = 3
@@ -129,8 +130,7 @@ def step_counts(trainer) -> dict[str, Any]:
 
 
 def parameter_counts(model) -> dict[str, int]:
-    return {"total": sum(p.numel() for p in model.parameters()),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return modeling.parameter_counts(model)
 
 
 MEMORY_METHOD = (

@@ -58,7 +58,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit.core import provenance
+from hf_toolkit.core import modeling, provenance
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.tasks.base import Task
 
@@ -290,7 +290,7 @@ def data_key(recipe: "Recipe", task: Task) -> str:
 def prepared_key(data: str, task: Task, recipe: "Recipe", tokenizer: Any, model: Any) -> str:
     """The key of a task's prepared splits: the data key, the tokenizer(s) and the model's class and config."""
     writer = task.target_tokenizer(recipe, tokenizer)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA: the model it wraps
+    base = modeling.base_model(model)  # LoRA: the model it wraps
     return _digest({"data": data, "tokenizer": tokenizer_digest(tokenizer),
                     "target_tokenizer": None if writer is tokenizer else tokenizer_digest(writer),
                     "model": type(base).__name__, "config": json.loads(base.config.to_json_string(use_diff=False))})

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hf_toolkit.core import modeling
+
 # Dense bf16/fp16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name(). The H100
 # SXM5 names itself "NVIDIA H100 80GB HBM3"; a bare "H100" matches none, so an unknown variant says so
 # rather than take the PCIe card's peak (which overstated an SXM's MFU by 31%).
@@ -88,10 +90,10 @@ def report(trainer, train_split, metrics: dict[str, float]) -> tuple[dict[str, f
     import torch
 
     model = trainer.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = modeling.base_model(model)
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     layers, width = getattr(config, "num_hidden_layers", 0) or 0, getattr(config, "hidden_size", 0) or 0
     on_gpu = torch.cuda.is_available() and not trainer.args.use_cpu
     name = torch.cuda.get_device_name(0) if on_gpu else None
     return measure(metrics, mean_tokens(train_split), matmul_parameters(base), device_name=name,
-                   lora=hasattr(model, "peft_config"), layers=layers, width=width)
+                   lora=modeling.is_peft(model), layers=layers, width=width)

@@ -189,8 +189,7 @@ def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
     ``accepts_loss_kwargs`` itself, a label smoother or a ``compute_loss_func`` (losses the Trainer
     computes with the count) keep the Trainer's choice.
     """
-    model = trainer.model
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    model = modeling.base_model(trainer.model)
     if not trainer.model_accepts_loss_kwargs or hasattr(model, "accepts_loss_kwargs"):
         return
     if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
@@ -212,7 +211,7 @@ def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict
     trainer.save_state()
     if not trainer.is_world_process_zero():
         return
-    if hasattr(trainer.model, "peft_config"):  # LoRA: keep the fine-tuned (generation) config too
+    if modeling.is_peft(trainer.model):  # LoRA: keep the fine-tuned (generation) config too
         rundir.save_adapter_model_config(trainer.model, output_dir)
     from hf_toolkit.core import provenance
 
