@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit.core import rundir
+from hf_toolkit.core import modeling, rundir
 from hf_toolkit.errors import HftkError
 
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -77,7 +77,7 @@ def prune(run_dir: Path, output_dir: Path, *, keep_layers: list[int] | None, ffn
 
     model, tokenizer = rundir.load_model(run, config)
     model.to("cpu")
-    params_before = sum(p.numel() for p in model.parameters())
+    params_before = modeling.parameter_counts(model)["total"]
     ffn_before = ffn_width(model)
     if keep_layers is not None:
         drop_layers(model, keep_layers)
@@ -90,7 +90,7 @@ def prune(run_dir: Path, output_dir: Path, *, keep_layers: list[int] | None, ffn
     if run.path(rundir.RECIPE_FILE).is_file():
         shutil.copy(run.path(rundir.RECIPE_FILE), output_dir / rundir.RECIPE_FILE)
     report = PruneReport(
-        output_dir, params_before, sum(p.numel() for p in model.parameters()),
+        output_dir, params_before, modeling.parameter_counts(model)["total"],
         weights_mb(Path(run.location)), weights_mb(output_dir),
         layers_before, len(layer_list(model)), ffn_before, ffn_width(model),
     )

@@ -103,7 +103,7 @@ def load_teacher(recipe: Recipe, device: Any) -> Any:
 def describe(recipe: Recipe, teacher: Any | None = None) -> list[str]:
     """What a run (and ``--dry-run``) says about its distillation."""
     d = recipe.distillation
-    size = f" ({sum(p.numel() for p in teacher.parameters()):,} parameters)" if teacher is not None else ""
+    size = f" ({modeling.parameter_counts(teacher)['total']:,} parameters)" if teacher is not None else ""
     return [f"distillation: teacher {d.teacher}{size}, frozen (eval mode, no gradients), on the student's device, not saved",
             f"loss = {d.alpha:g} x {d.temperature:g}^2 x KL(teacher || student at T={d.temperature:g}) on labelled positions "
             f"+ {1 - d.alpha:g} x the {recipe.task} loss"]
