@@ -284,6 +284,37 @@ def prune(
 
 @app.command(
     epilog=examples(
+        "hftk compare runs/sentiment-minilm runs/distill-sentiment-minilm exported/student-int8 --data test.jsonl",
+        "hftk compare runs/squad runs/squad-3l --data dev.jsonl --json",
+        "hftk compare runs/a runs/b --data test.jsonl --plot tradeoff.png",
+    )
+)
+@user_errors
+def compare(
+    models: Annotated[list[Path], typer.Argument(help="Run directories or hftk export outputs, of one task.")],
+    data: Annotated[Path, typer.Option(help="Data file to measure on (the runs' columns), e.g. a held-out test set.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per model.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the metric against throughput into this new PNG file.")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Measure models side by side on this machine: parameters, size on disk, p50 latency at batch 1,
+    throughput at batch 32 and the task's metric on --data (classification, QA)."""
+    import json
+
+    from hf_toolkit.apply import compare as compare_lib
+    from hf_toolkit.core import console
+
+    if plot is not None and plot.exists():
+        raise HftkError(f"--plot: {plot} exists; give a new file name")
+    console.setup(verbose, models=True)
+    rows = compare_lib.compare(list(models), data)
+    typer.echo(json.dumps(compare_lib.to_json(rows), indent=2) if json_output else compare_lib.format_table(rows))
+    if plot is not None:
+        typer.echo(f"hftk: plot written to {compare_lib.plot(rows, plot)}", err=True)
+
+
+@app.command(
+    epilog=examples(
         "hftk generate --model runs/quickstart --prompt 'Once upon a time'",
         "hftk generate --model gpt2 --prompt 'The quick brown fox jumps over the lazy' --max-length 50",
         "hftk generate --model runs/quickstart --prompts-file prompts.txt --do-sample --top-p 0.9 --seed 0 --json",

@@ -370,7 +370,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     that differ only in their extension do not overwrite each other's; rows as the task's ``prediction_rows`` writes them.
     """
     from hf_toolkit.apply.generation import Generator
-    from hf_toolkit.core import rundir
+    from hf_toolkit.core import onnx_model, rundir
     from hf_toolkit.core.data import eval_rows, load_source
     from hf_toolkit.recipe.schema import LOCAL_FILE_SUFFIXES, DataSource
     from hf_toolkit.tasks import TASKS
@@ -411,7 +411,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     config = rundir.load_config(run)
     task.check_eval_rows(config, dataset)
 
-    if task.generates:
+    if task.generates and not onnx_model.is_exported(run.location):  # an ONNX causal LM scores text only
         generator = Generator(run)
         model, tokenizer = generator.model, generator.tokenizer
 

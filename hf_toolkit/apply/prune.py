@@ -196,8 +196,9 @@ def shrink_ffn(model: Any, share: float) -> None:
 
 
 def weights_mb(directory: Path) -> float:
-    """Size of the weight files in `directory` (safetensors, or pickle weights), in MB."""
-    files = [*directory.glob("*.safetensors"), *directory.glob("pytorch_model*.bin")]
+    """Size of the weight files in `directory` (safetensors, pickle weights, ONNX graphs and their data), in MB."""
+    files = [*directory.glob("*.safetensors"), *directory.glob("pytorch_model*.bin"), *directory.glob("*.onnx"),
+             *directory.glob("*.onnx.data")]
     return sum(f.stat().st_size for f in files) / 1e6
 
 
