@@ -141,11 +141,12 @@ def test_chat_replies_in_chinese(poems_run):
 def test_serve_completes_chinese_plain_and_streamed(poems_run):
     from fastapi.testclient import TestClient
 
+    from hf_toolkit.core import rundir
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
     from hf_toolkit.serving.limits import Limits
 
-    with TestClient(create_app(Engine.load(str(poems_run), Limits()))) as client:
+    with TestClient(create_app(Engine.from_run(rundir.open_run(str(poems_run)), Limits()))) as client:
         body = {"prompt": "春眠", "max_tokens": 10, "seed": 0}
         response = client.post("/v1/completions", json=body)
         assert response.status_code == 200, response.text

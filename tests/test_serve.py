@@ -104,11 +104,12 @@ def build_bart(path: Path) -> Path:
 def client_for(path: Path, **limits):
     from fastapi.testclient import TestClient
 
+    from hf_toolkit.core.rundir import open_run
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
     from hf_toolkit.serving.limits import Limits
 
-    return TestClient(create_app(Engine.load(str(path), Limits(**limits))))
+    return TestClient(create_app(Engine.from_run(open_run(str(path)), Limits(**limits))))
 
 
 @pytest.fixture(scope="module")
@@ -569,12 +570,13 @@ def test_sigterm_ends_an_open_stream_cleanly_within_the_grace_period(gpt2_dir, c
 
     import uvicorn
 
+    from hf_toolkit.core.rundir import open_run
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
     from hf_toolkit.serving.limits import Limits
     from hf_toolkit.serving.server import GRACE_SECONDS, _Server
 
-    engine = Engine.load(str(gpt2_dir), Limits(max_tokens=100))
+    engine = Engine.from_run(open_run(str(gpt2_dir)), Limits(max_tokens=100))
     turn = engine.worker.turn
     engine.worker.turn = lambda: (time.sleep(0.1), turn())  # 100 tokens take 10 s: longer than the grace period
     port = free_port()

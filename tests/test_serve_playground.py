@@ -102,12 +102,13 @@ def serving(path: Path):
     """The real app for the run at `path` under uvicorn on a thread; yields its URL."""
     import uvicorn
 
+    from hf_toolkit.core.rundir import open_run
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
     from hf_toolkit.serving.limits import Limits
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Engine.load(str(path), Limits())), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(Engine.from_run(open_run(str(path)), Limits())), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -171,7 +172,14 @@ def build_chinese(path: Path, head: str) -> Path:
     """A 1-layer GPT-2 (head "gpt2") or BERT QA model (head "qa") with the real bert-base-chinese vocabulary,
     whose WordPiece decoding spaces every character ("春 眠"): the page must show Chinese as written."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, GenerationConfig, GPT2Config, GPT2LMHeadModel
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForQuestionAnswering,
+        GenerationConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(shared_path("chinese", "tokenizers", "bert-base-chinese"))

@@ -134,12 +134,9 @@ class Engine:
         self.stop_by: float | None = None  # set by close(): generations still running end then
 
     @classmethod
-    def load(cls, reference: str, limits: Limits) -> "Engine":
-        """Open and load the run once (user mistakes raise HftkError before any weights load)."""
-        return cls.from_run(rundir.open_run(reference), limits)
-
-    @classmethod
     def from_run(cls, run: rundir.Run, limits: Limits) -> "Engine":
+        """Load the opened run once (``hftk serve`` opens it first, so user mistakes raise HftkError
+        before any weights load)."""
         reference = run.reference
         config = rundir.load_config(run)
         task = rundir.task_name(run, config)
