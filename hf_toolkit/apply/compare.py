@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_toolkit.core import onnx_model, rundir
+from hf_toolkit.core import modeling, onnx_model, rundir
 from hf_toolkit.errors import HftkError
 
 LATENCY_ROWS = 30
@@ -119,7 +119,7 @@ def parameters(model: Any, model_dir: Path) -> int:
 
         graph = onnx.load(str(model_dir / onnx_model.ONNX_FILE), load_external_data=False).graph
         return sum(math.prod(tensor.dims) for tensor in graph.initializer)
-    return sum(p.numel() for p in model.parameters())
+    return modeling.parameter_counts(model)["total"]
 
 
 def format_table(rows: list[Measured]) -> str:
