@@ -217,7 +217,8 @@ class DataSection(Section):
     # Any role name here: which roles a task reads is the task's (Task.check_recipe names them).
     columns: dict[str, str] = Field(default_factory=dict, description="Task role -> column name.")
     validation_split: float | None = Field(None, gt=0, lt=1, description="Carve this share of train for validation.")
-    strip_html: bool = Field(False, description="Remove HTML tags and unescape entities in text columns.")
+    strip_html: bool = Field(False, description="Read text columns as HTML and keep the text a reader sees: script, "
+                             "style and head content dropped, entities unescaped, words broken only at block elements.")
     normalize_whitespace: bool = Field(False, description="Collapse runs of whitespace into one space.")
     max_train_samples: int | None = Field(None, ge=1, description="Keep only the first N training examples.")
     max_eval_samples: int | None = Field(None, ge=1, description="Keep only the first N validation/test examples.")
