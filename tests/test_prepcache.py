@@ -367,3 +367,25 @@ def test_the_key_covers_the_code_that_cleans_and_reads_data(monkeypatch, tmp_pat
     (copy / "core" / "htmltext.py").write_text("# another way to clean\n", encoding="utf-8")
     monkeypatch.setattr(prepcache, "__file__", str(copy / "training" / "prepcache.py"))
     assert prepcache._code_digest(task) != before
+
+
+def test_the_caches_bars_go_off_through_consoles_one_switch_and_come_back(monkeypatch):
+    import datasets
+
+    from hf_toolkit.core import console
+
+    was_off = datasets.are_progress_bars_disabled()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    datasets.enable_progress_bars()
+    try:
+        with console.datasets_bars_off():
+            assert datasets.are_progress_bars_disabled()
+        assert not datasets.are_progress_bars_disabled()
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_DISABLE_PROGRESS_BARS", False)  # the variable decides for good
+        with console.datasets_bars_off():
+            assert not datasets.are_progress_bars_disabled()
+    finally:
+        (datasets.disable_progress_bars if was_off else datasets.enable_progress_bars)()
+    package = Path(console.__file__).parents[1]
+    switches = [path.name for path in package.rglob("*.py") if "_progress_bars()" in path.read_text(encoding="utf-8")]
+    assert switches == ["console.py"], "one switch for datasets' bars"

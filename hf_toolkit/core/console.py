@@ -26,11 +26,13 @@ train``, ``Packing train ...``), the Trainer's training/evaluation bars and its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 
 from hf_toolkit import compat
 
@@ -103,6 +105,22 @@ def _datasets_bars(*, on: bool) -> None:
             datasets.enable_progress_bars()
         else:
             datasets.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def datasets_bars_off() -> Iterator[None]:
+    """Within the block, no datasets progress bars (e.g. its 'Saving the dataset' bars); as they were
+    after it. HF_DATASETS_DISABLE_PROGRESS_BARS, when set, decides for good (:func:`_datasets_bars`)."""
+    import datasets
+
+    if datasets.are_progress_bars_disabled():
+        yield
+        return
+    _datasets_bars(on=False)
+    try:
+        yield
+    finally:
+        _datasets_bars(on=True)
 
 
 def _transformers_output(*, quiet: bool) -> None:

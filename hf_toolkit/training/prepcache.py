@@ -58,7 +58,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit.core import modeling, provenance
+from hf_toolkit.core import console, modeling, provenance
 from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.tasks.base import Task
 
@@ -236,7 +236,7 @@ class PreprocessingCache:
             meta = json.loads((entry / META).read_text(encoding="utf-8"))
             if meta.get("key") != key:
                 raise ValueError(f"it holds key {str(meta.get('key'))[:12]}")
-            with _datasets_bars_off():
+            with console.datasets_bars_off():
                 datasets = DatasetDict.load_from_disk(str(entry))
             rows = {name: len(split) for name, split in datasets.items()}
             if rows != meta.get("rows"):
@@ -254,7 +254,7 @@ class PreprocessingCache:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             _sweep(entry.parent)
-            with _datasets_bars_off():
+            with console.datasets_bars_off():
                 datasets.save_to_disk(str(incomplete))
             meta = {**meta, "rows": {name: len(split) for name, split in datasets.items()}}
             (incomplete / META).write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
@@ -398,21 +398,6 @@ class _Recorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _datasets_bars_off() -> Iterator[None]:
-    """No 'Saving the dataset' / 'Loading dataset from disk' bars (unless HF_DATASETS_DISABLE_PROGRESS_BARS decides)."""
-    import datasets
-
-    if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is not None or datasets.are_progress_bars_disabled():
-        yield
-        return
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        datasets.enable_progress_bars()
 
 
 def _remove(entry: Path) -> None:
