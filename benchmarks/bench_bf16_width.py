@@ -23,7 +23,6 @@ from benchmarks import rows  # noqa: E402
 
 
 def main() -> None:
-    rows.keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--steps", type=int, default=30)
@@ -60,4 +59,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    rows.keep_freed_memory()  # restarts this process (not a caller's) with hftk's allocator setting
     main()

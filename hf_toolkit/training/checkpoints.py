@@ -7,7 +7,7 @@ The Trainer's own choice (the highest number) may be a save that a kill cut shor
 
 Every checkpoint also holds the recipe it was made with (``hftk_recipe.yaml``, the resolved
 recipe) and the sha256 of its local data files (``hftk_data.json``), written by
-:func:`recipe_saver` before the Trainer's own files (so a complete checkpoint has them).
+:class:`hf_toolkit.training.callbacks.SaveRecipe` before the Trainer's own files (so a complete checkpoint has them).
 :func:`resume_changes` compares them with the recipe now: a change that alters the run (task,
 model, data or its content, batch size, lengths, seed, optimizer...) refuses the resume with the
 keys listed; a harmless one (:data:`HARMLESS`: logging, evaluation and saving frequency, more
