@@ -286,6 +286,7 @@ def prune(
     epilog=examples(
         "hftk compare runs/sentiment-minilm runs/distill-sentiment-minilm exported/student-int8 --data test.jsonl",
         "hftk compare runs/squad runs/squad-3l --data dev.jsonl --json",
+        "hftk compare runs/sentiment-minilm runs/minilm-3l --data dev.jsonl --set data.columns.text=text",
         "hftk compare runs/a runs/b --data test.jsonl --plot tradeoff.png",
     )
 )
@@ -295,6 +296,8 @@ def compare(
     data: Annotated[Path, typer.Option(help="Data file to measure on (the runs' columns), e.g. a held-out test set.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per model.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the metric against throughput into this new PNG file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override every model's recipe, e.g. --set data.columns.text=sentence.")] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Measure models side by side on this machine: parameters, size on disk, p50 latency at batch 1,
@@ -307,7 +310,7 @@ def compare(
     if plot is not None and plot.exists():
         raise HftkError(f"--plot: {plot} exists; give a new file name")
     console.setup(verbose, models=True)
-    rows = compare_lib.compare(list(models), data)
+    rows = compare_lib.compare(list(models), data, set_ or ())
     typer.echo(json.dumps(compare_lib.to_json(rows), indent=2) if json_output else compare_lib.format_table(rows))
     if plot is not None:
         typer.echo(f"hftk: plot written to {compare_lib.plot(rows, plot)}", err=True)

@@ -89,6 +89,8 @@ def test_compare_mistakes_exit_2(cli, tmp_path):
     assert result.exit_code == 2 and "has no hftk_recipe.yaml" in result.stderr
     result = cli("compare", tmp_path / "nowhere", "--data", data)
     assert result.exit_code == 2 and "is not a directory" in result.stderr
+    result = cli("compare", plain, "--data", data, "--set", "data.columns.text=review")
+    assert result.exit_code == 2 and "has no hftk_recipe.yaml to override" in result.stderr
     (tmp_path / "taken.png").write_bytes(b"mine")
     result = cli("compare", plain, "--data", data, "--plot", tmp_path / "taken.png")
     assert result.exit_code == 2 and "exists; give a new file name" in result.stderr

@@ -45,8 +45,9 @@ class Measured:
     value: float
 
 
-def compare(models: list[Path], data: Path) -> list[Measured]:
-    """Measure every model on `data` (see the module docstring)."""
+def compare(models: list[Path], data: Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Measured]:
+    """Measure every model on `data` (see the module docstring); `overrides` (``--set``) apply to every
+    model's recipe, e.g. ``data.columns.text=text`` for a file whose columns differ from training's."""
     from hf_toolkit.tasks import TASKS
 
     if len(models) < 1:
@@ -55,7 +56,7 @@ def compare(models: list[Path], data: Path) -> list[Measured]:
     for model in models:
         if not Path(model).is_dir():
             raise HftkError(f"{model} is not a directory (give run directories or hftk export outputs)")
-        run = rundir.open_run(str(model))
+        run = rundir.open_run(str(model), overrides)
         if run.recipe is None:
             raise HftkError(f"{model} has no {rundir.RECIPE_FILE}: compare reads the task and columns of runs written "
                             "by hftk finetune (prune and export keep the recipe)")
@@ -66,17 +67,17 @@ def compare(models: list[Path], data: Path) -> list[Measured]:
     task = TASKS[tasks.pop()]
     if task.name not in METRICS:
         raise HftkError(f"hftk compare measures {', '.join(METRICS)} models; these are {task.name}")
-    return [measure(run, task, Path(model), data) for run, model in zip(runs, models)]
+    return [measure(run, task, Path(model), data, overrides) for run, model in zip(runs, models)]
 
 
-def measure(run: Any, task: Any, model_dir: Path, data: Path) -> Measured:
+def measure(run: Any, task: Any, model_dir: Path, data: Path, overrides: list[str] | tuple[str, ...] = ()) -> Measured:
     """One model's row: metric first (it also checks the data), then size, latency and throughput."""
     from hf_toolkit.apply.evaluation import score_model
     from hf_toolkit.apply.prune import weights_mb
 
     metric_name, key = METRICS[task.name]
     with tempfile.TemporaryDirectory() as scratch:
-        scores = score_model([metric_name], model_dir, data, output_dir=Path(scratch)).scores
+        scores = score_model([metric_name], model_dir, data, overrides=overrides, output_dir=Path(scratch)).scores
     model, tokenizer = rundir.load_model(run)
     inputs = input_rows(run, task, data)
     count = len(next(iter(inputs.values())))
@@ -105,7 +106,7 @@ def input_rows(run: Any, task: Any, data: Path) -> dict[str, list]:
     recipe = run.recipe
     source = load_source(DataSource(file=str(data)), encoding=recipe.data.encoding, set_encoding=SET_ENCODING)
     dataset = eval_rows(source, recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
-                        how_to_map="Map roles to the file's columns in the run's recipe", read_rows=task.read_rows)
+                        how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}", read_rows=task.read_rows)
     required, optional = task.input_roles
     return {role: list(dataset[role]) for role in (*required, *optional) if role in dataset.column_names}
 
