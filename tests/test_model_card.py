@@ -78,7 +78,10 @@ def test_card_names_task_base_model_and_data_with_hash_and_rows(run):
     out, corpus, _ = run
     card = (out / "README.md").read_text()
     assert "- **Task:** causal-lm" in card
-    assert "- **Base model:** gpt2 (from scratch)" in card
+    # Built from a config: the gpt2 architecture, not gpt2's weights.
+    assert card.startswith("# causal-lm model: the gpt2 architecture trained from scratch\n")
+    assert ("- **Base model:** none: the gpt2 architecture trained from scratch, its weights initialized at random "
+            "from the recipe's config") in card and "fine-tune of" not in card
     data = card_sections(card)["Data"]
     digest = hashlib.sha256(corpus.read_bytes()).hexdigest()
     train_row = next(line for line in data.splitlines() if line.startswith("| train |"))

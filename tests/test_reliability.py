@@ -233,9 +233,109 @@ def test_sigkill_after_the_second_checkpoint_then_resume_ends_with_the_uninterru
     # Same seed, restored optimizer, scheduler and RNG states, same batches: bit-identical on CPU.
     assert max_difference(weights(stories / "full"), weights(killed)) == 0.0
     assert not (killed / ".hftk.lock").exists()
+    # The figures are the whole run's: the loss over all 30 steps (the uninterrupted run's), the time of both parts.
+    whole, full = json.loads((killed / "metrics.json").read_text()), json.loads((stories / "full" / "metrics.json").read_text())
+    assert whole["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+    last_part = json.loads((killed / "trainer_state.json").read_text())["log_history"][-1]
+    assert last_part["train_loss"] != pytest.approx(full["train_loss"], rel=1e-5), "the Trainer's own figure is the last part's"
+    assert whole["train_runtime"] > last_part["train_runtime"]
+    step = int(resumed.stderr.split("resuming from killed/checkpoint-")[1].split()[0])
+    assert f"- **Training:** Resumed once (from the checkpoint at step {step}); the metrics cover the whole run" in (
+        killed / "README.md").read_text()
 
     finished = hftk("finetune", "tiny.yaml", "--set", "training.output_dir=killed", cwd=stories)
     assert finished.returncode == 2 and "'killed' already holds a finished run (hftk_recipe.yaml" in finished.stderr
+
+
+def test_resume_of_a_finished_run_is_refused_unless_it_asks_for_more_steps(stories):
+    import shutil
+
+    shutil.copytree(stories / "full", stories / "done")
+    before = {p: p.read_bytes() for p in (stories / "done").rglob("*") if p.is_file()}
+    again = hftk("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=done", cwd=stories)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert ("training.resume_from_checkpoint: 'done' holds a finished run: checkpoint-30 is at step 30 (epoch "
+            in again.stderr and "nothing to resume" in again.stderr and "--set training.max_steps=N with N above 30" in again.stderr)
+    assert {p: p.read_bytes() for p in (stories / "done").rglob("*") if p.is_file()} == before, "files untouched"
+
+    # More steps: it resumes, says nothing of GPT-2's tied lm_head.weight (transformers' own warnings shown).
+    env = {key: value for key, value in ENV.items() if key != "TRANSFORMERS_VERBOSITY"}
+    more = subprocess.run([sys.executable, "-m", "hf_toolkit", "finetune", "tiny.yaml", "--resume", "--set",
+                           "training.output_dir=done", "--set", "training.max_steps=32"], cwd=stories, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "missing keys" not in more.stderr and "lm_head" not in more.stderr
+    assert json.loads((stories / "done" / "trainer_state.json").read_text())["global_step"] == 32
+    assert "Resumed once (from the checkpoint at step 30)" in (stories / "done" / "README.md").read_text()
+
+
+def test_a_resume_with_nothing_left_to_train_is_refused_and_a_state_cut_short_is_skipped(tmp_path):
+    from types import SimpleNamespace
+
+    from hf_toolkit.training import checkpoints
+
+    for step, text in ((4, json.dumps({"global_step": 4, "epoch": 2.0})), (6, "")):  # a kill left checkpoint-6's state empty
+        write(tmp_path / f"checkpoint-{step}" / "trainer_state.json", text)
+    assert checkpoints.latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+    def problems(max_steps, epochs=3.0):
+        args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=True, max_steps=max_steps, num_train_epochs=epochs)
+        return [p.message for p in checkpoints.resume_problems(args)]
+
+    assert problems(5) == [] and problems(-1, epochs=3.0) == []
+    [message] = problems(4)
+    assert message.startswith("checkpoint-4 is the end of the run: checkpoint-4 is at step 4 (epoch 2) and the recipe asks "
+                              "for max_steps=4, so there is nothing to resume")
+    [message] = problems(-1, epochs=2.0)
+    assert "asks for num_train_epochs=2" in message and "--resume --set training.num_train_epochs=E with E above 2" in message
+    write(tmp_path / "hftk_recipe.yaml", "task: causal-lm\n")
+    assert problems(4)[0].startswith(f"'{tmp_path}' holds a finished run: checkpoint-4 is at step 4")
+
+
+def test_the_tied_weights_warning_is_dropped_only_for_tied_weights():
+    import logging
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_toolkit.core import console
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50))
+    assert {"lm_head.weight", "transformer.wte.weight"} <= console.tied_parameter_names(model)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    trainer_logger = logging.getLogger("transformers.trainer")
+    handler, level = Keep(), trainer_logger.level
+    trainer_logger.addHandler(handler)
+    trainer_logger.setLevel(logging.WARNING)  # the tests run transformers at TRANSFORMERS_VERBOSITY=error
+    try:
+        with console.tied_weights_unmentioned(model):
+            trainer_logger.warning("There were missing keys in the checkpoint model loaded: ['lm_head.weight'].")
+            trainer_logger.warning("There were missing keys in the checkpoint model loaded: ['transformer.h.0.mlp.c_fc.weight'].")
+        trainer_logger.warning("There were missing keys in the checkpoint model loaded: ['lm_head.weight'].")
+    finally:
+        trainer_logger.removeHandler(handler)
+        trainer_logger.setLevel(level)
+    assert seen == ["There were missing keys in the checkpoint model loaded: ['transformer.h.0.mlp.c_fc.weight'].",
+                    "There were missing keys in the checkpoint model loaded: ['lm_head.weight']."]
+
+
+def test_whole_run_metrics_from_the_log_history_and_the_parts_times():
+    from hf_toolkit.training.resumption import Progress, whole_run_metrics
+
+    history = [{"loss": 4.0, "step": 2}, {"loss": 3.0, "step": 4}, {"train_loss": 9.9, "train_runtime": 1.0, "step": 4},
+               {"loss": 2.0, "step": 6}, {"eval_loss": 7.0, "step": 6}]
+    # Steps 1-4 logged (sum 2x4 + 2x3 = 14); the last part, steps 5-10, had mean 1.5 over 6 steps in 3 s.
+    part = {"train_loss": 1.5, "train_runtime": 3.0, "train_samples_per_second": 8.0, "train_steps_per_second": 2.0}
+    whole = whole_run_metrics(part, history, 10, Progress(earlier_runtime=5.0, resumed_at=[4]))
+    assert whole == {"train_loss": pytest.approx((14 + 9) / 10), "train_runtime": 8.0,
+                     "train_samples_per_second": pytest.approx(8.0 * 3 * 10 / 6 / 8, abs=1e-3), "train_steps_per_second": 1.25}
+    assert whole_run_metrics(part, history, 10, Progress()) == {}, "a run in one part keeps the Trainer's figures"
+    unknown = whole_run_metrics(part, history, 10, Progress(earlier_runtime=None, resumed_at=[4]))
+    assert set(unknown) == {"train_loss"}, "no runtime is made up for a part whose time was not recorded"
 
 
 def test_sigterm_saves_a_checkpoint_exits_143_and_resume_loses_nothing(stories):

@@ -103,6 +103,11 @@ def test_lora_run_generates_and_merged_export_matches(lora_run, corpus, cli):
 
     result = cli("export", run, corpus / "merged", "--merge")
     assert result.exit_code == 0, result
+    card = (corpus / "merged" / "README.md").read_text()
+    assert card.startswith("# Exported from `lora`: LoRA weights merged\n")
+    assert f"the LoRA adapter of the run `{run}` (rank 4, alpha 8, on " in card and "merged into the weights of its base model" in card
+    assert "## The run it was exported from" in card and "\n## causal-lm fine-tune of ./base\n" in card  # its card, one level down
+    assert (corpus / "merged" / "hftk_recipe.yaml").read_text() == (run / "hftk_recipe.yaml").read_text()
     # The recipe's generation section travels with the adapter and into the merged model.
     for saved in (run / "model_config", corpus / "merged"):
         settings = json.loads((saved / "generation_config.json").read_text())

@@ -13,6 +13,9 @@
   int8 (int8 weights of the MatMuls, activations quantized on the fly) and reports sizes, the
   int8 graph's largest |logit difference| and latency against PyTorch fp32. Nothing hftk writes
   or reads needs unpickling (the former pickled ``model_int8.pt`` is gone).
+
+The run's recipe and metrics are copied; its card is not copied as it is but follows a new head
+that says what export did and from which run (:func:`hf_toolkit.core.rundir.exported_card`).
 """
 
 from __future__ import annotations
@@ -83,9 +86,11 @@ def export(run_dir: Path, output_dir: Path, *, merge: bool, quantize: str | None
     else:
         model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    for name in rundir.RUN_FILES:
+    for name in (rundir.RECIPE_FILE, rundir.METRICS_FILE):
         if run.path(name).is_file():
             shutil.copy(run.path(name), output_dir / name)
+    rundir.write_atomically(output_dir / rundir.MODEL_CARD,
+                            _card(run, config, merged=merge, onnx=format == "onnx", quantized=quantize is not None))
     if run.path(rundir.DECODER_TOKENIZER_DIR).is_dir():  # an encoder-decoder pair's second tokenizer
         shutil.copytree(run.path(rundir.DECODER_TOKENIZER_DIR), output_dir / rundir.DECODER_TOKENIZER_DIR)
     report = ExportReport(output_dir, merged=merge)
@@ -102,6 +107,15 @@ def require_exporter() -> None:
     except ImportError:
         raise HftkError(f"--format onnx needs the onnx and onnxscript packages: {onnx_model.INSTALL}") from None
     onnx_model.require_onnxruntime()
+
+
+def _card(run: rundir.Run, config: Any, *, merged: bool, onnx: bool, quantized: bool) -> str:
+    """The exported model's card: what export did, from which run, then that run's card."""
+    card = run.path(rundir.MODEL_CARD)
+    adapter = json.loads(run.path(rundir.ADAPTER_CONFIG).read_text(encoding="utf-8")) if merged else None
+    return rundir.exported_card(run.location, card.read_text(encoding="utf-8") if card.is_file() else None,
+                                merged_adapter=adapter, onnx=onnx, quantized=quantized,
+                                auto_class_name=rundir.architecture(config)[1])
 
 
 def graph_module(model: Any, task: str, inputs: list[str]) -> Any:

@@ -21,11 +21,17 @@ train``, ``Packing train ...``), the Trainer's training/evaluation bars and its 
   no unused parameters (the Trainer's safe default: some models, e.g. a BERT encoder's pooler in
   an encoder-decoder, do leave parameters unused). Errors still print.
 
+While a resumed run loads its checkpoint (:func:`tied_weights_unmentioned`), the Trainer's warning
+that the checkpoint lacks keys is dropped when every key it names is a weight tied to another
+(GPT-2's ``lm_head.weight`` is its input embedding): save_pretrained leaves tied copies out, and
+loading the other fills both. A missing key that is not tied is still shown.
+
 ``--verbose`` leaves every library at its own defaults. Nothing here changes what is computed.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import os
@@ -33,6 +39,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 from hf_toolkit import compat
 
@@ -179,3 +186,42 @@ def summarize_load_report(report: str) -> str | None:
         noun = "weight" if len(keys) == 1 else "weights"
         parts.append(f"{len(keys)} {noun} {LOAD_STATUS_WORDS.get(status, status.lower())}: {shown}")
     return f"{header.group(1)}: " + "; ".join(parts) + " (--verbose shows the load report)"
+
+
+MISSING_KEYS_WARNING = "There were missing keys in the checkpoint model loaded: "
+
+
+@contextlib.contextmanager
+def tied_weights_unmentioned(model: Any) -> Iterator[None]:
+    """For the block: drop the Trainer's missing-keys warning when every key is a tied weight of `model`."""
+    keep = _TiedWeightsFilter(tied_parameter_names(model))
+    trainer_logger = logging.getLogger("transformers.trainer")
+    trainer_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        trainer_logger.removeFilter(keep)
+
+
+def tied_parameter_names(model: Any) -> set[str]:
+    """Names of parameters that share their tensor with another name (both names of each pair)."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(parameter), []).append(name)
+    return {name for names in by_tensor.values() if len(names) > 1 for name in names}
+
+
+class _TiedWeightsFilter(logging.Filter):
+    def __init__(self, tied: set[str]):
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(MISSING_KEYS_WARNING):
+            return True
+        try:
+            missing = ast.literal_eval(message[len(MISSING_KEYS_WARNING):].rstrip("."))
+        except (ValueError, SyntaxError):
+            return True
+        return not (missing and set(missing) <= self.tied)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,12 +214,13 @@ def save_adapter_model_config(model: Any, output_dir: str | Path) -> None:
 
 
 def write_run_files(output_dir: str | Path, recipe: "Recipe", metrics: dict[str, float], auto_class_name: str,
-                    story: "Story | None" = None, *, has_plot: bool = False) -> None:
+                    story: "Story | None" = None, *, has_plot: bool = False, notes: Sequence[str] = ()) -> None:
     """hftk's own files: the resolved recipe, the metrics and the model card (linking :data:`LOSS_PLOT`
-    when `has_plot`), each written whole or not at all (a temporary file, then os.replace)."""
+    when `has_plot`; with `notes` on how it was trained), each written whole or not at all (a
+    temporary file, then os.replace)."""
     out = Path(output_dir)
     write_atomically(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    write_atomically(out / MODEL_CARD, model_card(recipe, metrics, auto_class_name, story, has_plot=has_plot))
+    write_atomically(out / MODEL_CARD, model_card(recipe, metrics, auto_class_name, story, has_plot=has_plot, notes=notes))
     write_atomically(out / RECIPE_FILE, recipe_yaml(recipe))  # last: a run directory with it is a finished run
 
 
@@ -228,17 +230,22 @@ def recipe_yaml(recipe: "Recipe") -> str:
 
 
 def model_card(recipe: "Recipe", metrics: dict[str, float], auto_class_name: str, story: "Story | None" = None,
-               *, has_plot: bool = False) -> str:
+               *, has_plot: bool = False, notes: Sequence[str] = ()) -> str:
     """The run directory's README.md: what was trained on what, how, with what result, where and by which command."""
-    if recipe.model.is_pair:
-        base = f"{_base_name(recipe.model.encoder)} + {_base_name(recipe.model.decoder)} (EncoderDecoderModel)"
+    sides = [recipe.model.encoder, recipe.model.decoder] if recipe.model.is_pair else [recipe.model]
+    base = " + ".join(_base_name(side) for side in sides) + (" (EncoderDecoderModel)" if recipe.model.is_pair else "")
+    if all(side.name_or_path for side in sides):
+        title = f"{recipe.task} fine-tune of {base}"
     else:
-        base = _base_name(recipe.model)
+        title = f"{recipe.task} model: {base}"
+    if not any(side.name_or_path for side in sides):
+        base = f"none: {base}, its weights initialized at random from the recipe's config"
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float)))
     parts = [
-        f"# {recipe.task} fine-tune of {base}\n\n"
+        f"# {title}\n\n"
         f"Trained with hf_toolkit (`hftk finetune`); the resolved recipe is `{RECIPE_FILE}`.\n\n"
-        f"- **Task:** {recipe.task}\n- **Base model:** {base}\n{_teacher_line(recipe)}\n"
+        f"- **Task:** {recipe.task}\n- **Base model:** {base}\n{_teacher_line(recipe)}"
+        + "".join(f"- **Training:** {note}\n" for note in notes) + "\n"
         f"```python\nfrom transformers import {auto_class_name}, AutoTokenizer\n"
         f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n",
     ]
@@ -274,5 +281,32 @@ def _teacher_line(recipe: "Recipe") -> str:
 
 
 def _base_name(section: Any) -> str:
-    """'gpt2', or 'gpt2 (from scratch)' for a model built from a config."""
-    return section.name_or_path or f"{section.config['model_type']} (from scratch)"
+    """'gpt2' (a checkpoint's weights), or 'the gpt2 architecture trained from scratch' (a model built
+    from a config: the architecture, not the weights, of any checkpoint of that name)."""
+    return section.name_or_path or f"the {section.config['model_type']} architecture trained from scratch"
+
+
+def exported_card(source: str | Path, run_card: str | None, *, merged_adapter: dict[str, Any] | None,
+                  onnx: bool, quantized: bool, auto_class_name: str) -> str:
+    """The README.md of ``hftk export``: what was done to which run (the LoRA weights merged into the
+    base model, an ONNX graph, int8), then the run's own card, its headings one level down."""
+    done = []
+    if merged_adapter is not None:
+        modules = ", ".join(merged_adapter.get("target_modules") or []) or "?"
+        done.append(f"the LoRA adapter of the run `{source}` (rank {merged_adapter.get('r')}, alpha "
+                    f"{merged_adapter.get('lora_alpha')}, on {modules}) merged into the weights of its base model "
+                    f"`{merged_adapter.get('base_model_name_or_path')}`: plain weights that load without peft and give "
+                    "the adapter model's outputs")
+    if onnx:
+        done.append(f"the model as an ONNX graph, `model.onnx`{', its weights quantized to int8 by onnxruntime' if quantized else ''} "
+                    "(`hftk predict`, `eval --model` and `serve` run it with onnxruntime)")
+    what = [name for name, done_here in (("LoRA weights merged", merged_adapter is not None),
+                                          ("ONNX int8" if quantized else "ONNX", onnx)) if done_here]
+    text = (f"# Exported from `{Path(source).name}`: {', '.join(what)}\n\n"
+            f"Written by `hftk export` from the run directory `{source}`:\n\n" + "".join(f"- {d}\n" for d in done) +
+            ("" if onnx else f"\n```python\nfrom transformers import {auto_class_name}, AutoTokenizer\n"
+                             f"model = {auto_class_name}.from_pretrained(\"<this dir>\")\n```\n"))
+    if run_card:
+        demoted = "\n".join(f"#{line}" if line.startswith("#") else line for line in run_card.splitlines())
+        text += f"\n## The run it was exported from\n\nIts card, as written when it was trained:\n\n{demoted}\n"
+    return text

@@ -1,7 +1,7 @@
 """The TrainerCallbacks hftk adds to a run, each adapting one module's logic to the Trainer's events:
 :class:`StopGuard` (:mod:`~hf_toolkit.training.stopping`: a signal or a non-finite loss stops every
 rank at one step), :class:`SaveRecipe` (:mod:`~hf_toolkit.training.checkpoints`: the recipe and data
-fingerprints in each checkpoint), :class:`SaveTargetTokenizer` (a decoder tokenizer saved beside the
+fingerprints in each checkpoint, and the run's progress, :mod:`~hf_toolkit.training.resumption`), :class:`SaveTargetTokenizer` (a decoder tokenizer saved beside the
 model) and :class:`TrimKeptMemory` (:mod:`~hf_toolkit.training.allocator`).
 
 Imports transformers at module level: only the training flow imports this module.
@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from hf_toolkit.training.stopping import SIGNALS, STOP_FILE_ENV
 
 if TYPE_CHECKING:
     from hf_toolkit.recipe.schema import Recipe
+    from hf_toolkit.training import resumption
 
 
 class StopGuard(TrainerCallback):
@@ -111,19 +113,29 @@ class StopGuard(TrainerCallback):
 
 
 class SaveRecipe(TrainerCallback):
-    """Writes the recipe and data fingerprints into each checkpoint (rank 0): when a save is decided
-    (step or epoch end, before the Trainer writes) and again on save (a save decided by the best metric)."""
+    """Writes the recipe and data fingerprints into each checkpoint (rank 0), and the run's
+    `progress` over its parts (:mod:`~hf_toolkit.training.resumption`, timed from the start of
+    training): when a save is decided (step or epoch end, before the Trainer writes) and again on
+    save (a save decided by the best metric)."""
 
-    def __init__(self, recipe: "Recipe") -> None:
+    def __init__(self, recipe: "Recipe", progress: "resumption.Progress | None" = None) -> None:
         self.recipe = recipe
+        self.progress = progress
         self.fingerprints: dict | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.started = time.perf_counter()
 
     def _write(self, args, state) -> None:
         if not state.is_world_process_zero:
             return
         if self.fingerprints is None:
             self.fingerprints = checkpoints.data_fingerprints(self.recipe)
-        checkpoints.save_recipe(Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}", self.recipe, self.fingerprints)
+        checkpoint = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
+        checkpoints.save_recipe(checkpoint, self.recipe, self.fingerprints)
+        if self.progress is not None:
+            self.progress.save(checkpoint)
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:

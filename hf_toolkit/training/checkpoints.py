@@ -6,12 +6,14 @@ The Trainer's own choice (the highest number) may be a save that a kill cut shor
 ``trainer_state.json``, which the Trainer writes last, and resuming from it crashes.
 
 Every checkpoint also holds the recipe it was made with (``hftk_recipe.yaml``, the resolved
-recipe) and the sha256 of its local data files (``hftk_data.json``), written by
+recipe), the sha256 of its local data files (``hftk_data.json``) and the run's progress over
+its parts (``hftk_progress.json``, :mod:`hf_toolkit.training.resumption`), written by
 :class:`hf_toolkit.training.callbacks.SaveRecipe` before the Trainer's own files (so a complete checkpoint has them).
 :func:`resume_changes` compares them with the recipe now: a change that alters the run (task,
 model, data or its content, batch size, lengths, seed, optimizer...) refuses the resume with the
 keys listed; a harmless one (:data:`HARMLESS`: logging, evaluation and saving frequency, more
-epochs or steps, decoding settings) is allowed and reported.
+epochs or steps, decoding settings) is allowed and reported. A checkpoint that already reached the
+steps or epochs the recipe asks for (a finished run's last one) has nothing to resume: refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit.core.rundir import TRAINER_STATE, write_atomically
+from hf_toolkit.core.rundir import RECIPE_FILE, TRAINER_STATE, write_atomically
 from hf_toolkit.errors import Problem
 
 if TYPE_CHECKING:
@@ -54,9 +56,18 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     steps = []
     for path in Path(output_dir).glob(f"{PREFIX}*") if Path(output_dir).is_dir() else []:
         suffix = path.name.removeprefix(PREFIX)
-        if suffix.isdigit() and (path / TRAINER_STATE).is_file():
+        if suffix.isdigit() and trainer_state(path) is not None:
             steps.append((int(suffix), path))
     return str(max(steps)[1]) if steps else None
+
+
+def trainer_state(checkpoint: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's trainer_state.json, or None when it is missing or cut short (the Trainer
+    writes it last, but not atomically: a kill can leave it empty)."""
+    try:
+        return json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def data_fingerprints(recipe: "Recipe") -> dict[str, dict[str, Any]]:
@@ -144,13 +155,37 @@ def resume_problems(args: Any) -> list[Problem]:
     """``training.resume_from_checkpoint``: a checkpoint directory, or true for the newest complete one in output_dir."""
     resume, key = args.resume_from_checkpoint, ("training", "resume_from_checkpoint")
     if resume is True:
+        if latest_checkpoint(args.output_dir) is None and (Path(args.output_dir) / RECIPE_FILE).is_file():
+            return [Problem(key, f"'{args.output_dir}' holds a finished run without checkpoints: nothing to resume (nothing "
+                                 "was changed); to train anew, --overwrite or another training.output_dir")]
         if latest_checkpoint(args.output_dir) is None:
             return [Problem(key, f"no complete checkpoint-* directory in {args.output_dir} to resume from; train with "
                                  "save_strategy 'steps' or 'epoch' first, or give a checkpoint path")]
-    elif resume and not (Path(resume) / TRAINER_STATE).is_file():
-        what = "has no trainer_state.json (a save cut short?)" if Path(resume).is_dir() else "not found"
+    elif resume and trainer_state(resume) is None:
+        what = "has no readable trainer_state.json (a save cut short?)" if Path(resume).is_dir() else "not found"
         return [Problem(key, f"checkpoint directory {what}: '{resume}' (looked at {Path(resume).absolute()})")]
-    return []
+    return _nothing_left(args, resume_target(args)) if resume else []
+
+
+def _nothing_left(args: Any, checkpoint: str) -> list[Problem]:
+    """A checkpoint at or past the steps (or epochs) the recipe trains: resuming would train 0
+    steps and rewrite the run's figures with those of no training."""
+    state = trainer_state(checkpoint) or {}
+    step, epoch = state.get("global_step", 0), state.get("epoch") or 0.0
+    if args.max_steps > 0:
+        if args.max_steps > step:
+            return []
+        asked, longer = f"max_steps={args.max_steps}", f"training.max_steps=N with N above {step}"
+    else:
+        if args.num_train_epochs > epoch + 1e-6:
+            return []
+        asked, longer = f"num_train_epochs={args.num_train_epochs:g}", f"training.num_train_epochs=E with E above {epoch:g}"
+    finished = (Path(args.output_dir) / RECIPE_FILE).is_file()
+    what = f"'{args.output_dir}' holds a finished run" if finished else f"{Path(checkpoint).name} is the end of the run"
+    return [Problem(("training", "resume_from_checkpoint"),
+                    f"{what}: {Path(checkpoint).name} is at step {step} (epoch {epoch:g}) and the recipe asks for {asked}, "
+                    f"so there is nothing to resume (nothing was changed). To train longer, --resume --set {longer}; "
+                    "to train anew, --overwrite or another training.output_dir")]
 
 
 def resume_target(args: Any) -> str | None:

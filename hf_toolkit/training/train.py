@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit import compat
+from hf_toolkit.core import console, modeling, rundir
 from hf_toolkit.core import data as data_lib
-from hf_toolkit.core import modeling, rundir
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks.base import Task
 from hf_toolkit.training import arguments as training_args
@@ -26,6 +26,7 @@ from hf_toolkit.training import (
     plot,
     prepcache,
     pruning,
+    resumption,
     runlock,
     stopping,
     throughput,
@@ -116,16 +117,20 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
 
         return plan.make_plan(checked, splits, tokenizer, model, prepared, trainer, recipe_path=recipe_path,
                               started=started, created_output_dir=not output_dir_existed)
+    resume = resume_point(args)
+    progress = resumption.progress_since(resume)
     guard = callbacks.StopGuard()
     trainer.add_callback(guard)  # before the recipe saver, which then sees the save a stop asks for
-    trainer.add_callback(callbacks.SaveRecipe(recipe))
+    trainer.add_callback(callbacks.SaveRecipe(recipe, progress))
     trainer.add_callback(callbacks.TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
     for callback in pruning.callbacks_from_env():  # a trial of hftk sweep: last, so it ends train() last
         trainer.add_callback(callback)
-    train_output = trainer.train(resume_from_checkpoint=resume_point(args))
+    with console.tied_weights_unmentioned(trainer.model):
+        train_output = trainer.train(resume_from_checkpoint=resume)
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
 
     metrics = dict(train_output.metrics)
+    metrics.update(resumption.whole_run_metrics(metrics, trainer.state.log_history, trainer.state.global_step, progress))
     speed, line = throughput.report(trainer, prepared["train"], metrics)
     metrics.update(speed)
     if args.process_index == 0:
@@ -133,7 +138,7 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in prepared:
             metrics.update(task.evaluate(trainer, recipe, splits[split], prepared[split], prefix))
-    save_run(trainer, task, recipe, args.output_dir, metrics, splits=splits)
+    save_run(trainer, task, recipe, args.output_dir, metrics, splits=splits, progress=progress)
     return RunResult(Path(args.output_dir), metrics)
 
 
@@ -200,9 +205,11 @@ def pass_loss_kwargs_only_to_losses_that_read_them(trainer) -> None:
         trainer.model_accepts_loss_kwargs = False
 
 
-def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any], splits=None) -> None:
+def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict[str, Any], splits=None,
+             progress: resumption.Progress | None = None) -> None:
     """Model, tokenizer and generation config, plus the resolved recipe, metrics, loss curve and model card
-    (with the story of the run: data hashes and rows of `splits`, versions, command line, hardware).
+    (with the story of the run: data hashes and rows of `splits`, versions, command line, hardware,
+    and whether it was resumed, from `progress`).
 
     Every rank calls ``save_model`` (under FSDP or DeepSpeed ZeRO-3 it gathers the full weights
     collectively; the Trainer writes on the main process only); hftk's own files are written by rank 0.
@@ -220,4 +227,6 @@ def save_run(trainer, task: Task, recipe: Recipe, output_dir: str, metrics: dict
     log_history = trainer.state.log_history
     out = Path(output_dir)
     drawn = plot.loss_curve(log_history, out / rundir.LOSS_PLOT, title=f"{recipe.task}: {out.name}") if log_history else None
-    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__, story, has_plot=drawn is not None)
+    resumed = resumption.card_line(progress) if progress is not None else None
+    rundir.write_run_files(output_dir, recipe, metrics, task.auto_model(recipe).__name__, story, has_plot=drawn is not None,
+                           notes=[resumed] if resumed else [])
