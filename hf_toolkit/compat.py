@@ -122,6 +122,13 @@ TRANSFORMERS_NOTES = (
 their own). Versions: transformers 5.x. Drop an entry when transformers stops printing it."""
 TRANSFORMERS_BARS = ("Loading weights", "Writing model shards")
 """transformers' progress bars hftk turns off, matched by their ``desc``. Versions: transformers 5.x."""
+MISSING_KEYS_WARNING = "There were missing keys in the checkpoint model loaded: "
+"""The head of the Trainer's warning (logger ``transformers.trainer``, then the keys as a Python
+list) when a resumed checkpoint lacks keys: it names a tied weight (GPT-2's ``lm_head.weight``)
+that save_pretrained leaves out by design; hftk drops it then (:func:`hf_toolkit.core.console.
+tied_weights_unmentioned`). Versions: transformers 5.x (``Trainer._issue_warnings_after_load``
+ties such keys silently only for models that list them in ``_keys_to_ignore_on_save``, which
+GPT-2 no longer does). Drop it when transformers stops warning about tied keys."""
 LOAD_REPORT = "LOAD REPORT"
 """The heading of transformers 5's table of missing/unexpected/mismatched weights (logged as one
 message, rows ``key | STATUS | ...``), which hftk shortens to one line."""

@@ -188,7 +188,7 @@ def summarize_load_report(report: str) -> str | None:
     return f"{header.group(1)}: " + "; ".join(parts) + " (--verbose shows the load report)"
 
 
-MISSING_KEYS_WARNING = "There were missing keys in the checkpoint model loaded: "
+MISSING_KEYS_WARNING = compat.MISSING_KEYS_WARNING
 
 
 @contextlib.contextmanager
