@@ -2,7 +2,7 @@
 
 ``hftk sweep`` (:mod:`hf_toolkit.training.sweep`) runs every trial as an ordinary ``hftk finetune``,
 in-process or, with ``--nproc``, in its own torchrun processes, and names the trial in the
-environment variable ``HFTK_SWEEP_TRIAL`` (JSON: storage URL, study name, trial id, metric, pruner
+environment variable ``HFTK_SWEEP_TRIAL`` (JSON: storage URL, study name, trial number, metric, pruner
 settings). The finetune flow adds :func:`callbacks_from_env`'s callback to its Trainer. At each
 evaluation, rank 0 reports the metric at the global step (``trial.report``) and asks the pruner
 (``trial.should_prune``); under several processes rank 0's answer reaches every rank with one
@@ -42,7 +42,7 @@ class TrialSpec:
 
     storage: str
     study: str
-    trial_id: int
+    number: int
     metric: str
     pruner: str | None
     startup_trials: int
@@ -76,6 +76,11 @@ def open_storage(url: str, *, on_stale: Any = None):
                         "sqlite:////abs/path/study.db or postgresql://user:password@host/db, with its driver installed") from None
 
 
+def trial_id(storage: Any, study: str, number: int) -> int:
+    """The storage's id of trial `number` of `study` (Optuna's public storage API)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study), number)
+
+
 def pruner(spec: TrialSpec):
     """The study's pruner as the sweep section sets it (None: never prune, only report)."""
     import optuna
@@ -106,9 +111,10 @@ def reporter(spec: TrialSpec) -> Any:
             if self.trial is None:
                 import optuna
 
-                study = optuna.load_study(study_name=spec.study, storage=open_storage(spec.storage),
+                storage = open_storage(spec.storage)
+                study = optuna.load_study(study_name=spec.study, storage=storage,
                                           sampler=optuna.samplers.RandomSampler(), pruner=pruner(spec))
-                self.trial = optuna.trial.Trial(study, spec.trial_id)
+                self.trial = optuna.trial.Trial(study, trial_id(storage, spec.study, spec.number))
             return self.trial
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):

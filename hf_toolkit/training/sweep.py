@@ -65,6 +65,7 @@ class Sweep:
     study_name: str
     nproc: int = 1
     timeout: float | None = None
+    opened: Any = None  # the Optuna storage, once open_study has opened it
 
     @property
     def section(self) -> SweepSection:
@@ -193,7 +194,7 @@ def open_study(sweep: Sweep):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sweep.storage.startswith("sqlite"):
         sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    storage = pruning.open_storage(sweep.storage, on_stale=lambda study, trial: _retry(study, trial))
+    storage = sweep.opened = pruning.open_storage(sweep.storage, on_stale=lambda study, trial: _retry(study, trial))
     section = sweep.section
     study = optuna.create_study(study_name=sweep.study_name, storage=storage, direction=section.direction,
                                 pruner=pruning.pruner(_spec(sweep, -1)), load_if_exists=True)
@@ -224,9 +225,9 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def _spec(sweep: Sweep, trial_id: int) -> pruning.TrialSpec:
+def _spec(sweep: Sweep, number: int) -> pruning.TrialSpec:
     section = sweep.section
-    return pruning.TrialSpec(sweep.storage, sweep.study_name, trial_id, section.metric, section.pruner,
+    return pruning.TrialSpec(sweep.storage, sweep.study_name, number, section.metric, section.pruner,
                              section.startup_trials, section.warmup_evaluations)
 
 
@@ -240,10 +241,12 @@ def recover(study) -> list[int]:
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _worker_died(trial):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker was first
-                if study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
-                    _retry(study, trial)
-                    recovered.append(trial.number)
+            try:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # another worker was first
+            _retry(study, trial)
+            recovered.append(trial.number)
     optuna.storages.fail_stale_trials(study)  # other hosts' dead workers: _retry via the storage's callback
     return recovered
 
@@ -326,10 +329,10 @@ def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
     logger.info("trial %d: %s", number, ", ".join(f"{k}={v}" for k, v in params.items()))
     begun = time.time()
     state, value, reason, interrupted = State.FAIL, None, None, None
-    with _heartbeat(study, trial._trial_id):
+    with _heartbeat(sweep, number):
         try:
-            code = _finetune(sweep, command, overrides, _spec(sweep, trial._trial_id), folder)
-            attrs = study._storage.get_trial(trial._trial_id).user_attrs
+            code = _finetune(sweep, command, overrides, _spec(sweep, number), folder)
+            attrs = _frozen(study, number).user_attrs
             if code == 0:
                 metrics = json.loads((folder / rundir.METRICS_FILE).read_text(encoding="utf-8"))
                 if sweep.section.metric not in metrics:
@@ -344,7 +347,7 @@ def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
             else:
                 reason = f"hftk finetune exited {code} (its message is above)"
         except pruning.TrialPruned:
-            state, reason = State.PRUNED, study._storage.get_trial(trial._trial_id).user_attrs.get("reason")
+            state, reason = State.PRUNED, _frozen(study, number).user_attrs.get("reason")
         except stopping.Stopped as error:
             interrupted = error.exit_code
         except KeyboardInterrupt:
@@ -375,7 +378,12 @@ def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
     _write_trial_file(folder, number, state.name, params, value, sweep, seconds, reason)
     if state == State.FAIL and reason and reason.startswith("sweep.metric"):
         raise HftkError(reason)  # every trial would fail the same way
-    return study._storage.get_trial(trial._trial_id)
+    return _frozen(study, number)
+
+
+def _frozen(study, number: int):
+    """Trial `number` as the storage has it now (the pruning callback writes to it from the trial's process)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def _finetune(sweep: Sweep, command: list[str], overrides: list[str], spec: pruning.TrialSpec, folder: Path) -> int:
@@ -427,16 +435,18 @@ def _argv(argv: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _heartbeat(study, trial_id: int) -> Iterator[None]:
+def _heartbeat(sweep: Sweep, number: int) -> Iterator[None]:
     """Beat for the trial while it runs, so workers on other hosts can tell it is alive."""
     import threading
 
     stop = threading.Event()
+    storage = sweep.opened
+    trial_id = pruning.trial_id(storage, sweep.study_name, number)
 
     def beat() -> None:
         while True:
             with contextlib.suppress(Exception):  # a missed beat only makes the trial look older
-                study._storage.record_heartbeat(trial_id)
+                storage.record_heartbeat(trial_id)
             if stop.wait(pruning.HEARTBEAT_SECONDS):
                 return
 
