@@ -206,3 +206,27 @@ def test_two_sweeps_on_one_study_split_the_trials_and_run_none_twice(tmp_path, c
     for t in ran:  # one run per trial, made by the process the study handed it to
         record = json.loads((out / f"trial-{t.number:03d}" / "hftk_trial.json").read_text())
         assert record["state"] == "COMPLETE" and record["number"] == t.number
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_running_trial_and_enqueues_its_values_again(tmp_path, corpus):
+    import optuna
+
+    path = recipe(tmp_path, corpus, trials=2, steps=400)
+    write(path, path.read_text().replace('save_strategy: "no"', "save_strategy: steps\n  save_steps: 2"))
+    out = tmp_path / "out"
+    process = start("sweep", path)
+    deadline = time.time() + 600
+    while not (out / "trial-000" / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "trial 0 never started training"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # in training: the stop guard saves a checkpoint and stops
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "the sweep stopped during trial 0" in stderr and f"hftk sweep {path}" in stderr
+    assert [(r["number"], r["state"], r["note"]) for r in table(out)] == [("0", "FAIL", "interrupted; runs again as trial 1")]
+    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert trials[1].state == optuna.trial.TrialState.WAITING and trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params, "its values are enqueued"
+    assert json.loads((out / "trial-000" / "hftk_trial.json").read_text())["state"] == "FAIL"

@@ -289,14 +289,60 @@ def counted(trials: Sequence[Any]) -> list[Any]:
 
 def run(sweep: Sweep, *, on_trial=None) -> SweepResult:
     """Ask and run trials until the study holds ``sweep.trials`` of them (or the timeout passes)."""
-    import optuna
-
     study = open_study(sweep)
     for number in recover(study):
         logger.info("trial %d was left RUNNING by a process that is gone: it runs again", number)
+    try:
+        with _interruptible():
+            _ask_and_run(sweep, study, on_trial)
+    except Interrupted as stop:  # between trials: nothing to retry
+        raise stopping.Stopped(f"the sweep stopped between trials; continue with the same command: hftk sweep "
+                               f"{sweep.recipe_path}", 128 + stop.signum) from None
+    write_reports(sweep, study)
+    return _result(sweep, study)
+
+
+class Interrupted(BaseException):
+    """SIGTERM outside a trial's training (loading, evaluating): ends the trial like Ctrl-C does."""
+
+    received = 0  # the signal, also when code under way swallowed the exception (the sweep then stops after the trial)
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` (during training the stop guard's own handler takes over)."""
+    Interrupted.received = 0
+
+    def interrupt(signum: int, frame: Any) -> None:
+        Interrupted.received = signum
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt) if _main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _ask_and_run(sweep: Sweep, study, on_trial) -> None:
+    import optuna
+
     started = time.monotonic()
     wanted = sweep.section.trials
     while len(counted(study.get_trials(deepcopy=False))) < wanted:
+        if Interrupted.received:
+            raise Interrupted(Interrupted.received)
         if sweep.timeout is not None and time.monotonic() - started > sweep.timeout:
             logger.info("--timeout: %.0f s have passed; no new trial is started", sweep.timeout)
             break
@@ -314,8 +360,6 @@ def run(sweep: Sweep, *, on_trial=None) -> SweepResult:
         write_reports(sweep, study)
         if on_trial is not None:
             on_trial(frozen)
-    write_reports(sweep, study)
-    return _result(sweep, study)
 
 
 def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
@@ -352,6 +396,8 @@ def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
             interrupted = error.exit_code
         except KeyboardInterrupt:
             interrupted = 128 + signal.SIGINT
+        except Interrupted as error:
+            interrupted = 128 + error.signum
         except stopping.NonFiniteLoss as error:  # this trial's values diverge: the sweep goes on
             reason = str(error)
         except Exception as error:  # a user mistake every trial would repeat, or a bug: the sweep stops
