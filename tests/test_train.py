@@ -108,7 +108,7 @@ def test_resume_and_script_only_training_keys_are_checked(tmp_path, tiny_corpus,
     partial = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=true")
     assert partial.exit_code == 2 and "no complete checkpoint-* directory in run" in partial.stderr
     named = cli("finetune", "r.yaml", "--check", "--set", "training.resume_from_checkpoint=run/checkpoint-2")
-    assert named.exit_code == 2 and "has no trainer_state.json" in named.stderr
+    assert named.exit_code == 2 and "has no readable trainer_state.json" in named.stderr
 
 
 def test_latest_checkpoint_skips_saves_cut_short(tmp_path):
