@@ -65,32 +65,40 @@ def combined_loss(task, student_outputs, teacher_outputs, inputs, hard_loss, *, 
     return alpha * soft / len(student_pairs) + (1 - alpha) * hard_loss
 
 
-def trainer_class(base: Any, task: Any, teacher: Any, section: Any) -> Any:
-    """`base` (the task's Trainer class) with the distillation loss while training."""
-    import torch
+class DistillationLoss:
+    """Mixed into the task's Trainer class (:func:`trainer_class`): the distillation loss while training.
 
-    class DistillationTrainer(base):
-        teacher_model = teacher  # on the class, not the model: the Trainer saves only the model
+    The teacher is an attribute of the Trainer, not of the model: the Trainer saves only the model.
+    """
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-            if not model.training:  # evaluation reports the task's own loss
-                return (hard, outputs) if return_outputs else hard
-            with torch.no_grad():
-                teacher_outputs = teacher(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
-            normalizer = None
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                # the model divided its summed loss by the step's global label count and the Trainer
-                # multiplies it by the process count (DDP then averages): the soft sum follows suit
-                normalizer = num_items_in_batch
-                if self.args.average_tokens_across_devices:
-                    normalizer = normalizer / self.accelerator.num_processes
-            loss = combined_loss(task, outputs, teacher_outputs, inputs, hard, temperature=section.temperature,
-                                 alpha=section.alpha, normalizer=normalizer)
-            return (loss, outputs) if return_outputs else loss
+    teacher_model: Any
+    distilled_task: Any
+    distillation: Any  # the recipe's DistillationSection
 
-    DistillationTrainer.__name__ = DistillationTrainer.__qualname__ = f"Distillation{base.__name__}"
-    return DistillationTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        import torch
+
+        hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if not model.training:  # evaluation reports the task's own loss
+            return (hard, outputs) if return_outputs else hard
+        with torch.no_grad():
+            teacher_outputs = self.teacher_model(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
+        normalizer = None
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # the model divided its summed loss by the step's global label count and the Trainer
+            # multiplies it by the process count (DDP then averages): the soft sum follows suit
+            normalizer = num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                normalizer = normalizer / self.accelerator.num_processes
+        loss = combined_loss(self.distilled_task, outputs, teacher_outputs, inputs, hard,
+                             temperature=self.distillation.temperature, alpha=self.distillation.alpha, normalizer=normalizer)
+        return (loss, outputs) if return_outputs else loss
+
+
+def trainer_class(base: Any, task: Any, teacher: Any, section: Any) -> type:
+    """`base` (the task's Trainer class) with :class:`DistillationLoss` mixed in, for this teacher."""
+    return type(f"Distillation{base.__name__}", (DistillationLoss, base),
+                {"teacher_model": teacher, "distilled_task": task, "distillation": section})
 
 
 def load_teacher(recipe: Recipe, device: Any) -> Any:
