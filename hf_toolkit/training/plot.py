@@ -111,7 +111,10 @@ def sweep_pictures(rows: list[dict[str, Any]], params: list[str], metric: str, d
                     xs = [str(x) for x in xs]  # choices that are not all numbers: one column each
                 axes.plot(xs, ys, style, color="grey" if style == "x" else None)
         if key in log_keys:
+            from matplotlib.ticker import NullFormatter
+
             axes.set_xscale("log")
+            axes.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log range overlap
         axes.set_xlabel(key)
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
