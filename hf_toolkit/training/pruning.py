@@ -33,7 +33,14 @@ GRACE_SECONDS = 180
 
 
 class TrialPruned(HftkError):
-    """The sweep's pruner stopped this trial (its evaluations fell behind the earlier trials')."""
+    """The sweep's pruner stopped this trial (its evaluations fell behind the earlier trials').
+
+    Under ``--nproc`` (hftk's launcher) the ranks end with status 0 and only rank 0 has a message,
+    as a stop does; the sweep reads the outcome from the study, not from the status."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,11 @@ def reporter(spec: TrialSpec) -> Any:
         def on_train_end(self, args, state, control, **kwargs):
             self.training_over = True
             if self.pruned_at is not None:
-                raise TrialPruned(f"pruned by the sweep at step {self.pruned_at}: {spec.metric} fell behind the median "
-                                  "of the earlier trials")
+                from hf_toolkit.training.stopping import STOP_FILE_ENV
+
+                message = (f"pruned by the sweep at step {self.pruned_at}: {spec.metric} fell behind the median of the "
+                           "earlier trials") if state.is_world_process_zero else ""
+                raise TrialPruned(message, 0 if os.environ.get(STOP_FILE_ENV) else 2)
 
     return ReportAndPrune()
 

@@ -377,15 +377,15 @@ def run_trial(sweep: Sweep, study, trial, params: dict[str, Any]):
         try:
             code = _finetune(sweep, command, overrides, _spec(sweep, number), folder)
             attrs = _frozen(study, number).user_attrs
-            if code == 0:
+            if "pruned_at_step" in attrs:  # under --nproc the ranks of a pruned trial end with status 0
+                state, reason = State.PRUNED, attrs.get("reason")
+            elif code == 0:
                 metrics = json.loads((folder / rundir.METRICS_FILE).read_text(encoding="utf-8"))
                 if sweep.section.metric not in metrics:
                     reason = (f"sweep.metric: {sweep.section.metric} is not in the run's metrics.json "
                               f"({', '.join(sorted(metrics))}); set it to one of them")
                 else:
                     state, value = State.COMPLETE, float(metrics[sweep.section.metric])
-            elif "pruned_at_step" in attrs:
-                state, reason = State.PRUNED, attrs.get("reason")
             elif code > 128:
                 interrupted = code
             else:
