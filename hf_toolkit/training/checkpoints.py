@@ -162,7 +162,7 @@ def resume_problems(args: Any) -> list[Problem]:
             return [Problem(key, f"no complete checkpoint-* directory in {args.output_dir} to resume from; train with "
                                  "save_strategy 'steps' or 'epoch' first, or give a checkpoint path")]
     elif resume and trainer_state(resume) is None:
-        what = "has no trainer_state.json, or an unreadable one (a save cut short?)" if Path(resume).is_dir() else "not found"
+        what = "has no readable trainer_state.json (missing, or a save cut short)" if Path(resume).is_dir() else "not found"
         return [Problem(key, f"checkpoint directory {what}: '{resume}' (looked at {Path(resume).absolute()})")]
     return _nothing_left(args, resume_target(args)) if resume else []
 
