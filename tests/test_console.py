@@ -99,7 +99,7 @@ def test_lora_under_two_processes_says_everything_once(base, work):
     assert result.stdout.count("Saved to lora") == 1 and "\n\n" not in result.stdout
     assert noise_in(result.stderr + result.stdout, finetune=True) == []
 
-    exported = hftk("export", "lora", "lora-int8", "--merge", "--quantize", "int8", cwd=work)
+    exported = hftk("export", "lora", "lora-int8", "--merge", "--format", "onnx", "--quantize", "int8", cwd=work)
     assert "size_int8_mb" in exported.stdout
     assert exported.stderr.strip() == "", exported.stderr
 
