@@ -392,7 +392,7 @@ data:
   max_target_length: 16
 training:
   output_dir: {out}
-  num_train_epochs: 30
+  num_train_epochs: 60  # 30 reached BLEU 61 in fp32 (a CPU without native bf16), 80+ only in bf16
   per_device_train_batch_size: 8
   learning_rate: 5e-3
   eval_strategy: "no"
