@@ -48,6 +48,19 @@ def user_errors(command):
     return wrapper
 
 
+def option_flags(command: str) -> dict[str, str]:
+    """Parameter name -> long flag of one hftk command's options (``n`` of serve -> ``--max-n``).
+
+    Read from the Typer options below, the one place a flag is named: the library names a setting
+    by its keyword or field, and a command that builds library objects hands these over so the
+    library's messages name the flag the user types.
+    """
+    import typer.main
+
+    params = typer.main.get_command(app).commands[command].params
+    return {param.name: max(param.opts, key=len) for param in params if param.opts[0].startswith("-")}
+
+
 def _print_version(value: bool) -> None:
     if value:
         from hf_toolkit import __version__
@@ -436,11 +449,11 @@ def eval_command(
     tokenize: Annotated[Optional[str], typer.Option(
         help="BLEU tokenizer (sacreBLEU): 13a, zh, intl, char, none, ja-mecab, ... "
         "(default: zh when predictions and references are Chinese, else 13a).")] = None,
-    chrf_word_order: Annotated[Optional[int], typer.Option(
-        help="chrF word n-gram order: 0 = chrF (default), 2 = chrF++.")] = None,
+    word_order: Annotated[Optional[int], typer.Option(
+        "--chrf-word-order", help="chrF word n-gram order: 0 = chrF (default), 2 = chrF++.")] = None,
     chrf_plus_plus: Annotated[bool, typer.Option(
         "--chrf-plus-plus", help="chrF++ (same as --chrf-word-order 2).")] = False,
-    stemmer: Annotated[bool, typer.Option(
+    use_stemmer: Annotated[bool, typer.Option(
         "--stemmer", help="ROUGE: Porter-stem English words (rouge-score use_stemmer).")] = False,
     split_sentences: Annotated[bool, typer.Option(
         "--split-sentences", help="ROUGE: put each sentence on its own line before rougeLsum.")] = False,
@@ -486,9 +499,9 @@ def eval_command(
     console.setup(verbose, models=model is not None)
     result = evaluation.run_eval(
         metric, predictions=predictions, references=references or (), field_name=field, reference_field=reference_field,
-        ci=ci, compare=compare, model=model, data=data, overrides=set_ or (), word_order=chrf_word_order,
-        chrf_plus_plus=chrf_plus_plus, tokenize=tokenize, use_stemmer=stemmer or None,
-        split_sentences=split_sentences or None, average=average,
+        ci=ci, compare=compare, model=model, data=data, overrides=set_ or (), word_order=word_order,
+        chrf_plus_plus=chrf_plus_plus, tokenize=tokenize, use_stemmer=use_stemmer or None,
+        split_sentences=split_sentences or None, average=average, flags=option_flags("eval"),
     )
     for warning in result.warnings:
         typer.echo(f"hftk: warning: {warning}", err=True)
@@ -530,7 +543,8 @@ def predict(
     from hf_toolkit.core import console
 
     console.setup(verbose)
-    inputs = Inputs({"text": text, "text_pair": text_pair, "question": question, "context": context}, file, encoding)
+    inputs = Inputs({"text": text, "text_pair": text_pair, "question": question, "context": context}, file, encoding,
+                    flags=option_flags("predict"))
     task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
     if json_output:
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
@@ -552,11 +566,12 @@ def serve(
     model: Annotated[str, typer.Argument(help="Run directory, local model directory or hub id.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 512,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for.")] = 512,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt, in tokens.")] = 2048,
-    max_n: Annotated[int, typer.Option(min=1, help="Largest n (sequences per prompt).")] = 8,
+    n: Annotated[int, typer.Option("--max-n", min=1, help="Largest n (sequences per prompt).")] = 8,
     max_batch: Annotated[int, typer.Option(min=1, help="Most prompts or inputs in one request.")] = 64,
-    max_top_k: Annotated[int, typer.Option(min=1, help="Largest fill-mask top_k.")] = 50,
+    top_k: Annotated[int, typer.Option("--max-top-k", min=1, help="Largest fill-mask top_k.")] = 50,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body, in bytes.")] = 1_000_000,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait for the model; more get 503.")] = 256,
     max_batch_size: Annotated[int, typer.Option(
@@ -574,14 +589,22 @@ def serve(
     """Serve a run over HTTP: OpenAI-compatible completions for generative runs, /v1/classify,
     /v1/answer or /v1/fill-mask for the other heads, and a playground page at /."""
     from hf_toolkit.core import console
-    from hf_toolkit.serving.limits import Limits
     from hf_toolkit.serving.server import serve as run_serve
 
     console.setup(verbose)
-    limits = Limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit,
-                    n=max_n, max_batch=max_batch, top_k=max_top_k, max_queue=max_queue, max_batch_size=max_batch_size,
-                    max_running=max_running, request_timeout=request_timeout)
+    limits = serve_limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+                          n=n, max_batch=max_batch, top_k=top_k, max_queue=max_queue, max_batch_size=max_batch_size,
+                          max_running=max_running, request_timeout=request_timeout)
     run_serve(model, host=host, port=port, limits=limits)
+
+
+def serve_limits(**bounds):
+    """:class:`~hf_toolkit.serving.limits.Limits` from hftk serve's options (each named as the bound it sets),
+    whose refusals name the option that sets each bound (``hftk serve --max-n``)."""
+    from hf_toolkit.serving.limits import Limits
+
+    flags = option_flags("serve")
+    return Limits(**bounds, set_by={bound: f"hftk serve {flags[bound]}" for bound in Limits.bounds()})
 
 
 _OWN_PROCESS = False

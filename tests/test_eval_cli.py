@@ -251,14 +251,16 @@ def test_line_count_mismatch_exits_2(cli, wmt, tmp_path):
     assert "short.txt" in result.stderr and "newstest2013.de" in result.stderr
 
 
-@pytest.mark.parametrize("problem", ["empty", "missing", "unknown_metric", "bad_option",
-                                     "jsonl_without_field", "model_mode", "perplexity_on_files"])
+@pytest.mark.parametrize("problem", ["empty", "missing", "unknown_metric", "bad_option", "bad_word_order",
+                                     "bad_stemmer", "jsonl_without_field", "model_mode", "perplexity_on_files"])
 def test_user_errors_exit_2(cli, tmp_path, problem):
     good = _write_lines(tmp_path / "good.txt", ["a b c"])
     args = {"empty": ["-m", "bleu", "--predictions", write(tmp_path / "e.txt", ""), "-r", good],
             "missing": ["-m", "bleu", "--predictions", tmp_path / "nope.txt", "-r", good],
             "unknown_metric": ["-m", "blue", "--predictions", good, "-r", good],
             "bad_option": ["-m", "rouge", "--tokenize", "zh", "--predictions", good, "-r", good],
+            "bad_word_order": ["-m", "bleu", "--chrf-word-order", "2", "--predictions", good, "-r", good],
+            "bad_stemmer": ["-m", "bleu", "-m", "ter", "--stemmer", "--predictions", good, "-r", good],
             "jsonl_without_field": ["-m", "rouge", "--predictions",
                                     write(tmp_path / "p.jsonl", '{"text": "a"}\n'), "-r", good],
             "model_mode": ["-m", "accuracy", "--model", tmp_path, "--data", good],
@@ -266,6 +268,8 @@ def test_user_errors_exit_2(cli, tmp_path, problem):
     expected = {"empty": "e.txt: file is empty", "missing": "nope.txt: file not found",
                 "unknown_metric": "unknown metric 'blue' (did you mean 'bleu'?)",
                 "bad_option": "--tokenize does not apply to rouge",
+                "bad_word_order": "--chrf-word-order does not apply to bleu; it is an option of chrf",
+                "bad_stemmer": "--stemmer does not apply to bleu, ter; it is an option of rouge",
                 "jsonl_without_field": "needs --field", "model_mode": "has no hftk_recipe.yaml",
                 "perplexity_on_files": "run `hftk eval --model RUN --data FILE -m perplexity`"}[problem]
     result = cli("eval", *args)

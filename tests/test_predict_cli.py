@@ -132,6 +132,20 @@ def test_qa_mismatched_questions_and_contexts_exit_2(qa_dir, cli):
     result = cli("predict", "--model", qa_dir, "--question", "a", "--question", "b", "--context", "x", "--context", "y", "--context", "z")
     assert result.exit_code == 2
     assert "--context" in result.stderr
+    assert "2 --question but 3 --context; give one of each per input (or one --context for all)" in result.stderr
+
+
+def test_inputs_name_a_role_as_the_caller_spells_it():
+    from hf_toolkit.apply.prediction import Inputs, read_inputs
+    from hf_toolkit.errors import HftkError
+    from hf_toolkit.tasks import TASKS
+
+    qa = TASKS["question-answering"]
+    with pytest.raises(HftkError, match="give question and context \\(or --file\\), not text$"):
+        read_inputs(qa, Inputs({"text": ["x"]}), recipe=None)  # a program: the role's name
+    flags = {"text": "--text", "question": "--question", "context": "--context"}
+    with pytest.raises(HftkError, match="give --question and --context \\(or --file\\), not --text$"):
+        read_inputs(qa, Inputs({"text": ["x"]}, flags=flags), recipe=None)
 
 
 def test_file_without_the_needed_column_names_the_columns(classifier_dir, cli, tmp_path):

@@ -104,12 +104,12 @@ def build_bart(path: Path) -> Path:
 def client_for(path: Path, **limits):
     from fastapi.testclient import TestClient
 
+    from hf_toolkit.cli import serve_limits
     from hf_toolkit.core.rundir import open_run
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
-    from hf_toolkit.serving.limits import Limits
 
-    return TestClient(create_app(Engine.from_run(open_run(str(path)), Limits(**limits))))
+    return TestClient(create_app(Engine.from_run(open_run(str(path)), serve_limits(**limits))))
 
 
 @pytest.fixture(scope="module")

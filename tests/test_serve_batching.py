@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import pytest
 from test_serve import build_bert, build_gpt2, client_for, events, same_records
 
+from hf_toolkit.cli import serve_limits
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.worker import Worker
 
@@ -82,7 +83,7 @@ def test_a_failing_batch_is_run_again_one_job_at_a_time_so_only_the_bad_one_fail
 
 def test_a_job_whose_client_left_is_dropped_unrun_and_the_queue_limit_holds():
     calls: list[list[str]] = []
-    worker = Worker(max_queue=3, max_batch_size=8)
+    worker = Worker(max_queue=3, max_batch_size=8, queue_set_by=serve_limits().source("max_queue"))
 
     async def main():
         release = threading.Event()
@@ -405,3 +406,21 @@ def test_serve_options_reach_the_limits(gpt2_dir, cli, monkeypatch):
     assert cli("serve", gpt2_dir, "--request-timeout", "30", "--max-running", "2").exit_code == 0
     assert (seen["limits"].request_timeout, seen["limits"].max_running) == (30, 2)
     assert cli("serve", gpt2_dir).exit_code == 0 and seen["limits"].request_timeout == 120
+
+
+def test_every_limit_is_a_serve_option_and_its_refusal_names_that_option(gpt2_dir, cli, monkeypatch):
+    from hf_toolkit.serving import server
+    from hf_toolkit.serving.limits import Limits, check
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda model, **kwargs: seen.update(kwargs))
+    assert cli("serve", gpt2_dir, "--max-n", "3", "--max-top-k", "7", "--max-tokens-limit", "9").exit_code == 0
+    limits = seen["limits"]
+    assert (limits.n, limits.top_k, limits.max_tokens) == (3, 7, 9)
+    usage = cli("serve", "--help").stdout
+    for bound in Limits.bounds():
+        assert limits.source(bound).startswith("hftk serve --") and limits.source(bound)[len("hftk serve "):] in usage
+    with pytest.raises(ApiError, match=r"n: 4 is over this server's limit of 3 \(hftk serve --max-n sets it\)"):
+        check(limits, "n", 4)
+    with pytest.raises(ApiError, match=r"n: 4 is over this server's limit of 3 \(Limits.n sets it\)"):
+        check(Limits(n=3), "n", 4)  # Limits a program builds: the bound named by its field

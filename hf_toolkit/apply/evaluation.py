@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +44,12 @@ def run_eval(metrics: Sequence[str], *, predictions: Path | None = None, referen
              field_name: str | None = None, reference_field: str | None = None, ci: bool = False,
              compare: Path | None = None, model: Path | None = None, data: Path | None = None,
              overrides: Sequence[str] = (), word_order: int | None = None, chrf_plus_plus: bool = False,
-             **options) -> EvalResult:
+             flags: Mapping[str, str] | None = None, **options) -> EvalResult:
     """``hftk eval`` in files or model mode, by what is given; warnings are collected, not printed.
 
     ``options`` are the metric options the user set (None: not set), so an option for a metric
-    that was not requested is an error rather than silently unused.
+    that was not requested is an error rather than silently unused. ``flags`` maps an option's
+    keyword to how the user spells it (``hftk eval``: its flags); errors name an option so.
     """
     if chrf_plus_plus and word_order not in (None, 2):
         raise HftkError("--chrf-plus-plus means --chrf-word-order 2; give one of them")
@@ -72,7 +73,8 @@ def run_eval(metrics: Sequence[str], *, predictions: Path | None = None, referen
             result = EvalResult(scored.scores, scored.predictions_file)
         else:
             result = EvalResult(score_files(metrics, predictions, references, field=field_name,
-                                            reference_field=reference_field, compare=compare, ci=ci, **options))
+                                            reference_field=reference_field, compare=compare, ci=ci, flags=flags,
+                                            **options))
     result.warnings = [str(warning.message) for warning in caught]
     return result
 
@@ -260,19 +262,12 @@ def _squad_inputs(predictions: Path, references: Sequence[Path], field: str | No
     return preds, refs
 
 
-# How `hftk eval` spells each metric option, so errors name what the user typed.
-CLI_FLAGS = {"tokenize": "--tokenize", "word_order": "--chrf-word-order",
-             "use_stemmer": "--stemmer", "split_sentences": "--split-sentences",
-             "average": "--average"}
-
-
-def _check_options(names: Sequence[str], options: dict) -> None:
+def _check_options(names: Sequence[str], options: dict, flags: Mapping[str, str]) -> None:
     """Reject an option that none of the requested metrics takes, before reading any file."""
     for option in options:
         if not any(option in metrics_lib.options_of(name) for name in names):
             users = [name for name in metrics_lib.METRICS if option in metrics_lib.options_of(name)]
-            flag = CLI_FLAGS[option] if option in CLI_FLAGS else option
-            raise HftkError(f"{flag} does not apply to {', '.join(names)}; it is an option of "
+            raise HftkError(f"{flags.get(option, option)} does not apply to {', '.join(names)}; it is an option of "
                             f"{', '.join(users) or 'no metric'}")
 
 
@@ -296,16 +291,18 @@ def _group(names: Sequence[str]) -> dict[str, list[str]]:
 
 def score_files(metrics: Sequence[str], predictions: Path, references: Sequence[Path], *,
                 field: str | None = None, reference_field: str | None = None,
-                compare: Path | None = None, ci: bool = False, **options) -> dict[str, float]:
+                compare: Path | None = None, ci: bool = False, flags: Mapping[str, str] | None = None,
+                **options) -> dict[str, float]:
     """Score a predictions file against reference file(s); ONE dict metric key -> number.
 
     ``field`` names the JSONL field of predictions and references (``reference_field``
     overrides it for the references). ``compare`` is a second system's predictions file (same
     format) for a paired bootstrap test; ``ci`` adds bootstrap 95% intervals. ``options`` go to
-    the metrics (``tokenize``, ``word_order``, ``use_stemmer``, ``split_sentences``, ``average``).
+    the metrics (``tokenize``, ``word_order``, ``use_stemmer``, ``split_sentences``, ``average``);
+    errors name them as ``flags`` spells them (default: the keyword).
     """
     names = metrics_lib.check_names(metrics)
-    _check_options(names, options)
+    _check_options(names, options, flags or {})
     if options.get("tokenize") is not None:
         # An unknown tokenizer or a missing optional package fails before any file is read.
         from hf_toolkit.metrics.sacrebleu_metrics import check_tokenizer

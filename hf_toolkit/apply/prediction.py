@@ -34,11 +34,6 @@ from hf_toolkit.tasks.base import Task
 SET_ENCODING = "give the file's encoding with --encoding ENCODING"
 
 
-def option(role: str) -> str:
-    """The command-line option of an input role: ``text_pair`` -> ``--text-pair``."""
-    return "--" + role.replace("_", "-")
-
-
 @dataclass
 class Inputs:
     """What the user gave: values by input role from the command line, and a file."""
@@ -46,9 +41,14 @@ class Inputs:
     given: dict[str, list[str]] = field(default_factory=dict)
     file: Path | None = None
     encoding: str | None = None  # of --file; None: the run's data.encoding, else UTF-8
+    flags: dict[str, str] = field(default_factory=dict)  # role -> how the user gives it (hftk predict: its flag)
 
     def by_role(self) -> dict[str, list[str]]:
         return {role: list(values) for role, values in self.given.items() if values}
+
+    def option(self, role: str) -> str:
+        """How the user gives an input role (``text_pair`` -> ``--text-pair``; default: the role's name)."""
+        return self.flags.get(role, role)
 
 
 def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int = 16) -> tuple[Task, list[dict[str, Any]]]:
@@ -76,18 +76,18 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
     """The inputs as rows of the task's input roles (command line first, then --file), checked."""
     required, optional = task.input_roles
     rows = inputs.by_role()
-    wanted = " and ".join(option(role) for role in required)
+    wanted = " and ".join(inputs.option(role) for role in required)
     unused = [role for role in rows if role not in required + optional]
     if unused:
-        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {option(unused[0])}")
+        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {inputs.option(unused[0])}")
     rows = task.share_inputs(rows)
     counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
     if len(set(counts.values())) > 1:
-        shown = " but ".join(f"{count} {option(role)}" for role, count in counts.items())
+        shown = " but ".join(f"{count} {inputs.option(role)}" for role, count in counts.items())
         shared = task.shared_input
         raise HftkError(f"{shown}; give one of each per input" + (
-            f" (or one {option(shared)} for all)" if shared in counts else ""))
-    task.check_inputs(rows, lambda role, i: f"{option(role)} {i + 1}" if len(rows[role]) > 1 else option(role))
+            f" (or one {inputs.option(shared)} for all)" if shared in counts else ""))
+    task.check_inputs(rows, lambda role, i: f"{inputs.option(role)} {i + 1}" if len(rows[role]) > 1 else inputs.option(role))
     if inputs.encoding is not None:
         check_encoding(inputs)
     if inputs.file is not None:

@@ -39,7 +39,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
 
     app = FastAPI(title=f"hftk serve: {engine.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
-    app.add_middleware(BodyChecks, limit=limits.max_body_bytes)
+    app.add_middleware(BodyChecks, limit=limits.max_body_bytes, set_by=limits.source("max_body_bytes"))
     install(app)
     page = resources.files("hf_toolkit.serving").joinpath(PAGE).read_text(encoding="utf-8")
 

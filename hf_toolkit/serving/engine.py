@@ -38,7 +38,7 @@ from hf_toolkit.apply import generation
 from hf_toolkit.core import rundir
 from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.errors import ApiError
-from hf_toolkit.serving.limits import OPTION, Limits
+from hf_toolkit.serving.limits import Limits
 from hf_toolkit.serving.worker import Cancelled, Worker
 from hf_toolkit.tasks import TASKS
 
@@ -130,7 +130,8 @@ class Engine:
         self.model = generator.model if generator is not None else model
         self.tokenizer = generator.tokenizer if generator is not None else tokenizer
         self.name = model_id(run.reference)
-        self.worker = Worker(limits.max_queue, limits.max_batch_size, limits.max_running)
+        self.worker = Worker(limits.max_queue, limits.max_batch_size, limits.max_running,
+                             queue_set_by=limits.source("max_queue"))
         self.stop_by: float | None = None  # set by close(): generations still running end then
 
     @classmethod
@@ -255,7 +256,7 @@ class Engine:
 
     def timed_out(self) -> ApiError:
         return ApiError(504, f"the request ran past this server's time limit of {self.limits.request_timeout:g} s "
-                             f"(hftk serve {OPTION['request_timeout']} sets it); ask for fewer tokens, or retry when the "
+                             f"({self.limits.source('request_timeout')} sets it); ask for fewer tokens, or retry when the "
                              "server is less busy", kind="timeout")
 
     def deadline(self) -> float:

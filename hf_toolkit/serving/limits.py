@@ -2,7 +2,8 @@
 
 :class:`Limits` holds the bounds (each one an ``hftk serve`` option); :func:`check` compares a
 number with its bound and raises :class:`~hf_toolkit.serving.errors.ApiError` (400) whose message
-names the field, the limit and the option that sets it. :class:`BodyChecks` is the ASGI
+names the field, the limit and what sets it: ``hftk serve`` fills :attr:`Limits.set_by` with its
+options (the CLI owns their names), so a served request that asks too much is told the flag. :class:`BodyChecks` is the ASGI
 middleware that refuses a request body before it is parsed: over ``max_body_bytes`` (413, whether
 or not the client sent a Content-Length), sent as another Content-Type than JSON (415), or not
 UTF-8 text (400), each with a message saying so.
@@ -10,24 +11,12 @@ UTF-8 text (400), each with a message saying so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hf_toolkit.serving.errors import ApiError, body
-
-# Field -> the hftk serve option that sets its bound.
-OPTION = {
-    "max_body_bytes": "--max-body-bytes",
-    "max_prompt_tokens": "--max-prompt-tokens",
-    "max_tokens": "--max-tokens-limit",
-    "n": "--max-n",
-    "max_batch": "--max-batch",
-    "top_k": "--max-top-k",
-    "max_queue": "--max-queue",
-    "max_batch_size": "--max-batch-size",
-    "max_running": "--max-running",
-    "request_timeout": "--request-timeout",
-}
 
 
 @dataclass(frozen=True)
@@ -44,26 +33,40 @@ class Limits:
     max_batch_size: int = 16  # sequences (inputs) of waiting requests run as one batch; 1: one request at a time
     max_running: int = 4  # calls (batches or streams) taking turns on the model, token by token
     request_timeout: float = 120.0  # seconds from arrival to the end of a request's answer; then it ends with an error
+    set_by: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    """Bound -> what sets it, for the messages that refuse a request (``hftk serve``: its option, e.g.
+    ``{"n": "hftk serve --max-n"}``); a bound missing here is named as ``Limits.<bound>``."""
+
+    @classmethod
+    def bounds(cls) -> list[str]:
+        """The names of the bounds (every field but :attr:`set_by`)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "set_by"]
+
+    def source(self, bound: str) -> str:
+        """What sets `bound`, as its refusals name it."""
+        return self.set_by.get(bound, f"Limits.{bound}")
 
     def public(self) -> dict[str, float]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.bounds()}
 
 
-def check(field: str, value: int, limit: int, limit_name: str | None = None, what: str | None = None,
+def check(limits: Limits, field: str, value: int, bound: str | None = None, what: str | None = None,
           param: str | None = None) -> None:
-    """Refuse `value` over `limit` with a message naming the field, the limit and the option."""
+    """Refuse `value` over the limit `bound` (default: `field`) with a message naming the field, the limit
+    and what sets it."""
+    bound = bound or field
+    limit = getattr(limits, bound)
     if value > limit:
-        option = OPTION[limit_name or field]
         raise ApiError(400, f"{field}: {what or value} is over this server's limit of {limit} "
-                            f"(hftk serve {option} sets it)", param=param or field)
+                            f"({limits.source(bound)} sets it)", param=param or field)
 
 
 class BodyChecks:
     """ASGI middleware: a request body over `limit` bytes (413), not JSON (415) or not UTF-8 (400) is refused
-    before any endpoint reads it."""
+    before any endpoint reads it; `set_by` names what sets the limit."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, set_by: str = "Limits.max_body_bytes"):
+        self.app, self.limit, self.set_by = app, limit, set_by
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -99,7 +102,7 @@ class BodyChecks:
 
     async def _refuse(self, send) -> None:
         await _answer(send, 413, f"request body is over this server's limit of {self.limit} bytes "
-                                 f"(hftk serve {OPTION['max_body_bytes']} sets it); send less text per request")
+                                 f"({self.set_by} sets it); send less text per request")
 
 
 def body_problem(data: bytes, content_type: str) -> tuple[int, str] | None:

@@ -103,15 +103,15 @@ class Routes:
 
     def prepare(self, request: Decoding, prompts: list[str], max_tokens: int | None) -> Generation:
         """The checked request, prepared once: options merged, prompts encoded and fitted (4xx when it cannot run)."""
-        check("prompt", len(prompts), self.limits.max_batch, "max_batch", what=f"{len(prompts)} prompts")
+        check(self.limits, "prompt", len(prompts), "max_batch", what=f"{len(prompts)} prompts")
         if not prompts:
             raise ApiError(400, "prompt: give a prompt (or a list of at least one)", param="prompt")
         options = decoding_options(self.engine, self.limits, request, max_tokens)
         prepared = self.engine.prepare(prompts, options, seed=request.seed)
         for index in range(len(prompts)):
             length = prepared.encoded_length(index)
-            check("prompt" if len(prompts) == 1 else f"prompt[{index}]", length, self.limits.max_prompt_tokens,
-                  "max_prompt_tokens", what=f"{length} tokens", param="prompt")
+            check(self.limits, "prompt" if len(prompts) == 1 else f"prompt[{index}]", length, "max_prompt_tokens",
+                  what=f"{length} tokens", param="prompt")
         return Generation(prepared, request.stops, self.engine.deadline())
 
     async def answer(self, generation: Generation, request: Decoding, shape: Shape) -> Any:
@@ -127,9 +127,9 @@ def decoding_options(engine: Engine, limits: Limits, request: Decoding, max_toke
     """hftk generate's options for an OpenAI request (None: the run's generation config decides)."""
     given: dict[str, Any] = {}
     if max_tokens is not None:
-        check("max_tokens", max_tokens, limits.max_tokens)
+        check(limits, "max_tokens", max_tokens)
         given["max_new_tokens"] = max_tokens
-    check("n", request.n, limits.n)
+    check(limits, "n", request.n)
     if request.temperature == 0:
         given["do_sample"] = False
     elif request.temperature is not None:

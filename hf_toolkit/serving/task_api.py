@@ -59,9 +59,9 @@ def _add_route(app: Any, engine: Engine, limits: Limits, task: Task) -> None:
         engine.check_model(request.model)
         rows = request_rows(task, request)
         first = next(iter(rows))
-        check(first, len(rows[first]), limits.max_batch, "max_batch", what=f"{len(rows[first])} inputs")
+        check(limits, first, len(rows[first]), "max_batch", what=f"{len(rows[first])} inputs")
         top_k = getattr(request, "top_k", 5)
-        check("top_k", top_k, limits.top_k)
+        check(limits, "top_k", top_k)
         records = await engine.queue_prediction(rows, top_k)
         return {"object": "list", "model": engine.name, "data": records}
 

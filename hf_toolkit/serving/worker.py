@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hf_toolkit.serving.errors import ApiError
-from hf_toolkit.serving.limits import OPTION
 
 
 class Cancelled(Exception):
@@ -92,8 +91,10 @@ class Worker:
     (`batches`).
     """
 
-    def __init__(self, max_queue: int, max_batch_size: int = 1, max_running: int = 1):
+    def __init__(self, max_queue: int, max_batch_size: int = 1, max_running: int = 1, *,
+                 queue_set_by: str = "Limits.max_queue"):
         self.max_queue, self.max_batch_size, self.max_running, self.waiting = max_queue, max_batch_size, max_running, 0
+        self.queue_set_by = queue_set_by  # what sets max_queue, as the 503 names it
         self.lanes = threading.local()  # .current: the Lane of the calling thread
         self._batches: Counter[int] = Counter()
         self._jobs: deque[Job] = deque()
@@ -204,7 +205,7 @@ class Worker:
         """
         if self.waiting >= self.max_queue:
             raise ApiError(503, f"server busy: {self.waiting} requests are queued for the model, this server's limit "
-                                f"(hftk serve {OPTION['max_queue']} sets it); retry later", kind="server_busy")
+                                f"({self.queue_set_by} sets it); retry later", kind="server_busy")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting += 1
