@@ -244,7 +244,7 @@ def _prepared(recipe_path: Path):
     checked = check_run(recipe_path, ())
     recipe, task = checked.recipe, checked.task
     splits = data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles,
-                                  read_rows=task.read_rows)
+                                  read_rows=task.read_rows, text_roles=task.text_roles, nonempty_roles=task.nonempty_roles)
     tokenizer, model = task.build_model(recipe, splits)
     return task.prepare(recipe, splits, tokenizer, model)["train"], tokenizer, checked.args.bf16
 

@@ -30,7 +30,8 @@ def main() -> None:
 
     recipe = load_recipe(args.recipe)
     task = TASKS[recipe.task]
-    splits = load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles)
+    splits = load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles,
+                         text_roles=task.text_roles, nonempty_roles=task.nonempty_roles)
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
     model = LogisticRegression(C=10, solver="liblinear")
     model.fit(vectorizer.fit_transform(splits["train"]["text"]), splits["train"]["label"])

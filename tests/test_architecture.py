@@ -200,8 +200,12 @@ def test_a_task_names_its_own_roles(monkeypatch):
 
 
 def reversed_lm_task():
-    """A test-only task: a causal LM trained on every text read backwards, which predicts the token
-    before a text (``hftk predict``, and ``hftk serve`` at /v1/before)."""
+    """A test-only task: a causal LM trained on every passage read backwards, which predicts the token
+    before a passage (``hftk predict``, and ``hftk serve`` at /v1/before). Its one role, ``passage``,
+    is a name no hftk module knows; the task sets no text or non-empty roles, so the defaults hold:
+    a passage is text to clean and may not be empty. The passages ``prepare`` saw are kept in ``seen``."""
+    from typing import ClassVar
+
     from pydantic import BaseModel, Field
 
     from hf_toolkit.recipe.schema import DataSection
@@ -211,36 +215,39 @@ def reversed_lm_task():
         block_size: int = Field(16, ge=4, description="Tokens per packed block.")
 
     class BeforeRequest(BaseModel):
-        text: Texts = Field(..., description="Text(s) to find the token before.")
+        passage: Texts = Field(..., description="Passage(s) to find the token before.")
 
     class ReversedLM(Task):
         name = "reversed-lm"
         auto_class = "AutoModelForCausalLM"
         Data = ReversedData
-        roles = ("text",)
+        roles = ("passage",)
         predicts = True
         endpoint = "/v1/before"
         request = BeforeRequest
-        nonempty_inputs = ("text",)
+        nonempty_inputs = ("passage",)
+        cache_prepared = False  # prepare keeps what it saw in `seen`
+        seen: ClassVar[list[str]] = []
 
         def predict_records(self, model, tokenizer, recipe, inputs, **options):
             import torch
 
             records = []
-            for text in inputs["text"]:
+            for passage in inputs["passage"]:
                 with torch.no_grad():
-                    logits = model(**tokenizer(text[::-1], return_tensors="pt")).logits
-                records.append({"text": text, "before": tokenizer.decode([int(logits[0, -1].argmax())])[::-1]})
+                    logits = model(**tokenizer(passage[::-1], return_tensors="pt")).logits
+                records.append({"passage": passage, "before": tokenizer.decode([int(logits[0, -1].argmax())])[::-1]})
             return records
 
         def format_record(self, record):
-            return f"[{record['before']}]{record['text']}"
+            return f"[{record['before']}]{record['passage']}"
 
         def prepare(self, recipe, splits, tokenizer, model):
             size = recipe.data.block_size
+            self.seen.extend(splits["train"]["passage"])
 
             def blocks(batch):
-                ids = [t for text in batch["text"] for t in tokenizer(text[::-1])["input_ids"]]
+                ids = [t for passage in batch["passage"] for t in tokenizer(passage[::-1])["input_ids"]]
                 cut = [ids[i : i + size] for i in range(0, len(ids) // size * size, size)]
                 return {"input_ids": cut, "labels": [c[:] for c in cut]}
 
@@ -273,14 +280,25 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
 
     task = reversed_lm_task()
     monkeypatch.setitem(tasks.TASKS, task.name, task)
-    corpus = write(tmp_path / "corpus.txt", tiny_corpus.read_text()[:6000])
+    # Passages as HTML, the third one nothing but a line break.
+    lines = [line for line in tiny_corpus.read_text().splitlines() if line.strip()][:60]
+    passages = [f"<p>{line}</p>" for line in lines]
+    passages[2:2] = ["<br/>"]
+    corpus = write(tmp_path / "passages.jsonl", "".join(json.dumps({"passage": p}) + "\n" for p in passages))
     out = tmp_path / "run"
     # Its data options are its own: another task's option is refused, located in the file.
     foreign = cli("finetune", write(tmp_path / "bad.yaml", RECIPE.format(corpus=corpus, out=out, extra="  doc_stride: 8\n")), "--check")
     assert foreign.exit_code == 2, foreign
     assert "bad.yaml:8: data.doc_stride: does not apply to task reversed-lm (it reads block_size)" in foreign.stderr
-    result = cli("finetune", write(tmp_path / "r.yaml", RECIPE.format(corpus=corpus, out=out, extra="")))
+    # Its role is text to clean, and a row without one is refused (or dropped), though no module names it.
+    cleaning = "  strip_html: true\n  normalize_whitespace: true\n"
+    empty = cli("finetune", write(tmp_path / "r.yaml", RECIPE.format(corpus=corpus, out=out, extra=cleaning)))
+    assert empty.exit_code == 2, empty
+    assert f"1 of {len(passages)} rows have an empty passage (after cleaning), rows 3" in empty.stderr
+    assert not task.seen, "refused before the task saw its data"
+    result = cli("finetune", write(tmp_path / "r.yaml", RECIPE.format(corpus=corpus, out=out, extra=cleaning + "  drop_empty: true\n")))
     assert result.exit_code == 0, result
+    assert sorted(task.seen) == sorted(" ".join(line.split()) for line in lines), "each passage cleaned of its HTML"
     saved = (out / "hftk_recipe.yaml").read_text()
     assert "task: reversed-lm" in saved and "block_size: 16" in saved, "the saved recipe holds the task's defaults"
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
@@ -289,14 +307,13 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
 
     assert AutoModelForCausalLM.from_pretrained(out).config.n_layer == 1
 
-    # It predicts: hftk predict finds the task in the run, checks the inputs and prints its records.
-    predicted = cli("predict", "--model", out, "--text", "the king", "--text", "my lord", "--json")
+    # It predicts: hftk predict finds the task in the run, reads its role from a file and prints its records.
+    asked = write(tmp_path / "ask.jsonl", json.dumps({"passage": "the king"}) + "\n" + json.dumps({"passage": "my lord"}) + "\n")
+    predicted = cli("predict", "--model", out, "--file", asked, "--json")
     assert predicted.exit_code == 0, predicted
     records = json.loads(predicted.stdout)
-    assert [r["text"] for r in records] == ["the king", "my lord"] and all(isinstance(r["before"], str) for r in records)
-    assert cli("predict", "--model", out, "--text", "the king").stdout == f"[{records[0]['before']}]the king\n"
-    empty = cli("predict", "--model", out, "--text", " ")
-    assert empty.exit_code == 2 and "--text: the text is empty; a reversed-lm model needs" in empty.stderr, empty
+    assert [r["passage"] for r in records] == ["the king", "my lord"] and all(isinstance(r["before"], str) for r in records)
+    assert cli("predict", "--model", out, "--file", asked).stdout.splitlines()[0] == f"[{records[0]['before']}]the king"
 
     # It is served: its own route and body, the same records, its endpoint named to a wrong request.
     from fastapi.testclient import TestClient
@@ -307,10 +324,10 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
     from hf_toolkit.serving.limits import Limits
 
     with TestClient(create_app(Engine.from_run(open_run(out), Limits()))) as client:
-        served = client.post("/v1/before", json={"text": ["the king", "my lord"]})
+        served = client.post("/v1/before", json={"passage": ["the king", "my lord"]})
         assert served.status_code == 200 and served.json()["data"] == records, served.text
         assert client.get("/info").json()["endpoint"] == "/v1/before"
         wrong = client.post("/v1/classify", json={"text": "the king"})
         assert wrong.status_code == 404 and "POST /v1/before" in wrong.json()["error"]["message"]
-        refused = client.post("/v1/before", json={"text": ["the king", ""]})
-        assert refused.status_code == 400 and "text[1]: the text is empty" in refused.json()["error"]["message"]
+        refused = client.post("/v1/before", json={"passage": ["the king", ""]})
+        assert refused.status_code == 400 and "passage[1]: the passage is empty" in refused.json()["error"]["message"]

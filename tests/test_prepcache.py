@@ -99,7 +99,7 @@ def prepared_afresh(recipe_path: Path):
     recipe, task = checked.recipe, checked.task
     set_seed(recipe.seed)
     splits = data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles,
-                                  read_rows=task.read_rows)
+                                  read_rows=task.read_rows, text_roles=task.text_roles, nonempty_roles=task.nonempty_roles)
     tokenizer, model = task.build_model(recipe, splits)
     return splits, task.prepare(recipe, splits, tokenizer, model)
 

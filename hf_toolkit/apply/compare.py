@@ -106,7 +106,8 @@ def input_rows(run: Any, task: Any, data: Path) -> dict[str, list]:
     recipe = run.recipe
     source = load_source(DataSource(file=str(data)), encoding=recipe.data.encoding, set_encoding=SET_ENCODING)
     dataset = eval_rows(source, recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
-                        how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}", read_rows=task.read_rows)
+                        how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}", read_rows=task.read_rows,
+                        text_roles=task.text_roles)
     required, optional = task.input_roles
     return {role: list(dataset[role]) for role in (*required, *optional) if role in dataset.column_names}
 

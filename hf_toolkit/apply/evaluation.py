@@ -398,7 +398,7 @@ def score_model(metrics: Sequence[str], model_dir: Path, data: Path, *,
     dataset = eval_rows(
         source, recipe.data, task.roles, task.optional_roles, where=f"--data {data}",
         how_to_map="Map roles to the file's columns with --set, e.g. --set data.columns.{role}={column}",
-        read_rows=task.read_rows,
+        read_rows=task.read_rows, text_roles=task.text_roles,
     )
     if not metrics:
         names = list(task.default_metrics(dataset))

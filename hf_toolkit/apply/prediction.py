@@ -127,6 +127,7 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe, *,
     dataset = eval_rows(
         source, recipe.data if recipe is not None else None, required, optional,
         where=f"--file {path}", how_to_map="Name the file's columns by role (" + ", ".join(required + optional) + ")",
+        text_roles=task.text_roles,
     )
     present = [role for role in required + optional if role in dataset.column_names]
     if rows and set(present) != set(rows):

@@ -6,6 +6,9 @@ arguments (a hub dataset for users with a network). A task may reshape the rows 
 ``data.columns`` are renamed to the task's role names (``text``, ``label``, ``source``, ...) so
 task code only ever sees roles; a missing column is a :class:`~hf_toolkit.errors.DataError` that
 lists the columns that exist.
+
+Which roles hold text to clean and which may not be empty is the task's knowledge
+(``Task.text_roles``, ``Task.nonempty_roles``); callers pass it in, and this module names no role.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ logger = logging.getLogger("hftk")
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 _SPACES = re.compile(r"\s+")
-# Roles holding text that data.strip_html / data.normalize_whitespace clean.
-TEXT_ROLES = ("text", "text_pair", "source", "target", "question", "context")
 
 
 def load_source(source: DataSource, where: str = "data", *, encoding: str = "utf-8",
@@ -162,11 +163,15 @@ def _as_is(dataset: "Dataset", data: DataSection, *, where: str) -> "Dataset":
 
 
 def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optional_roles: tuple[str, ...] = (),
-                read_rows: RowReader = _as_is) -> "DatasetDict":
+                read_rows: RowReader = _as_is, text_roles: tuple[str, ...] | None = None,
+                nonempty_roles: tuple[str, ...] | None = None) -> "DatasetDict":
     """Load train/validation/test, keep and rename the role columns, clean text, carve validation.
 
     `roles` must all be present; `optional_roles` are kept when present (e.g. ``text_pair``);
-    `read_rows` is the task's reshaping of rows as loaded (see the module docstring).
+    `read_rows` is the task's reshaping of rows as loaded (see the module docstring). The task's
+    `text_roles` are cleaned as ``data.strip_html`` / ``data.normalize_whitespace`` say (None: every
+    role; only string values change), and a row with an empty value in one of its `nonempty_roles`
+    is refused or, with ``data.drop_empty``, dropped (None: `roles`).
     """
     from datasets import DatasetDict
 
@@ -180,9 +185,11 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
         dataset = read_rows(dataset, data, where=where)
         dataset = select_roles(dataset, data.columns, roles, optional_roles, where=where)
         if data.strip_html or data.normalize_whitespace:
-            dataset = dataset.map(_cleaner(data, [r for r in TEXT_ROLES if r in roles + optional_roles]), desc="Cleaning text")
+            cleaned = _present(dataset, roles + optional_roles if text_roles is None else text_roles)
+            dataset = dataset.map(_cleaner(data, list(cleaned)), desc="Cleaning text")
         lines = functools.partial(_row_lines, source, data.encoding)  # read again only to explain empty rows
-        splits[name] = without_empty_rows(dataset, nonempty_roles(roles), drop=data.drop_empty, where=where, lines=lines)
+        nonempty = roles if nonempty_roles is None else nonempty_roles
+        splits[name] = without_empty_rows(dataset, _present(dataset, nonempty), drop=data.drop_empty, where=where, lines=lines)
     if data.validation_split is not None:
         carved = splits["train"].train_test_split(test_size=data.validation_split, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
@@ -193,11 +200,9 @@ def load_splits(data: DataSection, roles: tuple[str, ...], *, seed: int, optiona
     return splits
 
 
-def nonempty_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
-    """Roles whose empty value makes an example meaningless: a source, target, question or context,
-    and a classified text and its label. (A language model's empty line is just a paragraph break.)"""
-    required = ("source", "target", "question", "context") + (("text", "label") if "label" in roles else ())
-    return tuple(role for role in roles if role in required)
+def _present(dataset: Dataset, roles: tuple[str, ...]) -> tuple[str, ...]:
+    """`roles` that are columns of `dataset` (an optional role may be absent)."""
+    return tuple(role for role in roles if role in dataset.column_names)
 
 
 def _is_empty(value) -> bool:
@@ -295,11 +300,12 @@ def suggested_column(role: str, missing: str, available: list[str]) -> str:
 
 def eval_rows(
     dataset: "Dataset", data: DataSection | None, roles: tuple[str, ...], optional_roles: tuple[str, ...] = (),
-    *, where: str, how_to_map: str, read_rows: RowReader = _as_is,
+    *, where: str, how_to_map: str, read_rows: RowReader = _as_is, text_roles: tuple[str, ...] | None = None,
 ) -> "Dataset":
     """Rows scored or predicted by a trained run (``hftk eval --model``, ``hftk predict --file``),
     prepared as :func:`load_splits` prepared the run's splits: the translation format flattened,
-    role columns, text cleaned as the run's recipe (`data`, None for a plain model dir) says.
+    role columns, the task's `text_roles` (None: every role) cleaned as the run's recipe (`data`, None for
+    a plain model dir) says.
 
     A role's column is the one the run's recipe mapped it to when the file has that column, else
     the role's own name, so a file written with role names (``text``, ``label``) always works.
@@ -314,7 +320,8 @@ def eval_rows(
     mapping = {role: columns[role] for role in roles + optional_roles if role in columns and columns[role] in available}
     dataset = select_roles(dataset, mapping, roles, optional_roles, where=where, how_to_map=how_to_map)
     if data is not None and (data.strip_html or data.normalize_whitespace):
-        dataset = dataset.map(_cleaner(data, [r for r in TEXT_ROLES if r in dataset.column_names]), desc="Cleaning text")
+        cleaned = _present(dataset, roles + optional_roles if text_roles is None else text_roles)
+        dataset = dataset.map(_cleaner(data, list(cleaned)), desc="Cleaning text")
     return dataset
 
 

@@ -18,7 +18,10 @@ the model heads that mean the task (``architectures``: how :mod:`hf_toolkit.core
 model directory without a recipe), and for a task that predicts, its ``hftk serve`` route
 (``endpoint``, with the JSON body ``request``: a plain pydantic model whose fields are named by
 input role), the input role one value of which serves every input (``shared_input``) and the
-roles an input may not leave empty (``nonempty_inputs``).
+roles an input may not leave empty (``nonempty_inputs``); and what its data rows hold: the roles
+of free text that ``data.strip_html`` and ``data.normalize_whitespace`` clean (``text_roles``)
+and those a training row may not leave empty (``nonempty_roles``), which
+:mod:`hf_toolkit.core.data` is handed, as it names no role itself.
 """
 
 from __future__ import annotations
@@ -105,6 +108,22 @@ class Task(ABC):
         required = tuple(r for r in self.roles if r not in self.target_roles)
         return required, tuple(r for r in self.optional_roles if r != "id")
 
+    @property
+    def text_roles(self) -> tuple[str, ...]:
+        """Roles that hold free text, cleaned when the recipe sets ``data.strip_html`` or
+        ``data.normalize_whitespace`` (in training data, and in the rows ``hftk eval --model`` and
+        ``hftk predict --file`` read). Default: the input roles. A task whose targets are text too
+        (summaries, translations) sets its own tuple."""
+        required, optional = self.input_roles
+        return required + optional
+
+    @property
+    def nonempty_roles(self) -> tuple[str, ...]:
+        """Roles whose empty (blank or missing) value makes a training example meaningless: such rows are
+        refused, or dropped with ``data.drop_empty``. Default: every required role. A language model, for
+        which an empty line is just a paragraph break, sets ``()``."""
+        return self.roles
+
     # ----------------------------------------------------------------------------------------
     # Recipe checks
 
@@ -149,8 +168,11 @@ class Task(ABC):
         return {}
 
     def build_model(self, recipe: Recipe, splits: "DatasetDict") -> tuple[Any, Any]:
-        """(tokenizer, model): the recipe's tokenizer (loaded or trained) and model with the task's config."""
-        train_texts = splits["train"]["text"] if recipe.model.train_tokenizer is not None else None
+        """(tokenizer, model): the recipe's tokenizer (loaded, or trained on the training split's
+        :attr:`text_roles`) and model with the task's config."""
+        train = splits["train"]
+        train_texts = ([text for role in self.text_roles if role in train.column_names for text in train[role]]
+                       if recipe.model.train_tokenizer is not None else None)
         tokenizer = modeling.load_tokenizer(recipe.model, train_texts)
         model = modeling.load_model(self.auto_model(recipe), recipe.model, tokenizer, **self.model_config(recipe, splits))
         return tokenizer, model

@@ -51,6 +51,7 @@ class CausalLM(Task):
     auto_class = "AutoModelForCausalLM"
     Data = CausalLMData
     roles = ("text",)
+    nonempty_roles = ()  # an empty line of a corpus is a paragraph break, not a broken example
     peft_task_type = "CAUSAL_LM"
     eval_metrics = ("perplexity",)
     generates = True

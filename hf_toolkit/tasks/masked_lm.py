@@ -60,6 +60,7 @@ class MaskedLM(Task):
     auto_class = "AutoModelForMaskedLM"
     Data = MaskedLMData
     roles = ("text",)
+    nonempty_roles = ()  # an empty line is a paragraph break (line_by_line skips it)
     peft_task_type = None  # peft has no masked-LM task type; LoRA wraps the model as is
     # `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
     eval_metrics = ("accuracy",)

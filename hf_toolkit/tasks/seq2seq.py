@@ -90,6 +90,7 @@ class Seq2SeqTask(Task):
     auto_class = "AutoModelForSeq2SeqLM"  # the encoder-decoder shapes; decoder-only: see auto_model
     roles = ("source", "target")
     target_roles = ("target",)
+    text_roles = ("source", "target")  # the target is text too: cleaned as the source is
     seq2seq_trainer = True
     # Generic PeftModel: the same adapters work for all three shapes.
     peft_task_type = None

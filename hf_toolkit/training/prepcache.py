@@ -9,7 +9,7 @@ classifier's labels and a trained tokenizer come from the loaded splits):
     the splits as :func:`hf_toolkit.core.data.load_splits` returns them. The data key hashes the
     sha256 of every data file (:func:`hf_toolkit.core.provenance.sha256`) and its suffix, every option
     of the recipe's ``data`` section (``data.cache`` aside), the seed (it carves
-    ``validation_split``), the task (name and roles), the versions of hftk and the libraries
+    ``validation_split``), the task (name, roles, text and non-empty roles), the versions of hftk and the libraries
     (:func:`hf_toolkit.core.provenance.versions`, pyarrow added) and the source code that reads data
     and prepares features (hftk's data modules and the file of each class of the task), so an
     edited checkout is a miss too.
@@ -284,7 +284,7 @@ def data_key(recipe: "Recipe", task: Task) -> str:
         path = resolve_path(source.file)
         data[split] = {"sha256": provenance.sha256(path), "suffix": path.suffix.lower()}
     return _digest({"format": FORMAT, "versions": _versions(), "code": _code_digest(task),
-                    "task": [task.name, list(task.roles), list(task.optional_roles)], "seed": recipe.seed, "data": data})
+                    "task": [task.name, list(task.roles), list(task.optional_roles), list(task.text_roles), list(task.nonempty_roles)], "seed": recipe.seed, "data": data})
 
 
 def prepared_key(data: str, task: Task, recipe: "Recipe", tokenizer: Any, model: Any) -> str:

@@ -87,8 +87,9 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     # (hf_toolkit.training.prepcache) and the datasets cache; the other processes then read them.
     with args.main_process_first(desc="loading and tokenizing data"):
         cache = prepcache.open_cache(recipe, task, main=args.local_process_index == 0, dry_run=dry_run)
-        splits = cache.splits(lambda: data_lib.load_splits(recipe.data, task.roles, seed=recipe.seed,
-                                                           optional_roles=task.optional_roles, read_rows=task.read_rows))
+        splits = cache.splits(lambda: data_lib.load_splits(
+            recipe.data, task.roles, seed=recipe.seed, optional_roles=task.optional_roles, read_rows=task.read_rows,
+            text_roles=task.text_roles, nonempty_roles=task.nonempty_roles))
         if recipe.distillation is not None:  # labels read from data.train: checked before any weights load
             distillation.check_labels(recipe, task.model_config(recipe, splits))
         tokenizer, model = task.build_model(recipe, splits)
