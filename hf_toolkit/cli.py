@@ -516,6 +516,7 @@ def eval_command(
         "hftk predict --model runs/nli --text 'A man sleeps.' --text-pair 'A person rests.' --json",
         "hftk predict --model runs/squad --question 'Where is Normandy?' --context 'Normandy is a region in France.'",
         "hftk predict --model runs/mlm --text 'Paris is the [MASK] of France.' --top-k 3",
+        "hftk predict --model runs/nli --input text='A man sleeps.' --input text_pair='A person rests.'",
         "hftk predict --model runs/sentiment-minilm --file reviews.jsonl --json > predictions.json",
         "hftk predict --model runs/sentiment-minilm --file reviews-gbk.csv --encoding gbk",
     )
@@ -527,6 +528,10 @@ def predict(
     text_pair: Annotated[list[str], typer.Option(help="Second text of a pair, one per --text. Repeatable.")] = [],
     question: Annotated[list[str], typer.Option(help="Question for a QA model. Repeatable.")] = [],
     context: Annotated[list[str], typer.Option(help="Context for a QA model: one per --question, or one for all.")] = [],
+    assigned: Annotated[list[str], typer.Option(
+        "--input", metavar="ROLE=VALUE",
+        help="An input of any role the model takes, named (the options above are shorthands for the common roles; a "
+             "task's own roles have none), e.g. --input passage='...'. Repeatable.")] = [],
     file: Annotated[Optional[Path], typer.Option(help="json/jsonl/csv/tsv/parquet/txt file, one input a row (text[, text_pair] or question, context).")] = None,
     encoding: Annotated[Optional[str], typer.Option(
         help="Text encoding of --file (e.g. gbk, latin-1); default: the run's data.encoding, else utf-8.")] = None,
@@ -544,7 +549,7 @@ def predict(
 
     console.setup(verbose)
     inputs = Inputs({"text": text, "text_pair": text_pair, "question": question, "context": context}, file, encoding,
-                    flags=option_flags("predict"))
+                    flags=option_flags("predict"), assigned=assigned)
     task, records = run_predict(model, inputs, top_k=top_k, batch_size=batch_size)
     if json_output:
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))

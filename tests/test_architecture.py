@@ -307,13 +307,22 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
 
     assert AutoModelForCausalLM.from_pretrained(out).config.n_layer == 1
 
-    # It predicts: hftk predict finds the task in the run, reads its role from a file and prints its records.
-    asked = write(tmp_path / "ask.jsonl", json.dumps({"passage": "the king"}) + "\n" + json.dumps({"passage": "my lord"}) + "\n")
-    predicted = cli("predict", "--model", out, "--file", asked, "--json")
+    # It predicts: hftk predict finds the task in the run, takes its role (by name, or a file's column),
+    # checks the inputs and prints its records.
+    predicted = cli("predict", "--model", out, "--input", "passage=the king", "--input", "passage=my lord", "--json")
     assert predicted.exit_code == 0, predicted
     records = json.loads(predicted.stdout)
     assert [r["passage"] for r in records] == ["the king", "my lord"] and all(isinstance(r["before"], str) for r in records)
-    assert cli("predict", "--model", out, "--file", asked).stdout.splitlines()[0] == f"[{records[0]['before']}]the king"
+    asked = write(tmp_path / "ask.jsonl", json.dumps({"passage": "the king"}) + "\n" + json.dumps({"passage": "my lord"}) + "\n")
+    assert cli("predict", "--model", out, "--file", asked).stdout.splitlines() == [f"[{r['before']}]{r['passage']}" for r in records]
+    for args, message in ((["--input", "passage= "], "--input passage: the passage is empty; a reversed-lm model needs"),
+                          (["--input", "passge=the king"], ("this is a reversed-lm model: give --input passage (or --file), "
+                                                           "not --input passge (did you mean 'passage'?)")),
+                          (["--text", "the king"], "give --input passage (or --file), not --text"),
+                          (["--input", "the king"], ("--input 'the king': give ROLE=VALUE, e.g. --input passage=... "
+                                                    "(this model takes passage)"))):
+        refused = cli("predict", "--model", out, *args)
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused)
 
     # It is served: its own route and body, the same records, its endpoint named to a wrong request.
     from fastapi.testclient import TestClient

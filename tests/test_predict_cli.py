@@ -63,6 +63,31 @@ def test_classifier_text_pairs_and_file(classifier_dir, cli, tmp_path):
     assert [(r["text"], r["text_pair"]) for r in json.loads(from_file.stdout)] == [("first", "second"), ("third", "fourth")]
 
 
+def test_any_role_is_given_by_name_with_input(classifier_dir, qa_dir, cli):
+    """--input ROLE=VALUE gives any role (a new task's too) without an option of its own; the common
+    roles' options stay and mix with it; a role the model does not take is refused with those it does."""
+    flags = cli("predict", "--model", classifier_dir, "--text", "a", "--text-pair", "b=c", "--json")
+    named = cli("predict", "--model", classifier_dir, "--input", "text=a", "--input", "text_pair=b=c", "--json")
+    mixed = cli("predict", "--model", classifier_dir, "--text", "a", "--input", "text_pair=b=c", "--json")
+    assert flags.exit_code == named.exit_code == mixed.exit_code == 0, (named, mixed)
+    assert json.loads(named.stdout) == json.loads(mixed.stdout) == json.loads(flags.stdout)
+    assert json.loads(named.stdout)[0]["text_pair"] == "b=c", "the value runs to the end, = included"
+    qa = cli("predict", "--model", qa_dir, "--input", "question=Where?", "--input", "question=Who?",
+             "--context", "Normandy is in France.", "--json")
+    assert qa.exit_code == 0 and [r["question"] for r in json.loads(qa.stdout)] == ["Where?", "Who?"], qa
+    for model, args, message in (
+        (classifier_dir, ["--input", "label=pos"], ("this is a text-classification model: give --text (optionally --text-pair) "
+                                                   "(or --file), not --input label")),
+        (classifier_dir, ["--input", "txt=a"], "not --input txt (did you mean 'text'?)"),
+        (qa_dir, ["--input", "=Where?"], ("--input '=Where?': give ROLE=VALUE, e.g. --input question=... "
+                                         "(this model takes question, context)")),
+        (qa_dir, ["--input", "question=a", "--input", "question=b", "--input", "context=x", "--input", "context=y",
+                  "--input", "context=z"], "2 --question but 3 --context; give one of each per input"),
+    ):
+        refused = cli("predict", "--model", model, *args)
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused)
+
+
 def test_classifier_plain_output_is_label_tab_score_tab_text(classifier_dir, cli):
     result = cli("predict", "--model", classifier_dir, "--text", "hello")
     assert result.exit_code == 0, result

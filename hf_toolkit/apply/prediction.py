@@ -2,9 +2,10 @@
 
 The task comes from the run directory's ``hftk_recipe.yaml``; for a plain Hugging Face model
 directory (or hub id) from ``config.architectures`` (:func:`hf_toolkit.core.rundir.architecture`).
-Inputs come from the command line (an option per input role: ``--text``, ``--text-pair``,
-``--question``, ``--context``) or a data file (a column per role), as rows of the task's input
-roles; the task's ``predict_records`` turns them into one plain-data record per input (its
+Inputs come from the command line (values by input role: an option for each common role, and
+``ROLE=VALUE`` assignments for any role, so a new task's role needs no new option) or a data file
+(a column per role), as rows of the task's input roles; a role the model does not take is refused
+with the roles it does take; the task's ``predict_records`` turns them into one plain-data record per input (its
 docstring gives the record's fields) and ``format_record`` into a line for the terminal, so
 ``hftk predict``, ``hftk serve`` and ``hftk eval --model`` compute predictions the same way.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit.core import rundir
-from hf_toolkit.errors import DataError, HftkError
+from hf_toolkit.errors import DataError, HftkError, did_you_mean
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
 
@@ -42,13 +43,26 @@ class Inputs:
     file: Path | None = None
     encoding: str | None = None  # of --file; None: the run's data.encoding, else UTF-8
     flags: dict[str, str] = field(default_factory=dict)  # role -> how the user gives it (hftk predict: its flag)
+    assigned: list[str] = field(default_factory=list)  # "ROLE=VALUE" inputs of any role; flags["assigned"] names them
 
-    def by_role(self) -> dict[str, list[str]]:
-        return {role: list(values) for role, values in self.given.items() if values}
+    def by_role(self, roles: tuple[str, ...] = ()) -> dict[str, list[str]]:
+        """Values by role: `given`'s, then the `assigned` ones (`roles`, the model's, are named when one is malformed)."""
+        rows = {role: list(values) for role, values in self.given.items() if values}
+        for assignment in self.assigned:
+            role, equals, value = assignment.partition("=")
+            if not equals or not role.strip():
+                example = f"{self.option(roles[0], assigned=True)}=..." if roles else "ROLE=VALUE"
+                raise HftkError(f"{self.flags.get('assigned', 'assigned')} {assignment!r}: give ROLE=VALUE, e.g. {example}"
+                                + (f" (this model takes {', '.join(roles)})" if roles else ""))
+            rows.setdefault(role.strip(), []).append(value)
+        return rows
 
-    def option(self, role: str) -> str:
-        """How the user gives an input role (``text_pair`` -> ``--text-pair``; default: the role's name)."""
-        return self.flags.get(role, role)
+    def option(self, role: str, *, assigned: bool = False) -> str:
+        """How the user gives an input role (``text_pair`` -> ``--text-pair``): its own flag, else as an
+        assignment (``--input passage``), else (a program's Inputs) the role's name."""
+        if role in self.flags and not assigned:
+            return self.flags[role]
+        return f"{self.flags['assigned']} {role}" if "assigned" in self.flags else role
 
 
 def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int = 16) -> tuple[Task, list[dict[str, Any]]]:
@@ -75,11 +89,13 @@ def predict(model_ref: str, inputs: Inputs, *, top_k: int = 5, batch_size: int =
 def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
     """The inputs as rows of the task's input roles (command line first, then --file), checked."""
     required, optional = task.input_roles
-    rows = inputs.by_role()
+    rows = inputs.by_role(required + optional)
     wanted = " and ".join(inputs.option(role) for role in required)
     unused = [role for role in rows if role not in required + optional]
     if unused:
-        raise HftkError(f"this is a {task.name} model: give {wanted} (or --file), not {inputs.option(unused[0])}")
+        also = f" (optionally {', '.join(inputs.option(role) for role in optional)})" if optional else ""
+        typo = did_you_mean(unused[0], required + optional) if unused[0] not in inputs.given else ""  # a role typed out
+        raise HftkError(f"this is a {task.name} model: give {wanted}{also} (or --file), not {inputs.option(unused[0])}{typo}")
     rows = task.share_inputs(rows)
     counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
     if len(set(counts.values())) > 1:
