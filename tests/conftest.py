@@ -7,6 +7,7 @@ tests that need it skip with a clear reason when it is absent.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +81,30 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def tiny_lm_recipe(path: Path, corpus: Path, out: Path, *, seed: int | None = 0, data: dict | None = None,
+                   training: dict | None = None, extra: str = "") -> Path:
+    """Write a causal-LM recipe that trains a one-layer GPT-2 from scratch on `corpus` with its own
+    300-token tokenizer: the smallest real run (seconds on a CPU), into `out`.
+
+    `data` and `training` add keys to those sections, one a line in the order given (so the line of
+    each is known: tests assert errors by line); values are written as JSON, which YAML reads as is.
+    `extra` is YAML text added at the end (a sweep section, say). No `seed` (None): the default seed.
+    """
+    lines = ["task: causal-lm", *([f"seed: {seed}"] if seed is not None else []),
+             "model:",
+             "  init: scratch",
+             "  train_tokenizer: {vocab_size: 300}",
+             "  config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}",
+             "data:",
+             f"  train: {json.dumps(str(corpus))}",
+             *(f"  {key}: {json.dumps(value)}" for key, value in (data or {}).items()),
+             "training:",
+             f"  output_dir: {json.dumps(str(out))}",
+             *(f"  {key}: {json.dumps(value)}" for key, value in (training or {}).items()),
+             "  disable_tqdm: true"]
+    return write(path, "\n".join(lines) + "\n" + extra)
 
 
 @pytest.fixture(scope="session")

@@ -17,32 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write
+from conftest import tiny_lm_recipe, write
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
-RECIPE = """\
-task: causal-lm
-seed: 0
-model:
-  init: scratch
-  train_tokenizer: {{vocab_size: 300}}
-  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
-data:
-  train: {corpus}
-  validation_split: 0.2
-  block_size: 32
-training:
-  output_dir: {out}
-  max_steps: 6
-  logging_steps: 1
-  eval_strategy: steps
-  eval_steps: 3
-  per_device_train_batch_size: 8
-  learning_rate: 1.0e-2
-  save_strategy: 'no'
-  report_to: {report_to}
-  disable_tqdm: true
-"""
 
 
 def hftk_command() -> list[str]:
@@ -54,8 +31,10 @@ def hftk_command() -> list[str]:
 def run(tmp_path_factory, tiny_corpus):
     tmp = tmp_path_factory.mktemp("card")
     corpus = write(tmp / "corpus.txt", tiny_corpus.read_text()[:8000])
-    recipe = write(tmp / "tiny.yaml", RECIPE.format(corpus=corpus, out=tmp / "run",
-                                                   report_to="tensorboard" if HAS_TENSORBOARD else "none"))
+    recipe = tiny_lm_recipe(tmp / "tiny.yaml", corpus, tmp / "run", data={"validation_split": 0.2, "block_size": 32},
+                            training={"max_steps": 6, "logging_steps": 1, "eval_strategy": "steps", "eval_steps": 3,
+                                      "per_device_train_batch_size": 8, "learning_rate": 1.0e-2, "save_strategy": "no",
+                                      "report_to": "tensorboard" if HAS_TENSORBOARD else "none"})
     command = [*hftk_command(), "finetune", str(recipe), "--set", "training.warmup_steps=1"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp, timeout=300,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})

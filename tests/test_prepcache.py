@@ -9,31 +9,10 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import shared_path, write
+from conftest import shared_path, tiny_lm_recipe, write
 
 LINE = "preprocessing cache: "
 
-RECIPE = """\
-task: causal-lm
-seed: 0
-model:
-  init: scratch
-  train_tokenizer: {{vocab_size: 300}}
-  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
-data:
-  train: {corpus}
-  validation_split: 0.2
-  block_size: 16
-training:
-  output_dir: {out}
-  max_steps: 3
-  logging_steps: 1
-  per_device_train_batch_size: 4
-  learning_rate: 1e-2
-  report_to: none
-  disable_tqdm: true
-  save_strategy: "no"
-"""
 
 
 class Run:
@@ -68,7 +47,9 @@ def cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def recipe(tmp_path, tiny_corpus) -> Path:
     corpus = write(tmp_path / "corpus.txt", tiny_corpus.read_text(encoding="utf-8")[:6000])
-    return write(tmp_path / "lm.yaml", RECIPE.format(corpus=corpus, out=tmp_path / "run"))
+    return tiny_lm_recipe(tmp_path / "lm.yaml", corpus, tmp_path / "run", data={"validation_split": 0.2, "block_size": 16},
+                          training={"max_steps": 3, "logging_steps": 1, "per_device_train_batch_size": 4,
+                                    "learning_rate": 1e-2, "report_to": "none", "save_strategy": "no"})
 
 
 def cache_line(result) -> str:

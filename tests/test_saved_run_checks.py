@@ -7,30 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import finetune, write
-
-TINY_RUN_RECIPE = """\
-task: causal-lm
-model:
-  init: scratch
-  train_tokenizer: {{vocab_size: 300}}
-  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
-data:
-  train: {corpus}
-  block_size: 32
-training:
-  output_dir: {out}
-  max_steps: 2
-  report_to: none
-  disable_tqdm: true
-"""
+from conftest import finetune, tiny_lm_recipe, write
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_corpus):
     tmp = tmp_path_factory.mktemp("tiny")
     corpus = write(tmp / "corpus.txt", tiny_corpus.read_text()[:5000])
-    recipe = write(tmp / "r.yaml", TINY_RUN_RECIPE.format(corpus=corpus, out=tmp / "run"))
+    recipe = tiny_lm_recipe(tmp / "r.yaml", corpus, tmp / "run", seed=None, data={"block_size": 32},
+                            training={"max_steps": 2, "report_to": "none"})
     finetune(recipe)
     write(tmp / "held_out.txt", "Once upon a time there was a fox.\nThe fox ran home.\n")
     return tmp / "run", tmp / "held_out.txt"

@@ -14,46 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import tiny_lm_recipe, write
 
 pytest.importorskip("optuna", reason="hftk sweep needs optuna (pip install -e '.[sweep]')")
 
-RECIPE = """\
-task: causal-lm
-seed: 7
-model:
-  init: scratch
-  train_tokenizer: {{vocab_size: 300}}
-  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 16, n_positions: 64}}
-data:
-  train: {corpus}
-  validation_split: 0.1
-  test: {corpus}
-  block_size: 32
-training:
-  output_dir: {out}
-  max_steps: {steps}
-  eval_strategy: steps
-  eval_steps: 2
-  per_device_train_batch_size: 4
-  per_device_eval_batch_size: 16
-  save_strategy: "no"
-  disable_tqdm: true
-sweep:
-  metric: eval_loss
-  direction: minimize
-  trials: {trials}
-  space:
-{space}
-{extra}"""
 SPACE = "    training.learning_rate: [1.0e-3, 3.0e-3]\n    training.warmup_steps: {low: 0, high: 2}\n"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
 
 def recipe(folder: Path, corpus: Path, *, trials: int = 3, steps: int = 4, space: str = SPACE, extra: str = "",
            name: str = "sweep.yaml", out: str = "out") -> Path:
-    return write(folder / name, RECIPE.format(corpus=corpus, out=folder / out, steps=steps, trials=trials,
-                                             space=space, extra=extra))
+    sweep = f"sweep:\n  metric: eval_loss\n  direction: minimize\n  trials: {trials}\n  space:\n{space}\n{extra}"
+    return tiny_lm_recipe(folder / name, corpus, folder / out, seed=7,
+                          data={"validation_split": 0.1, "test": str(corpus), "block_size": 32},
+                          training={"max_steps": steps, "eval_strategy": "steps", "eval_steps": 2,
+                                    "per_device_train_batch_size": 4, "per_device_eval_batch_size": 16,
+                                    "save_strategy": "no"}, extra=sweep)
 
 
 @pytest.fixture(scope="module")
