@@ -9,6 +9,7 @@ exception is a bug and keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -162,9 +163,7 @@ def finetune(
         typer.echo(f"{recipe}: OK")
         return
     if checked is not None:
-        flags = [*(["--resume"] if resume else []), *(["--overwrite"] if overwrite else []), *(["--verbose"] if verbose else [])]
-        argv = ["finetune", str(recipe), *[f"--set={s}" for s in set_], *flags]
-        raise typer.Exit(launch.relaunch(nproc, argv, output_dir=checked.args.output_dir, overwrite=overwrite))
+        raise typer.Exit(launch.relaunch(nproc, own_arguments(), output_dir=checked.args.output_dir, overwrite=overwrite))
     from hf_toolkit.training.train import finetune as run_finetune
 
     result = run_finetune(recipe, set_, resume=resume, overwrite=overwrite)
@@ -615,6 +614,16 @@ def serve_limits(**bounds):
 _OWN_PROCESS = False
 """True when this process was started as hftk (``hftk`` or ``python -m hf_toolkit``), not a program or
 test calling :data:`app`: only then may ``finetune`` re-execute the process (:mod:`hf_toolkit.training.allocator`)."""
+
+
+def own_arguments() -> list[str]:
+    """This hftk process's arguments, as ``--nproc`` starts its ranks with them: the very command,
+    ``--nproc`` included (each rank runs under torchrun, so it trains instead of launching again), so
+    every option reaches the ranks as the user typed it."""
+    if not _OWN_PROCESS:
+        raise HftkError("--nproc starts the command again in N processes, which it can do only when run as "
+                        "hftk (or python -m hf_toolkit), not called from Python: run it as a command")
+    return sys.argv[1:]
 
 
 def main() -> None:

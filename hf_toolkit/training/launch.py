@@ -45,7 +45,9 @@ def relaunch(nproc: int, argv: list[str], *, output_dir: str | None = None, over
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "hf_toolkit", *argv,
+        # "--": torchrun's argparse would read hftk's options too (--nproc is an ambiguous
+        # abbreviation of its --nproc-per-node); after "--" they pass through untouched
+        "-m", "hf_toolkit", "--", *argv,
     ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
     if output_dir is None:
