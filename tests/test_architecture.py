@@ -335,7 +335,9 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
     with TestClient(create_app(Engine.from_run(open_run(out), Limits()))) as client:
         served = client.post("/v1/before", json={"passage": ["the king", "my lord"]})
         assert served.status_code == 200 and served.json()["data"] == records, served.text
-        assert client.get("/info").json()["endpoint"] == "/v1/before"
+        info = client.get("/info").json()  # what the playground page builds its form from
+        assert info["endpoint"] == "/v1/before" and info["options"] == []
+        assert info["inputs"] == [{"role": "passage", "required": True, "description": "Passage(s) to find the token before."}]
         wrong = client.post("/v1/classify", json={"text": "the king"})
         assert wrong.status_code == 404 and "POST /v1/before" in wrong.json()["error"]["message"]
         refused = client.post("/v1/before", json={"passage": ["the king", ""]})

@@ -431,7 +431,10 @@ def test_fill_mask_gives_the_top_k_fills_as_hftk_predict(mlm_dir, cli):
         assert same_records(records, expected) and len(records[0]["fills"][0]) == 3
         assert "[MASK]" in error_of(client.post("/v1/fill-mask", json={"text": "no mask here"}), 400)
         assert "top_k: 11 is over this server's limit of 10" in error_of(client.post("/v1/fill-mask", json={"text": text, "top_k": 11}), 400)
-        assert client.get("/info").json()["mask_token"] == "[MASK]"
+        info = client.get("/info").json()
+        assert info["mask_token"] == "[MASK]" and [i["role"] for i in info["inputs"]] == ["text"]
+        assert info["options"] == [{"name": "top_k", "type": "integer", "default": 5, "minimum": 1,
+                                    "description": "Candidates per mask token."}]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """hftk serve's playground page in a real headless Chromium, driven over the Chrome DevTools protocol.
 
-For a generative, a classifier and a QA run: load ``/``, fill the form, submit, and find the
-answer in the page (the streamed text equals the API's completion; the label is the API's; the
-answer is highlighted in the context). The server is the real app under uvicorn on a thread of the
+For a generative, a classifier, a QA, a fill-mask run and a run of a task no hftk module knows
+(tests/test_architecture.py's): load ``/``, fill the form, submit, and find the answer in the page
+(the streamed text equals the API's completion; the label is the API's; the answer is highlighted
+in the context; the fills are the API's; the new task's form has a box per role of its own and its
+records are the API's). The server is the real app under uvicorn on a thread of the
 test process; the browser is Debian's ``chromium`` (``apt-get install chromium``), skipped with a
 reason where it is not installed.
 """
@@ -20,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import shared_path, write
 from test_serve import build_bert, build_gpt2, free_port
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -152,7 +154,7 @@ def test_playground_streams_a_completion(browser, serve, tmp_path):
 def test_playground_classifies_a_text_with_label_scores(browser, serve, tmp_path):
     url = serve(build_bert(tmp_path / "tiny-classifier", "classifier"))
     browser.open(url + "/")
-    browser.fill_and_submit({"text": "a gorgeous, witty movie"}, "classify-submit")
+    browser.fill_and_submit({"text": "a gorgeous, witty movie"}, "task-submit")
     [record] = post(url + "/v1/classify", {"text": "a gorgeous, witty movie"})["data"]
     assert browser.evaluate("document.getElementById('label').textContent").startswith(record["label"] + " ")
     assert browser.evaluate("document.querySelectorAll('#result .bar').length") == 3
@@ -162,10 +164,44 @@ def test_playground_highlights_the_answer_in_the_context(browser, serve, tmp_pat
     url = serve(build_bert(tmp_path / "tiny-qa", "qa"))
     context = "Normandy is a region in France. It was named after the Normans."
     browser.open(url + "/")
-    browser.fill_and_submit({"question": "Where is Normandy?", "context": context}, "answer-submit")
+    browser.fill_and_submit({"question": "Where is Normandy?", "context": context}, "task-submit")
     [record] = post(url + "/v1/answer", {"question": "Where is Normandy?", "context": context})["data"]
     assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"] != ""
     assert browser.evaluate("document.getElementById('highlighted').textContent") == context
+
+
+def test_playground_fills_masks_with_the_top_k_option(browser, serve, tmp_path):
+    url = serve(build_bert(tmp_path / "tiny-mlm", "mlm"))
+    browser.open(url + "/")
+    assert browser.evaluate("[...document.querySelectorAll('#fields textarea, #fields input')].map(e => e.id)") == ["text", "top_k"]
+    assert browser.evaluate("document.getElementById('top_k').value") == "5", "the option's default, from /info"
+    browser.fill_and_submit({"text": "paris is the [MASK] of france .", "top_k": "3"}, "task-submit")
+    [record] = post(url + "/v1/fill-mask", {"text": "paris is the [MASK] of france .", "top_k": 3})["data"]
+    shown = browser.evaluate("[...document.querySelectorAll('#result .fills td:first-child')].map(e => e.textContent)")
+    assert shown == [fill["token"] for fill in record["fills"][0]] and len(shown) == 3
+
+
+def test_a_new_task_gets_its_form_from_its_roles(browser, serve, tmp_path, cli, monkeypatch, tiny_corpus):
+    """tests/test_architecture.py's test-only task (role passage, endpoint /v1/before): no page edit."""
+    from test_architecture import RECIPE, reversed_lm_task
+
+    from hf_toolkit import tasks
+
+    task = reversed_lm_task()
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    lines = [line for line in tiny_corpus.read_text().splitlines() if line.strip()][:60]
+    corpus = write(tmp_path / "passages.jsonl", "".join(json.dumps({"passage": line}) + "\n" for line in lines))
+    trained = cli("finetune", write(tmp_path / "r.yaml", RECIPE.format(corpus=corpus, out=tmp_path / "run", extra="")))
+    assert trained.exit_code == 0, trained
+    url = serve(tmp_path / "run")
+    browser.open(url + "/")
+    assert browser.evaluate("document.body.dataset.form") == "task-form"
+    assert browser.evaluate("[...document.querySelectorAll('#fields textarea, #fields input')].map(e => e.id)") == ["passage"]
+    assert "Passage(s) to find the token before." in browser.evaluate("document.querySelector('label[for=passage]').textContent")
+    assert browser.evaluate("document.getElementById('task-submit').textContent") == "Before"
+    browser.fill_and_submit({"passage": "the king"}, "task-submit")
+    [record] = post(url + "/v1/before", {"passage": "the king"})["data"]
+    assert json.loads(browser.evaluate("document.querySelector('#result pre.record').textContent")) == record
 
 
 def build_chinese(path: Path, head: str) -> Path:
@@ -212,7 +248,7 @@ def test_playground_highlights_a_chinese_answer_in_its_context(browser, serve, t
     url = serve(build_chinese(tmp_path / "tiny-zh-qa", "qa"))
     context = "北京大学创办于1898年，初名京师大学堂，是中国近现代第一所国立综合性大学。"
     browser.open(url + "/")
-    browser.fill_and_submit({"question": "北京大学创办于哪一年？", "context": context}, "answer-submit")
+    browser.fill_and_submit({"question": "北京大学创办于哪一年？", "context": context}, "task-submit")
     [record] = post(url + "/v1/answer", {"question": "北京大学创办于哪一年？", "context": context})["data"]
     assert record["answer"] and record["answer"] in context  # a span of the context, no spaces added
     assert browser.evaluate("document.querySelector('#highlighted mark').textContent") == record["answer"]

@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` (the playground page, ``page.html``; ``HEAD /`` too), ``GET /health`` (with the requests queued
 and the model calls so far by requests per batch), ``GET /info`` (what the page and clients need:
-model id, task, endpoint, chat, mask token, limits, decoding defaults),
+model id, task, endpoint and its form: the input roles and options of its body, chat, mask token,
+limits, decoding defaults),
 the OpenAI-compatible routes (:mod:`hf_toolkit.serving.openai_api`) and the task routes
 (:mod:`hf_toolkit.serving.task_api`). A run answers only its own task's endpoint. There is no
 route that loads a model or reads or writes a file, and FastAPI's /docs pages (which fetch their
@@ -19,8 +20,12 @@ from hf_toolkit.serving import openai_api, task_api
 from hf_toolkit.serving.engine import Engine
 from hf_toolkit.serving.errors import install
 from hf_toolkit.serving.limits import BodyChecks, Limits
+from hf_toolkit.serving.schemas import CompletionRequest
+from hf_toolkit.tasks import TASKS
 
 PAGE = "page.html"
+PROMPT_FORM = {"inputs": [{"role": "prompt", "required": True,
+                            "description": CompletionRequest.model_fields["prompt"].description}], "options": []}
 GENERATION_FIELDS = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "num_beams",
                      "repetition_penalty")
 
@@ -59,8 +64,10 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         if engine.generates:
             defaults = {key: getattr(engine.defaults, key, None) for key in GENERATION_FIELDS}
             defaults = {key: value for key, value in defaults.items() if value is not None}
+        # The endpoint's body as a form (task_api.form); a completion's is OpenAI's, of which the page asks a prompt.
+        body = PROMPT_FORM if engine.generates else task_api.form(TASKS[engine.task])
         return {
-            "model": engine.name, "task": engine.kind, "endpoint": engine.endpoint, "chat": engine.chat,
+            "model": engine.name, "task": engine.kind, "endpoint": engine.endpoint, **body, "chat": engine.chat,
             "continues_prompt": engine.generator.continues_prompt if engine.generates else None,
             "mask_token": getattr(engine.tokenizer, "mask_token", None), "limits": limits.public(),
             "generation_defaults": defaults,

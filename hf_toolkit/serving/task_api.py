@@ -7,6 +7,9 @@ record per input exactly as ``hftk predict --json`` prints them (the task's ``pr
 Inputs are checked as ``hftk predict`` checks them (one value of each role per input, or one
 ``shared_input`` for all; no empty ``nonempty_inputs``) before they queue for the model. A run
 answers only its own task's endpoint; the others say which one it serves (404).
+
+:func:`form` describes a task's body for ``GET /info`` (its input roles, then its options), from
+which the playground page builds its form, so a new task needs no page edit.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def request_rows(task: Task, request: Any) -> dict[str, list[str]]:
     same_count(rows, required[0])
     task.check_inputs(rows, lambda role, i: f"{role}[{i}]" if isinstance(getattr(request, role), list) else role)
     return rows
+
+
+SCHEMA_KEYS = ("type", "default", "minimum", "maximum", "description")
+"""What ``GET /info`` tells of an option of a task's body (from its JSON schema)."""
+
+
+def form(task: Task) -> dict[str, list[dict[str, Any]]]:
+    """`task`'s request body as a form: ``inputs``, its input roles in order, each with ``role``,
+    ``required`` and ``description`` (the request field's); and ``options``, its other fields
+    (``top_k``), each with ``name`` and its JSON schema's type, default, bounds and description."""
+    properties = task.request.model_json_schema()["properties"]
+    required, optional = task.input_roles
+    inputs = [{"role": role, "required": role in required, "description": properties[role].get("description", "")}
+              for role in required + optional]
+    options = [{"name": name, **{key: value for key, value in field.items() if key in SCHEMA_KEYS}}
+               for name, field in properties.items() if name not in required + optional]
+    return {"inputs": inputs, "options": options}
 
 
 def add_routes(app: Any, engine: Engine, limits: Limits) -> None:
