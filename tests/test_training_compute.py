@@ -126,3 +126,27 @@ def test_a_peft_model_is_unwrapped_and_counted_by_one_helper():
     assert modeling.base_model(wrapped) is model and modeling.base_model(model) is model
     counts = modeling.parameter_counts(wrapped)
     assert counts["total"] == total + counts["trainable"] and 0 < counts["trainable"] < total
+
+
+def test_one_reading_of_a_config_s_dims_for_gpt2_bert_and_encoder_decoders():
+    from transformers import (
+        BartConfig,
+        BertConfig,
+        EncoderDecoderConfig,
+        GPT2Config,
+        T5Config,
+    )
+
+    gpt2 = GPT2Config(n_layer=3, n_head=4, n_embd=32, n_positions=128, vocab_size=500)
+    assert modeling.config_dims(gpt2) == modeling.Dims(layers=3, hidden=32, heads=4, ffn=128, vocab=500, positions=128)
+    assert modeling.config_dims(GPT2Config(n_embd=32, n_inner=40)).ffn == 40  # n_inner None: 4 x width
+    bert = BertConfig(num_hidden_layers=2, hidden_size=48, num_attention_heads=3, intermediate_size=96,
+                      vocab_size=700, max_position_embeddings=256)
+    assert modeling.config_dims(bert) == modeling.Dims(layers=2, hidden=48, heads=3, ffn=96, vocab=700, positions=256)
+    t5 = T5Config(num_layers=2, num_decoder_layers=3, d_model=64, num_heads=4, d_ff=128, vocab_size=300)
+    assert modeling.config_dims(t5) == modeling.Dims(layers=5, hidden=64, heads=4, ffn=128, vocab=300, positions=None)
+    bart = BartConfig(encoder_layers=2, decoder_layers=1, d_model=32, encoder_attention_heads=2, encoder_ffn_dim=64,
+                      vocab_size=400, max_position_embeddings=64)
+    assert modeling.config_dims(bart) == modeling.Dims(layers=3, hidden=32, heads=2, ffn=64, vocab=400, positions=64)
+    pair = EncoderDecoderConfig.from_encoder_decoder_configs(bert, gpt2)  # BERT2GPT2: both stacks, the decoder's vocabulary
+    assert modeling.config_dims(pair) == modeling.Dims(layers=5, hidden=48, heads=4, ffn=128, vocab=500, positions=None)

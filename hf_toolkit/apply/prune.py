@@ -104,7 +104,7 @@ def check_plan(config: Any, keep_layers: list[int] | None, ffn_keep: float | Non
     if model_type not in ENCODERS + DECODERS:
         raise HftkError(f"hftk prune cuts BERT-family encoders ({', '.join(ENCODERS)}) and GPT-2; "
                         f"this model is '{model_type}'")
-    count = config.n_layer if model_type in DECODERS else config.num_hidden_layers
+    count = modeling.config_dims(config).layers
     if keep_layers is not None:
         wrong = [i for i in keep_layers if not 0 <= i < count]
         if wrong:
@@ -134,10 +134,9 @@ def drop_layers(model: Any, keep: list[int]) -> None:
                 module.layer_idx = new_index
     if base.config.model_type in DECODERS:
         base.h = kept
-        model.config.n_layer = len(keep)
     else:
         base.encoder.layer = kept
-        model.config.num_hidden_layers = len(keep)
+    model.config.num_hidden_layers = len(keep)  # GPT-2's n_layer, through its config's attribute_map
     if getattr(model.config, "layer_types", None) is not None:
         model.config.layer_types = [model.config.layer_types[i] for i in keep]
 

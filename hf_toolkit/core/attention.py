@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from hf_toolkit import compat
+from hf_toolkit.core import modeling
 
 # Config keys of the dropout on attention probabilities, by architecture family (BERT-like,
 # DistilBERT/BART/Llama-like, GPT-2).
@@ -64,8 +65,8 @@ def describe_attention(model: Any, *, dtype: Any, device: str = "cpu") -> str:
         hint = " (no fused kernel: builds the whole attention matrix)" if implementation == "eager" else ""
         return f"attention: {implementation}{hint}"
     key, dropout = attention_dropout(config) or (None, 0.0)
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
-    head_dim = getattr(config, "head_dim", None) or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else 64)
+    dims = modeling.config_dims(config)
+    head_dim = getattr(config, "head_dim", None) or (dims.hidden // dims.heads if dims.hidden and dims.heads else 64)
     kernel = sdpa_kernel(dropout, dtype, device, head_dim)
     at = f"{key} {dropout:g}" if key is not None else "the config names no attention dropout"
     if kernel is None:

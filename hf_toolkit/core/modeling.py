@@ -8,13 +8,15 @@ Trained models are loaded back by :mod:`hf_toolkit.core.rundir`, which uses :fun
 
 Also here: training a small byte-level BPE tokenizer for from-scratch runs, giving GPT-2-style
 tokenizers a pad token (their EOS), which batching and sequence classification need, and
-:func:`context_length`, the one place that reads a model's context size from its config, and
+:func:`config_dims` (with :func:`context_length`), the one place that reads a model's shape (layers,
+width, heads, feed-forward width, vocabulary, context size) from its config, and
 :func:`unknown_token_warning`, when a vocabulary turns much of the training text into its unknown token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,50 @@ def from_pretrained(loader: Any, reference: str, what: str, **kwargs: Any) -> An
         if not cache_only:
             raise
         raise ModelLoadError(hub.unreachable_message(reference, what)) from None
+
+
+@dataclass(frozen=True)
+class Dims:
+    """A transformer's shape as its config states it (0: the config does not say)."""
+
+    layers: int  # transformer layers, encoder and decoder together
+    hidden: int  # width (of the wider stack of an encoder-decoder pair)
+    heads: int  # attention heads per layer (the larger count of a pair)
+    ffn: int  # feed-forward inner width
+    vocab: int  # output vocabulary (the decoder's)
+    positions: int | None  # longest input in tokens (:func:`context_length`; None: the config names none)
+
+
+# The feed-forward width has no name transformers maps for every model: BERT/Llama, GPT-2, T5, BART.
+FFN_NAMES = ("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim")
+
+
+def config_dims(config: Any) -> Dims:
+    """The :class:`Dims` of any transformers config.
+
+    Layers, width and heads are read by transformers' own names (``num_hidden_layers``,
+    ``hidden_size``, ``num_attention_heads``), which each config's ``attribute_map`` points at its
+    own fields: GPT-2's ``n_layer``/``n_embd``/``n_head``, T5's ``num_layers``/``d_model``/``num_heads``,
+    BART's ``encoder_layers``/``d_model``/``encoder_attention_heads``. The feed-forward width has no
+    such alias (:data:`FFN_NAMES`; GPT-2's ``n_inner`` None means 4 x width). An encoder-decoder counts
+    both stacks: an ``EncoderDecoderConfig``'s two configs, or a T5/BART config's decoder layers.
+    """
+    parts = [config.encoder, config.decoder] if hasattr(config, "encoder") and hasattr(config, "decoder") else [config]
+    layers = hidden = heads = ffn = 0
+    for part in parts:
+        own_layers, width = _count(part, "num_hidden_layers"), _count(part, "hidden_size")
+        layers += own_layers
+        if getattr(part, "is_encoder_decoder", False):
+            layers += _count(part, "num_decoder_layers") or _count(part, "decoder_layers") or own_layers
+        hidden, heads = max(hidden, width), max(heads, _count(part, "num_attention_heads"))
+        inner = next((_count(part, name) for name in FFN_NAMES if _count(part, name)), 0)
+        ffn = max(ffn, inner or (4 * width if hasattr(part, "n_inner") else 0))
+    return Dims(layers, hidden, heads, ffn, _count(parts[-1], "vocab_size"), context_length(config))
+
+
+def _count(config: Any, name: str) -> int:
+    value = getattr(config, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def context_length(config: Any) -> int | None:

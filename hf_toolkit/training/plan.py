@@ -156,7 +156,8 @@ def memory_estimate(model, args, features) -> dict[str, Any]:
     act_bytes = 2 if (args.bf16 or args.fp16) else 4
     batch = args.per_device_train_batch_size
     seq = max((len(ids) for ids in features["input_ids"]), default=0)
-    hidden, layers, heads, vocab = model_dims(model.config)
+    dims = modeling.config_dims(model.config)
+    hidden, layers, heads, vocab = dims.hidden, dims.layers, dims.heads, dims.vocab
     if args.gradient_checkpointing:
         activations = layers * seq * batch * hidden * act_bytes
     else:
@@ -165,21 +166,6 @@ def memory_estimate(model, args, features) -> dict[str, Any]:
     total = weights + gradients + optimizer + activations + logits
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations + logits,
             "total": total, "per_device_batch": batch, "sequence_length": seq, "method": MEMORY_METHOD}
-
-
-def model_dims(config) -> tuple[int, int, int, int]:
-    """(hidden size, layers counting encoder and decoder, attention heads, vocabulary) of a model config."""
-    configs = [config.encoder, config.decoder] if hasattr(config, "encoder") and hasattr(config, "decoder") else [config]
-    hidden = layers = heads = 0
-    for c in configs:
-        hidden = max(hidden, getattr(c, "hidden_size", 0) or 0)
-        heads = max(heads, getattr(c, "num_attention_heads", 0) or 0)
-        encoder_layers = getattr(c, "num_hidden_layers", 0) or 0
-        layers += encoder_layers
-        if getattr(c, "is_encoder_decoder", False):
-            layers += getattr(c, "num_decoder_layers", None) or getattr(c, "decoder_layers", None) or encoder_layers
-    vocab = getattr(configs[-1], "vocab_size", 0) or 0
-    return hidden, layers, heads, vocab
 
 
 # --------------------------------------------------------------------------------------------

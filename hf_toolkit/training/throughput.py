@@ -91,9 +91,8 @@ def report(trainer, train_split, metrics: dict[str, float]) -> tuple[dict[str, f
 
     model = trainer.model
     base = modeling.base_model(model)
-    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    layers, width = getattr(config, "num_hidden_layers", 0) or 0, getattr(config, "hidden_size", 0) or 0
+    dims = modeling.config_dims(base.config)
     on_gpu = torch.cuda.is_available() and not trainer.args.use_cpu
     name = torch.cuda.get_device_name(0) if on_gpu else None
     return measure(metrics, mean_tokens(train_split), matmul_parameters(base), device_name=name,
-                   lora=modeling.is_peft(model), layers=layers, width=width)
+                   lora=modeling.is_peft(model), layers=dims.layers, width=dims.hidden)
