@@ -300,6 +300,7 @@ def prune(
         "hftk compare runs/squad runs/squad-3l --data dev.jsonl --json",
         "hftk compare runs/sentiment-minilm runs/minilm-3l --data dev.jsonl --set data.columns.text=text",
         "hftk compare runs/a runs/b --data test.jsonl --plot tradeoff.png",
+        "hftk compare runs/gpt2-teacher runs/gpt2-student exported/student-onnx --data valid.txt",
     )
 )
 @user_errors
@@ -313,7 +314,13 @@ def compare(
     verbose: VerboseOption = False,
 ) -> None:
     """Measure models side by side on this machine: parameters, size on disk, p50 latency at batch 1,
-    throughput at batch 32 and the task's metric on --data (classification, QA)."""
+    throughput at batch 32 and the task's metric on --data, as hftk eval --model scores it.
+
+    Metrics: accuracy (text-classification), SQuAD F1 (question-answering), ROUGE-L (summarization),
+    BLEU (translation), masked-token accuracy (masked-lm): higher is better; perplexity (causal-lm):
+    lower is better. Throughput counts rows per second, tokens for the language-model tasks.
+    ONNX exports of every task but summarization and translation.
+    """
     import json
 
     from hf_toolkit.apply import compare as compare_lib

@@ -21,7 +21,8 @@ input role), the input role one value of which serves every input (``shared_inpu
 roles an input may not leave empty (``nonempty_inputs``); and what its data rows hold: the roles
 of free text that ``data.strip_html`` and ``data.normalize_whitespace`` clean (``text_roles``)
 and those a training row may not leave empty (``nonempty_roles``), which
-:mod:`hf_toolkit.core.data` is handed, as it names no role itself.
+:mod:`hf_toolkit.core.data` is handed, as it names no role itself; and what ``hftk compare`` ranks
+its models by (``compare_metric``, a :class:`CompareMetric`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel
 
@@ -48,6 +50,29 @@ Texts = Union[str, list[str]]
 # engine's default samples at random and pads every batch to its longest example. Measured in
 # BENCHMARKS.md (python -m benchmarks, the batching rows).
 LENGTH_GROUPED: dict[str, Any] = {"train_sampling_strategy": "group_by_length"}
+
+
+@dataclass(frozen=True)
+class CompareMetric:
+    """What ``hftk compare`` ranks a task's models by, and what work it times.
+
+    ``metric`` is the :mod:`hf_toolkit.metrics` name scored as ``hftk eval --model -m METRIC`` scores it,
+    ``key`` the key of its scores shown, ``higher_is_better`` its direction. ``timing`` is the work
+    latency and throughput measure: ``predict`` (``hftk predict``'s records; rows/s), ``generate``
+    (one generate call per row with the run's generation settings; rows/s) or ``score`` (a forward
+    pass over each text, the work perplexity and masked-token scoring do; tokens/s).
+    """
+
+    metric: str
+    key: str
+    higher_is_better: bool
+    timing: Literal["predict", "generate", "score"]
+
+    @property
+    def unit(self) -> str:
+        """What throughput counts: ``tokens`` for scored text, else ``rows``."""
+        return "tokens" if self.timing == "score" else "rows"
+
 
 class Task(ABC):
     """One task hftk trains and applies. Class attributes describe it; methods are its hooks."""
@@ -94,6 +119,8 @@ class Task(ABC):
     nonempty_inputs: ClassVar[tuple[str, ...]] = ()
     """Input roles that may not be empty or blank in ``hftk predict`` and ``hftk serve`` (a text to classify),
     as they may not be in training data."""
+    compare_metric: ClassVar[CompareMetric | None] = None
+    """What ``hftk compare`` ranks the task's models by; None: compare refuses the task."""
     distills: ClassVar[bool] = False
     """A recipe's ``distillation`` section applies: :meth:`distillation_logits` names what the soft loss compares."""
     cache_prepared: ClassVar[bool] = True

@@ -28,7 +28,7 @@ from pydantic import Field
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import IGNORE_INDEX, Task, add_perplexity
+from hf_toolkit.tasks.base import IGNORE_INDEX, CompareMetric, Task, add_perplexity
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -54,6 +54,7 @@ class CausalLM(Task):
     nonempty_roles = ()  # an empty line of a corpus is a paragraph break, not a broken example
     peft_task_type = "CAUSAL_LM"
     eval_metrics = ("perplexity",)
+    compare_metric = CompareMetric("perplexity", "perplexity", higher_is_better=False, timing="score")
     generates = True
     architectures = ("LMHeadModel", "ForCausalLM")
     distills = True

@@ -29,7 +29,13 @@ from pydantic import BaseModel, Field
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, HftkError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import IGNORE_INDEX, Task, Texts, add_perplexity
+from hf_toolkit.tasks.base import (
+    IGNORE_INDEX,
+    CompareMetric,
+    Task,
+    Texts,
+    add_perplexity,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -64,6 +70,7 @@ class MaskedLM(Task):
     peft_task_type = None  # peft has no masked-LM task type; LoRA wraps the model as is
     # `hftk eval --model`: accuracy of the model's top prediction at masked positions (see `predict`).
     eval_metrics = ("accuracy",)
+    compare_metric = CompareMetric("accuracy", "accuracy", higher_is_better=True, timing="score")  # masked-token accuracy
     architectures = ("ForMaskedLM",)
     predicts = True
     endpoint = "/v1/fill-mask"

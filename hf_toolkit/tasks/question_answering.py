@@ -33,7 +33,13 @@ from hf_toolkit import compat, metrics
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, Texts, loss_pieces
+from hf_toolkit.tasks.base import (
+    LENGTH_GROUPED,
+    CompareMetric,
+    Task,
+    Texts,
+    loss_pieces,
+)
 from hf_toolkit.tasks.qa_postprocess import Answer, Feature, best_answers
 
 if TYPE_CHECKING:
@@ -81,6 +87,7 @@ class QuestionAnswering(Task):
     # `hftk eval --model`: squad_v2 gives exactly squad's exact match and F1 on answerable-only data
     # (v1.1), and scores the unanswerable questions of v2 data correctly, so it fits both.
     eval_metrics = ("squad_v2",)
+    compare_metric = CompareMetric("squad_v2", "f1", higher_is_better=True, timing="predict")
     architectures = ("ForQuestionAnswering",)
     predicts = True
     endpoint = "/v1/answer"

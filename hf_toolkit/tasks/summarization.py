@@ -5,9 +5,11 @@ shapes: encoder-decoder checkpoints, EncoderDecoderModel pairs, decoder-only wit
 template). Data roles: ``source`` (the document) and ``target`` (the summary).
 """
 
+from hf_toolkit.tasks.base import CompareMetric
 from hf_toolkit.tasks.seq2seq import Seq2SeqTask
 
 
 class Summarization(Seq2SeqTask):
     name = "summarization"
     eval_metrics = ("rouge",)
+    compare_metric = CompareMetric("rouge", "rougeL", higher_is_better=True, timing="generate")

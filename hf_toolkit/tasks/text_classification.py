@@ -29,7 +29,7 @@ from hf_toolkit import metrics
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
-from hf_toolkit.tasks.base import LENGTH_GROUPED, Task, Texts
+from hf_toolkit.tasks.base import LENGTH_GROUPED, CompareMetric, Task, Texts
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -77,6 +77,7 @@ class TextClassification(Task):
     peft_task_type = "SEQ_CLS"
     training_defaults = LENGTH_GROUPED
     eval_metrics = METRICS
+    compare_metric = CompareMetric("accuracy", "accuracy", higher_is_better=True, timing="predict")
     architectures = ("ForSequenceClassification",)
     predicts = True
     endpoint = "/v1/classify"

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from hf_toolkit.errors import DataError, RecipeError
 from hf_toolkit.recipe.schema import Recipe
+from hf_toolkit.tasks.base import CompareMetric
 from hf_toolkit.tasks.seq2seq import Seq2SeqData, Seq2SeqTask
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Translation(Seq2SeqTask):
     name = "translation"
     Data = TranslationData
     eval_metrics = ("bleu", "chrf")
+    compare_metric = CompareMetric("bleu", "bleu", higher_is_better=True, timing="generate")
 
     def adapt_model(self, recipe: Recipe, tokenizer, model) -> None:
         _set_languages(recipe, tokenizer, model)
