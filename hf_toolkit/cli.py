@@ -89,9 +89,19 @@ def examples(*commands: str) -> str:
     return "Examples:\n\n" + "\n\n".join(f"  {command}" for command in commands)
 
 
+NewDirectoryArgument = Annotated[Path, typer.Argument(help="New directory to write.")]
+
+RecipeArgument = Annotated[Path, typer.Argument(help="YAML recipe file (hftk sweep: one with a sweep section).")]
+
 SetOption = Annotated[
     list[str],
     typer.Option("--set", help="Override a recipe key: dotted.key=value (value parsed as YAML). Repeatable."),
+]
+
+NprocOption = Annotated[
+    int,
+    typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo); "
+                 "sweep: each trial."),
 ]
 
 
@@ -105,14 +115,12 @@ SetOption = Annotated[
 )
 @user_errors
 def finetune(
-    recipe: Annotated[Path, typer.Argument(help="YAML recipe file.")],
+    recipe: RecipeArgument,
     set_: SetOption = [],
     check: Annotated[
         bool, typer.Option("--check", help="Only check the recipe (and the model config, training arguments), then exit.")
     ] = False,
-    nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Train with N processes (DDP via torchrun: one per GPU, or CPU/gloo).")
-    ] = 1,
+    nproc: NprocOption = 1,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Do everything up to the first training step (checks, data, tokenizer, model, Trainer), then "
         "print the plan instead of training: resolved recipe, rows, three examples with their loss mask, token "
@@ -185,13 +193,13 @@ def finetune(
 )
 @user_errors
 def sweep(
-    recipe: Annotated[Path, typer.Argument(help="YAML recipe with a sweep section.")],
+    recipe: RecipeArgument,
     set_: SetOption = [],
     trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the study (default: sweep.trials).")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="Start no new trial after this long: 90s, 30m, 2h, 1h30m.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Optuna RDB URL of the study (default: sqlite in the output "
                                                    "directory). Sweeps on one storage share the study.")] = None,
-    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train each trial with N processes (DDP via torchrun).")] = 1,
+    nproc: NprocOption = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the space and a sample trial's resolved recipe; "
                                           "train and write nothing.")] = False,
     verbose: VerboseOption = False,
@@ -228,7 +236,7 @@ def sweep(
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (or any local model directory).")],
-    output_dir: Annotated[Path, typer.Argument(help="New directory to write.")],
+    output_dir: NewDirectoryArgument,
     merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into the base weights.")] = False,
     format: Annotated[str, typer.Option(
         "--format", help="'hf': a transformers model directory (with --merge); 'onnx': model.onnx for onnxruntime, "
@@ -267,7 +275,7 @@ def export(
 @user_errors
 def prune(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (or any local model directory): BERT-family or GPT-2.")],
-    output_dir: Annotated[Path, typer.Argument(help="New directory to write.")],
+    output_dir: NewDirectoryArgument,
     keep_layers: Annotated[Optional[str], typer.Option(
         help="Transformer layers to keep, comma-separated and increasing, e.g. 0,2,4 (numbered from 0).")] = None,
     ffn_keep: Annotated[Optional[float], typer.Option(
