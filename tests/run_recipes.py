@@ -31,7 +31,7 @@ import sys
 import traceback
 from pathlib import Path
 
-ORIGINAL_COLLATOR_CLASS = None  # hf_toolkit.tasks.masked_lm.masking_collator_class, set by main
+ORIGINAL_COLLATOR_CLASS = None  # hf_toolkit.tasks.collators.WordPieceMaskingCollator, set by main
 
 
 def sharding_callback():
@@ -63,7 +63,7 @@ def fixed_masking_collator_class():
     """hftk's masking collator, masking every other non-special token (no random choice or replacement)."""
     import torch
 
-    class EveryOtherToken(ORIGINAL_COLLATOR_CLASS()):
+    class EveryOtherToken(ORIGINAL_COLLATOR_CLASS):
         def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
             labels = inputs.clone()
             if special_tokens_mask is None:
@@ -106,11 +106,11 @@ def allow_fsdp_on_cpu() -> None:
 
 def main(plan_path: str) -> None:
     global ORIGINAL_COLLATOR_CLASS
-    from hf_toolkit.tasks import masked_lm
+    from hf_toolkit.tasks import collators
     from hf_toolkit.training import train
 
     build_trainer = train.build_trainer
-    ORIGINAL_COLLATOR_CLASS = masked_lm.masking_collator_class
+    ORIGINAL_COLLATOR_CLASS = collators.WordPieceMaskingCollator
     for item in json.loads(Path(plan_path).read_text()):
         def build(*args, _record=item.get("record_sharding", False), **kwargs):
             trainer = build_trainer(*args, **kwargs)
@@ -119,7 +119,7 @@ def main(plan_path: str) -> None:
             return trainer
 
         train.build_trainer = build
-        masked_lm.masking_collator_class = fixed_masking_collator_class if item.get("fixed_masking") else ORIGINAL_COLLATOR_CLASS
+        collators.WordPieceMaskingCollator = fixed_masking_collator_class() if item.get("fixed_masking") else ORIGINAL_COLLATOR_CLASS
         if item.get("fsdp_on_cpu"):
             allow_fsdp_on_cpu()  # stays on: it acts only on Trainers given an FSDP plugin
         try:

@@ -41,17 +41,16 @@ def test_the_trainer_still_decides_loss_kwargs_by_signature_and_only_source_tell
 
 def test_evaluation_is_still_length_grouped_with_training_and_the_mixin_keeps_dataset_order(tmp_path):
     from torch.utils.data import SequentialSampler
-    from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.tasks.trainers import WindowOrderTrainer
 
     grouped = tiny_trainer(tmp_path, train_sampling_strategy="group_by_length")
     assert isinstance(grouped._get_eval_sampler(grouped.eval_dataset), LengthGroupedSampler), \
         "transformers evaluates in dataset order again: EvalInDatasetOrder can go"
-
-    class InOrder(compat.EvalInDatasetOrder, Trainer):
-        pass
-
-    ordered = tiny_trainer(tmp_path, InOrder, train_sampling_strategy="group_by_length")
+    assert TASKS["question-answering"].trainer_class() is WindowOrderTrainer  # the mixin's user
+    ordered = tiny_trainer(tmp_path, WindowOrderTrainer, train_sampling_strategy="group_by_length")
     assert isinstance(ordered.get_eval_dataloader().sampler, SequentialSampler), "the Trainer no longer asks _get_eval_sampler"
 
 

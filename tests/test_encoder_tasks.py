@@ -305,10 +305,12 @@ def test_whole_word_mask_masks_every_piece_of_a_word():
     from transformers import AutoTokenizer
 
     from hf_toolkit.tasks import TASKS
+    from hf_toolkit.tasks.collators import WordPieceMaskingCollator
 
     tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
     recipe = type("R", (), {"data": type("D", (), {"mlm_probability": 0.4, "whole_word_mask": True})()})()
     collator = TASKS["masked-lm"].trainer_kwargs(recipe, tokenizer, None)["data_collator"]
+    assert type(collator) is WordPieceMaskingCollator
     text = "unbelievably antidisestablishmentarianism tokenization hyperparameters " * 4
     encoded = tokenizer([text, text])
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])

@@ -155,6 +155,37 @@ def test_decoder_only_loss_covers_target_and_eos_only(tmp_path, copy_data, gpt2_
         assert mask == [1] * length + [0] * (len(ids) - length)
 
 
+def test_decoder_only_evaluation_generates_from_each_prompt_alone(tmp_path):
+    """PromptSeq2SeqTrainer: a row's prompt (its -100 label prefix) is left-padded and generated from, and
+    only the continuation comes back: what each prompt alone would generate, not the whole sequence's."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Seq2SeqTrainingArguments
+    from transformers.data.data_collator import default_data_collator
+
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.tasks.trainers import PromptSeq2SeqTrainer, left_padded_prompts
+
+    assert TASKS["summarization"].trainer_class() is PromptSeq2SeqTrainer is TASKS["translation"].trainer_class()
+    ids = torch.tensor([[5, 6, 7, 8, 9], [3, 4, 8, 9, 1]])
+    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 8, 9], [IGNORE, IGNORE, 8, 9, IGNORE]])
+    prompts, mask = left_padded_prompts(ids, labels, pad_id=0)
+    assert prompts.tolist() == [[5, 6, 7], [0, 3, 4]] and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=20)).eval()
+    args = Seq2SeqTrainingArguments(str(tmp_path), predict_with_generate=True, report_to="none", use_cpu=True)
+    trainer = PromptSeq2SeqTrainer(model=model, args=args, data_collator=default_data_collator,
+                                   processing_class=SimpleNamespace(pad_token_id=0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    loss, generated, returned = trainer.prediction_step(model, inputs, prediction_loss_only=False, max_new_tokens=3, do_sample=False)
+    alone = [model.generate(torch.tensor([prompt]), max_new_tokens=3, do_sample=False)[0, len(prompt):].tolist()
+             for prompt in ([5, 6, 7], [3, 4])]
+    assert generated.tolist() == alone
+    assert torch.equal(returned, labels) and torch.isfinite(loss)
+
+
 # --------------------------------------------------------------------------------------------
 # EncoderDecoderModel ids with real tokenizers
 

@@ -4,6 +4,11 @@ module, one instance each in :data:`TASKS`, the only table of them.
 Adding a task: write ``tasks/<name>.py`` with a ``Task`` subclass (its ``Data`` options, roles,
 ``auto_model`` and ``prepare``, plus the hooks it changes) and add its instance here. Recipes
 name it in ``task:``; :mod:`hf_toolkit.recipe.checks` validates their ``data`` with its ``Data``.
+
+Beside the tasks: :mod:`~hf_toolkit.tasks.qa_postprocess` (QA answers from logits), and the
+Trainer and collator subclasses some tasks train with (:mod:`~hf_toolkit.tasks.trainers`,
+:mod:`~hf_toolkit.tasks.collators`), which import transformers and so are imported only by the
+hooks that return them, never by this table.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Masked-LM continued pretraining (BERT and any ``AutoModelForMaskedLM``): predict masked tokens.
 
 Reads top to bottom: the data options and the checks across them, how text becomes examples,
-the masking collator, the metrics (evaluation loss and perplexity = exp(loss)), then inference
+the masking (the collator's class is :class:`hf_toolkit.tasks.collators.WordPieceMaskingCollator`), the metrics (evaluation loss and perplexity = exp(loss)), then inference
 for ``hftk predict`` (fill-mask) and ``hftk eval --model`` (masked-token accuracy).
 
 Two ways to cut text into examples, as in transformers' ``run_mlm.py``:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
 DEFAULT_LENGTH = 512
-CONTINUATION_PREFIX = "##"
 
 
 class MaskedLMData(DataSection):
@@ -142,10 +141,12 @@ class MaskedLM(Task):
 
     def trainer_kwargs(self, recipe: Recipe, tokenizer, model) -> dict[str, Any]:
         """A collator that pads and masks each batch afresh (so every epoch sees new masks)."""
+        from hf_toolkit.tasks import collators
+
         whole_words = recipe.data.whole_word_mask
         replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_words else {}
-        collator = masking_collator_class()(tokenizer=tokenizer, mlm_probability=recipe.data.mlm_probability,
-                                            whole_word_mask=whole_words, **replace)
+        collator = collators.WordPieceMaskingCollator(tokenizer=tokenizer, mlm_probability=recipe.data.mlm_probability,
+                                                      whole_word_mask=whole_words, **replace)
         return {"data_collator": collator}
 
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -229,40 +230,9 @@ def context_length(model) -> int:
     return modeling.context_length(model.config) or DEFAULT_LENGTH
 
 
-def masking_collator_class():
-    """DataCollatorForLanguageModeling whose whole-word masking finds words from WordPiece '##' pieces.
-
-    transformers' whole-word masking reads an ``offset_mapping`` column, which the Trainer drops as
-    an unused model input; word boundaries are instead recovered from the tokens themselves.
-    """
-    from transformers import DataCollatorForLanguageModeling
-
-    class WordPieceMaskingCollator(DataCollatorForLanguageModeling):
-        def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
-            if self.whole_word_mask and offset_mapping is None:
-                offset_mapping = wordpiece_offsets(inputs.tolist(), self.tokenizer)
-            return super().torch_mask_tokens(inputs, special_tokens_mask=special_tokens_mask, offset_mapping=offset_mapping)
-
-    return WordPieceMaskingCollator
-
-
 def is_wordpiece(tokenizer) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend is not None and type(backend.model).__name__ == "WordPiece"
-
-
-def wordpiece_offsets(rows: list[list[int]], tokenizer):
-    """Synthetic character offsets in which a '##' piece touches the piece before it and a word start does not."""
-    import numpy as np
-
-    offsets = np.zeros((len(rows), len(rows[0]) if rows else 0, 2), dtype=np.int64)
-    for r, ids in enumerate(rows):
-        end = 0
-        for t, token in enumerate(tokenizer.convert_ids_to_tokens(ids)):
-            start = end if token.startswith(CONTINUATION_PREFIX) else end + 1
-            end = start + 1
-            offsets[r, t] = (start, end)
-    return offsets
 
 
 def fill_mask(model, tokenizer, texts: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[list[list[dict[str, Any]]]]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from hf_toolkit import compat, metrics
+from hf_toolkit import metrics
 from hf_toolkit.core import modeling
 from hf_toolkit.errors import DataError, Problem
 from hf_toolkit.recipe.schema import DataSection, Recipe
@@ -176,16 +176,9 @@ class QuestionAnswering(Task):
         return recipe.data.max_length
 
     def trainer_class(self):
-        """A Trainer that evaluates in dataset order.
-
-        Post-processing pairs each window's logits with the window at the same position. Under
-        ``train_sampling_strategy: group_by_length`` transformers 5 length-groups evaluation too
-        (:class:`hf_toolkit.compat.EvalInDatasetOrder`), which would pair logits with the wrong windows.
-        """
-        from transformers import Trainer
-
-        class WindowOrderTrainer(compat.EvalInDatasetOrder, Trainer):
-            pass
+        """A Trainer that evaluates in dataset order (:class:`hf_toolkit.tasks.trainers.WindowOrderTrainer`):
+        post-processing pairs each window's logits with the window at the same position."""
+        from hf_toolkit.tasks.trainers import WindowOrderTrainer
 
         return WindowOrderTrainer
 

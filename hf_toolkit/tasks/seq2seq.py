@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from hf_toolkit import compat
 from hf_toolkit import metrics as metrics_lib
 from hf_toolkit.core import modeling, readable
 from hf_toolkit.errors import DataError, Problem, RecipeError
@@ -228,37 +227,9 @@ class Seq2SeqTask(Task):
         return compute_metrics
 
     def trainer_class(self):
-        """Seq2SeqTrainer that, for decoder-only models, evaluates by generating from the prompt.
-
-        Seq2SeqTrainer would generate from the whole evaluation sequence (prompt + target). Here the
-        prompt of each row is its prefix whose labels are -100; prompts are left-padded, generated
-        from, and only the continuation is returned for scoring. Encoder-decoder models use
-        Seq2SeqTrainer unchanged.
-        """
-        import copy
-
-        import torch
-        from transformers import Seq2SeqTrainer
-
-        class PromptSeq2SeqTrainer(Seq2SeqTrainer):
-            def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-                if self.model.config.is_encoder_decoder or not self.args.predict_with_generate or prediction_loss_only:
-                    # Seq2SeqTrainer fills every unset generation setting with its default (max_length=20,
-                    # ...) in the model's own config, which would then be saved; keep the recipe's.
-                    kept = copy.deepcopy(self.model.generation_config)
-                    try:
-                        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-                    finally:
-                        self.model.generation_config = kept
-                inputs = compat.prepare_inputs(self, inputs)
-                with torch.no_grad(), self.compute_loss_context_manager():
-                    loss = model(**inputs).loss.detach()
-                prompt_ids, prompt_mask = left_padded_prompts(
-                    inputs["input_ids"], inputs["labels"], self.processing_class.pad_token_id
-                )
-                with torch.no_grad():
-                    generated = self.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **gen_kwargs)
-                return loss, generated[:, prompt_ids.shape[1] :], inputs["labels"]
+        """Seq2SeqTrainer that, for decoder-only models, evaluates by generating from the prompt
+        (:class:`hf_toolkit.tasks.trainers.PromptSeq2SeqTrainer`)."""
+        from hf_toolkit.tasks.trainers import PromptSeq2SeqTrainer
 
         return PromptSeq2SeqTrainer
 
@@ -451,17 +422,3 @@ def _until(row, eos: int):
         if token == eos or token == IGNORE_INDEX:
             return row[:i]
     return row
-
-
-def left_padded_prompts(input_ids, labels, pad_id: int):
-    """(ids, attention mask) of each row's prompt (the tokens before its first label), left-padded."""
-    import torch
-
-    starts = [int((row != IGNORE_INDEX).nonzero()[0]) for row in labels]
-    width = max(starts)
-    ids = torch.full((len(starts), width), pad_id, dtype=input_ids.dtype, device=input_ids.device)
-    mask = torch.zeros((len(starts), width), dtype=torch.long, device=input_ids.device)
-    for i, start in enumerate(starts):
-        ids[i, width - start :] = input_ids[i, :start]
-        mask[i, width - start :] = 1
-    return ids, mask
