@@ -107,6 +107,26 @@ def test_qa_fill_mask_and_causal_lm_graphs_match_pytorch(auto_class, tokenizer, 
         assert perplexity(texts, graph, tok, max_length=8, stride=4)["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
 
 
+def test_the_traced_module_takes_positional_inputs_and_returns_the_task_outputs():
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from hf_toolkit.apply.export import graph_module
+    from hf_toolkit.apply.onnx_graph import Graph
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                intermediate_size=32)).eval()
+    graph = graph_module(model, "question-answering", ["input_ids", "attention_mask"])
+    assert isinstance(graph, Graph) and not graph.training
+    ids, mask = torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    start, end = graph(ids, mask)
+    expected = model(input_ids=ids, attention_mask=mask)
+    assert torch.equal(start, expected.start_logits) and torch.equal(end, expected.end_logits)
+    assert not torch.equal(start, model(input_ids=ids).start_logits), "the mask given by position reaches the model"
+    assert graph_module(model, "causal-lm", ["input_ids"]).extra == {"use_cache": False}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quantize", "int8"], "--quantize int8 writes an ONNX graph quantized by onnxruntime: add --format onnx"),
     (["--format", "tflite"], "--format: 'tflite' is not supported"),

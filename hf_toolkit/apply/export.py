@@ -120,22 +120,10 @@ def _card(run: rundir.Run, config: Any, *, merged: bool, onnx: bool, quantized: 
 
 def graph_module(model: Any, task: str, inputs: list[str]) -> Any:
     """The model with positional tensor inputs and its task's outputs as a tuple: what torch.onnx traces."""
-    import torch
+    from hf_toolkit.apply.onnx_graph import Graph
 
-    names = ONNX_TASKS[task]
     extra = {"use_cache": False} if task == "causal-lm" else {}  # logits only: no KV cache in the graph
-
-    class Graph(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            outputs = self.model(**{name: given[name] for name in inputs}, **extra)
-            return tuple(getattr(outputs, name) for name in names)
-
-    return Graph().eval()
+    return Graph(model, inputs, ONNX_TASKS[task], extra).eval()
 
 
 def to_onnx(model: Any, tokenizer: Any, task: str, output_dir: Path, *, quantize: str | None) -> dict[str, float]:
