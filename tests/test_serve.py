@@ -577,14 +577,15 @@ def test_sigterm_ends_an_open_stream_cleanly_within_the_grace_period(gpt2_dir, c
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
     from hf_toolkit.serving.limits import Limits
-    from hf_toolkit.serving.server import GRACE_SECONDS, _Server
+    from hf_toolkit.serving.server import GRACE_SECONDS
+    from hf_toolkit.serving.uvicorn_server import Server
 
     engine = Engine.from_run(open_run(str(gpt2_dir)), Limits(max_tokens=100))
     turn = engine.worker.turn
     engine.worker.turn = lambda: (time.sleep(0.1), turn())  # 100 tokens take 10 s: longer than the grace period
     port = free_port()
-    server = _Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_config=None,
-                                   timeout_graceful_shutdown=GRACE_SECONDS), engine)
+    server = Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_config=None,
+                                  timeout_graceful_shutdown=GRACE_SECONDS), engine)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import socket
 import sys
 
-from hf_toolkit import compat
 from hf_toolkit.errors import HftkError
 from hf_toolkit.serving.limits import Limits
 
@@ -58,6 +57,7 @@ def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: 
 
     from hf_toolkit.serving.app import create_app
     from hf_toolkit.serving.engine import Engine
+    from hf_toolkit.serving.uvicorn_server import Server
 
     engine = Engine.from_run(run, limits or Limits())
     app = create_app(engine)
@@ -66,27 +66,4 @@ def serve(reference: str, *, host: str = "127.0.0.1", port: int = 8000, limits: 
     print(f"hftk: serving {engine.name} ({engine.kind}): POST {engine.endpoint}{chat}; playground http://{shown}:{port}/",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
-    _Server(config, engine).run()
-
-
-def _server_class():
-    import uvicorn
-
-    class Server(compat.ServerExitsCleanly, uvicorn.Server):
-        """uvicorn's server, exiting with status 0 after a graceful shutdown on SIGTERM/SIGINT."""
-
-        engine = None  # the Engine served: told to wind down when the signal comes
-
-        def on_exit_signal(self) -> None:
-            # Open streams end on their own a second before uvicorn's grace period is over, rather
-            # than being cancelled by it (a CancelledError traceback, and a stream without [DONE]).
-            if self.engine is not None:
-                self.engine.close(grace=GRACE_SECONDS - 1)
-
-    return Server
-
-
-def _Server(config, engine=None):  # noqa: N802 - a class made on first use (uvicorn is imported lazily)
-    server = _server_class()(config)
-    server.engine = engine
-    return server
+    Server(config, engine).run()
