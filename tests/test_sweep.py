@@ -47,6 +47,31 @@ def start(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_a_trial_finds_its_spec_in_the_environment_and_names_the_metrics_it_could_report(monkeypatch):
+    """ReportAndPrune (the finetune side of a trial): a sweep.metric the evaluation lacks is refused with
+    the metrics there are, before the study is opened; evaluations after training are not reported."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from hf_toolkit.errors import HftkError
+    from hf_toolkit.training import pruning
+    from hf_toolkit.training.callbacks import ReportAndPrune
+
+    spec = pruning.TrialSpec("sqlite:///never-opened.db", "study", 3, "eval_accuracy", "median", 1, 0)
+    monkeypatch.delenv(pruning.TRIAL_ENV, raising=False)
+    assert pruning.spec_from_env() is None, "an ordinary finetune is no trial"
+    monkeypatch.setenv(pruning.TRIAL_ENV, spec.to_env())
+    assert pruning.spec_from_env() == spec
+    callback = ReportAndPrune(spec)
+    args, state = SimpleNamespace(world_size=1), SimpleNamespace(is_world_process_zero=True, global_step=2)
+    with pytest.raises(HftkError, match=r"sweep.metric: eval_accuracy is not among the evaluation metrics \(epoch, eval_loss\)"):
+        callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 0.5, "epoch": 1.0, "name": "x"})
+    callback.on_train_end(args, state, TrainerControl())  # not pruned: training ends as usual
+    callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 0.5})  # the final scoring
+    assert (callback.evaluations, callback.trial, callback.pruned_at) == (1, None, None)
+
+
 def test_bad_spaces_are_refused_at_their_line_before_any_trial(tmp_path, cli, corpus):
     shape = recipe(tmp_path, corpus, space=(
         "    training.learning_rate: {low: 3.0e-4, high: 1.0e-5}\n"     # line 26

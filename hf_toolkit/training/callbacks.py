@@ -2,13 +2,15 @@
 :class:`StopGuard` (:mod:`~hf_toolkit.training.stopping`: a signal or a non-finite loss stops every
 rank at one step), :class:`SaveRecipe` (:mod:`~hf_toolkit.training.checkpoints`: the recipe and data
 fingerprints in each checkpoint, and the run's progress, :mod:`~hf_toolkit.training.resumption`), :class:`SaveTargetTokenizer` (a decoder tokenizer saved beside the
-model) and :class:`TrimKeptMemory` (:mod:`~hf_toolkit.training.allocator`).
+model), :class:`TrimKeptMemory` (:mod:`~hf_toolkit.training.allocator`) and :class:`ReportAndPrune`
+(:mod:`~hf_toolkit.training.pruning`: a sweep trial's evaluations reported to Optuna, and pruning).
 
 Imports transformers at module level: only the training flow imports this module.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from hf_toolkit.core import rundir
-from hf_toolkit.training import allocator, checkpoints
+from hf_toolkit.errors import HftkError
+from hf_toolkit.training import allocator, checkpoints, pruning
 from hf_toolkit.training.stopping import SIGNALS, STOP_FILE_ENV
 
 if TYPE_CHECKING:
@@ -174,3 +177,77 @@ class TrimKeptMemory(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trimmer.after_step(state.global_step)
+
+
+class ReportAndPrune(TrainerCallback):
+    """Reports each evaluation of the sweep trial `spec` to Optuna and stops the trial when its pruner
+    says so, every rank at the same step (see :mod:`hf_toolkit.training.pruning`)."""
+
+    def __init__(self, spec: pruning.TrialSpec) -> None:
+        self.spec = spec
+        self.trial = None
+        self.evaluations = 0
+        self.pruned_at: int | None = None
+        self.training_over = False
+
+    def _trial(self):
+        if self.trial is None:
+            import optuna
+
+            spec = self.spec
+            storage = pruning.open_storage(spec.storage)
+            study = optuna.load_study(study_name=spec.study, storage=storage,
+                                      sampler=optuna.samplers.RandomSampler(), pruner=pruning.pruner(spec))
+            self.trial = optuna.trial.Trial(study, pruning.trial_id(storage, spec.study, spec.number))
+        return self.trial
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.pruned_at is not None or self.training_over or metrics is None:
+            return  # after training: the final scoring of the validation and test splits
+        self.evaluations += 1
+        prune = False
+        if state.is_world_process_zero:
+            prune = self._report(metrics, state.global_step)
+        if _rank_zero_decides(args, prune):
+            self.pruned_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = False
+
+    def _report(self, metrics: dict[str, float], step: int) -> bool:
+        spec = self.spec
+        if spec.metric not in metrics:
+            keys = ", ".join(sorted(k for k in metrics if isinstance(metrics[k], (int, float))))
+            raise HftkError(f"sweep.metric: {spec.metric} is not among the evaluation metrics ({keys}); "
+                            "set sweep.metric to one of them")
+        value = float(metrics[spec.metric])
+        trial = self._trial()
+        trial.report(value, step)
+        if self.evaluations <= spec.warmup_evaluations:
+            return False
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at_step", step)
+            trial.set_user_attr("reason", f"{spec.metric} {value:.4g} at step {step} behind the median of the "
+                                "earlier trials there" + (" (not a number)" if math.isnan(value) else ""))
+            return True
+        return False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training_over = True
+        if self.pruned_at is not None:
+            message = (f"pruned by the sweep at step {self.pruned_at}: {self.spec.metric} fell behind the median of the "
+                       "earlier trials") if state.is_world_process_zero else ""
+            raise pruning.TrialPruned(message, 0 if os.environ.get(STOP_FILE_ENV) else 2)
+
+
+def _rank_zero_decides(args: Any, prune: bool) -> bool:
+    """Rank 0's pruning decision, on every rank (one all_reduce under several processes)."""
+    if args.world_size <= 1:
+        return prune
+    import torch
+
+    if not torch.distributed.is_initialized():
+        return prune
+    device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([float(prune)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())

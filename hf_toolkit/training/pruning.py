@@ -3,7 +3,8 @@
 ``hftk sweep`` (:mod:`hf_toolkit.training.sweep`) runs every trial as an ordinary ``hftk finetune``,
 in-process or, with ``--nproc``, in its own torchrun processes, and names the trial in the
 environment variable ``HFTK_SWEEP_TRIAL`` (JSON: storage URL, study name, trial number, metric, pruner
-settings). The finetune flow adds :func:`callbacks_from_env`'s callback to its Trainer. At each
+settings). The finetune flow gives its Trainer a :class:`hf_toolkit.training.callbacks.ReportAndPrune`
+for the trial :func:`spec_from_env` reads. At each
 evaluation, rank 0 reports the metric at the global step (``trial.report``) and asks the pruner
 (``trial.should_prune``); under several processes rank 0's answer reaches every rank with one
 ``all_reduce``, so all stop at the same step. A pruned trial stops at once: training ends at that
@@ -18,7 +19,6 @@ sweep, in whatever process, tells a pruned trial from a failed one.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -97,83 +97,7 @@ def pruner(spec: TrialSpec):
     return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0)
 
 
-def callbacks_from_env() -> list[Any]:
-    """The reporting callback when this process runs a sweep trial (``HFTK_SWEEP_TRIAL`` set), else none."""
+def spec_from_env() -> TrialSpec | None:
+    """The sweep trial this process runs (``HFTK_SWEEP_TRIAL`` set), else None."""
     raw = os.environ.get(TRIAL_ENV)
-    return [reporter(TrialSpec(**json.loads(raw)))] if raw else []
-
-
-def reporter(spec: TrialSpec) -> Any:
-    """The TrainerCallback that reports each evaluation of `spec`'s trial and prunes it (see the module docstring)."""
-    from transformers import TrainerCallback
-
-    class ReportAndPrune(TrainerCallback):
-        def __init__(self) -> None:
-            self.trial = None
-            self.evaluations = 0
-            self.pruned_at: int | None = None
-            self.training_over = False
-
-        def _trial(self):
-            if self.trial is None:
-                import optuna
-
-                storage = open_storage(spec.storage)
-                study = optuna.load_study(study_name=spec.study, storage=storage,
-                                          sampler=optuna.samplers.RandomSampler(), pruner=pruner(spec))
-                self.trial = optuna.trial.Trial(study, trial_id(storage, spec.study, spec.number))
-            return self.trial
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if self.pruned_at is not None or self.training_over or metrics is None:
-                return  # after training: the final scoring of the validation and test splits
-            self.evaluations += 1
-            prune = False
-            if state.is_world_process_zero:
-                prune = self._report(metrics, state.global_step)
-            if _agree(args, prune):
-                self.pruned_at = state.global_step
-                control.should_training_stop = True
-                control.should_save = False
-
-        def _report(self, metrics: dict[str, float], step: int) -> bool:
-            if spec.metric not in metrics:
-                keys = ", ".join(sorted(k for k in metrics if isinstance(metrics[k], (int, float))))
-                raise HftkError(f"sweep.metric: {spec.metric} is not among the evaluation metrics ({keys}); "
-                                "set sweep.metric to one of them")
-            value = float(metrics[spec.metric])
-            trial = self._trial()
-            trial.report(value, step)
-            if self.evaluations <= spec.warmup_evaluations:
-                return False
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_step", step)
-                trial.set_user_attr("reason", f"{spec.metric} {value:.4g} at step {step} behind the median of the "
-                                    "earlier trials there" + (" (not a number)" if math.isnan(value) else ""))
-                return True
-            return False
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.training_over = True
-            if self.pruned_at is not None:
-                from hf_toolkit.training.stopping import STOP_FILE_ENV
-
-                message = (f"pruned by the sweep at step {self.pruned_at}: {spec.metric} fell behind the median of the "
-                           "earlier trials") if state.is_world_process_zero else ""
-                raise TrialPruned(message, 0 if os.environ.get(STOP_FILE_ENV) else 2)
-
-    return ReportAndPrune()
-
-
-def _agree(args: Any, prune: bool) -> bool:
-    """Rank 0's pruning decision, on every rank (one all_reduce under several processes)."""
-    if args.world_size <= 1:
-        return prune
-    import torch
-
-    if not torch.distributed.is_initialized():
-        return prune
-    device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
-    flag = torch.tensor([float(prune)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    return TrialSpec(**json.loads(raw)) if raw else None

@@ -124,8 +124,9 @@ def _train(checked: CheckedRun, recipe_path: str | Path, started: float, dry_run
     trainer.add_callback(guard)  # before the recipe saver, which then sees the save a stop asks for
     trainer.add_callback(callbacks.SaveRecipe(recipe, progress))
     trainer.add_callback(callbacks.TrimKeptMemory(allocator.keeps_freed_memory(training_args.on_gpu(args))))
-    for callback in pruning.callbacks_from_env():  # a trial of hftk sweep: last, so it ends train() last
-        trainer.add_callback(callback)
+    trial = pruning.spec_from_env()
+    if trial is not None:  # a trial of hftk sweep: last, so it ends train() last
+        trainer.add_callback(callbacks.ReportAndPrune(trial))
     with console.tied_weights_unmentioned(trainer.model):
         train_output = trainer.train(resume_from_checkpoint=resume)
     stopping.raise_if_stopped(guard, args.output_dir, recipe_path)
