@@ -1,12 +1,16 @@
-"""The architecture holds: one task contract, no import cycles, true module docstrings, and a
-new task added the way README's "Architecture" section says (a test-only task, trained, predicted
-and served for real, with no other module touched)."""
+"""The architecture holds: one task contract, no import cycles, true module docstrings, no class
+built inside a function, the CLI and the task table free of the ML libraries until a command needs
+them, and a new task added the way README's "Architecture" section says (a test-only task, trained,
+predicted and served for real, with no other module touched)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +142,47 @@ def test_every_module_says_what_it_owns():
             continue
         docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
         assert docstring and len(docstring) > 40, f"{name} has no docstring saying what it owns"
+
+
+def test_no_class_is_built_inside_a_function():
+    """Classes live at module level, where they can be imported, type-checked and tested; a class whose
+    base comes from a heavy library lives in a module that only the code path needing it imports."""
+    nested = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                nested += [f"{name}.{node.name}: class {inner.name}" for inner in ast.walk(node) if isinstance(inner, ast.ClassDef)]
+    assert not nested, nested
+
+
+# The ML libraries (seconds to import) and the modules that commands import before any of them is
+# needed: the CLI itself (`hftk --help`), the task table and the recipe checks (`hftk finetune --check`,
+# every user mistake's exit 2), the sweep's and export's and serve's own checks.
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "peft", "evaluate", "optuna", "onnx", "onnxruntime",
+         "uvicorn", "fastapi")
+CHEAP = ["hf_toolkit.cli", "hf_toolkit.tasks", "hf_toolkit.recipe.checks", "hf_toolkit.training.preflight",
+         "hf_toolkit.training.sweep", "hf_toolkit.apply.export", "hf_toolkit.serving.server"]
+
+
+def python(*args: str) -> subprocess.CompletedProcess:
+    """This checkout's hf_toolkit run in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=PACKAGE.parent, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("module", CHEAP)
+def test_cheap_modules_import_no_ml_library(module):
+    out = python("-c", f"import json, sys, {module}; print(json.dumps(sorted(name for name in {HEAVY!r} if name in sys.modules)))")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [], f"importing {module} imports {out.stdout.strip()}: import them where they are used"
+
+
+def test_hftk_help_imports_no_ml_library():
+    out = python("-X", "importtime", "-m", "hf_toolkit", "--help")
+    assert out.returncode == 0 and "finetune" in out.stdout, out.stderr
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "hf_toolkit" in imported and "typer" in imported, "importtime lists the imports"
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
 def test_every_task_implements_the_contract():
