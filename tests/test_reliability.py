@@ -611,3 +611,32 @@ def test_a_folder_that_holds_no_run_is_refused_naming_what_would_be_replaced(tmp
     (tmp_path / "project" / "README.md").unlink()
     result = cli("finetune", "tiny.yaml", "--check")
     assert result.exit_code == 2 and "a run would mix its model, tokenizer and card (README.md) with them" in result.stderr
+
+
+def test_a_rank_other_than_0_leaves_the_folder_to_rank_0_which_may_already_be_claiming_it(tmp_path, tiny_corpus, monkeypatch):
+    """Under torchrun every rank runs the preflight, and rank 0 may already hold the folder (its
+    lock, its manifest half-written) when rank 1 looks: rank 1 once refused rank 0's fresh
+    manifest as "files that are no hftk run". Only rank 0 judges and claims the folder."""
+    from hf_toolkit.errors import RecipeError
+    from hf_toolkit.training import runlock
+    from hf_toolkit.training.preflight import check_run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(tiny_corpus.read_text()[:3000])
+    write(tmp_path / "tiny.yaml", TINY)
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / runlock.LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    # rank 0 inside runlock.hold, between writing its manifest's temporary file and renaming it
+    (out / ".hftk_manifest.json.4242.tmp").write_text("{}")
+    monkeypatch.setenv("RANK", "1")  # torchrun's global rank (LOCAL_RANK would make TrainingArguments join a process group)
+    assert check_run("tiny.yaml").args.output_dir == "full"
+    runlock._start_manifest(out)  # the manifest in place: rank 0 has claimed the folder
+    (out / ".hftk_manifest.json.4242.tmp").unlink()
+    assert check_run("tiny.yaml").args.output_dir == "full"
+    # rank 0 (and a single process) still judges it: a folder that holds a user's file is refused
+    fill(out, ["notes.txt"])
+    assert check_run("tiny.yaml").args.output_dir == "full"
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RecipeError, match="holds files that are no hftk run"):
+        check_run("tiny.yaml")

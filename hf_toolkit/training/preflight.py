@@ -19,7 +19,7 @@ from hf_toolkit.recipe import environment
 from hf_toolkit.recipe.checks import check_generation, read_yaml, recipe_problems
 from hf_toolkit.recipe.schema import Recipe
 from hf_toolkit.tasks import TASKS, Task
-from hf_toolkit.training import checkpoints, distillation, runlock
+from hf_toolkit.training import checkpoints, distillation, launch, runlock
 from hf_toolkit.training.arguments import training_arguments
 
 
@@ -86,12 +86,18 @@ def check_run(recipe_path: str | Path, overrides: Sequence[str] = (), *, resume:
 def _occupancy_problems(args: Any, *, overwrite: bool, dry_run: bool) -> list[Problem]:
     """An output directory whose files this run would replace or delete although it may not: a run
     it would silently overwrite, files that are no hftk run, or (unless empty) the working
-    directory, the home directory or a filesystem root. (A dry run writes nothing.)"""
+    directory, the home directory or a filesystem root. (A dry run writes nothing.)
+
+    Only the main process (rank 0, or a single process) judges the folder: it is the one that
+    claims it (:func:`hf_toolkit.training.runlock.hold` writes the lock and the manifest), and it
+    may do so while another rank is still checking, which would then find rank 0's fresh files
+    and refuse them as no hftk run. Under ``--nproc`` the launcher judged the folder before it
+    started any rank; under another launcher rank 0's refusal stops the launch."""
     key, out = ("training", "output_dir"), Path(args.output_dir)
     if args.resume_from_checkpoint and overwrite:
         return [Problem(("training", "resume_from_checkpoint"),
                         "--overwrite deletes the checkpoints a resume continues from; use --resume or --overwrite, not both")]
-    if dry_run or not out.is_dir():
+    if dry_run or not out.is_dir() or not launch.is_main_process():
         return []
     found = runlock.existing_run(out)
     foreign = runlock.foreign_entries(out)
