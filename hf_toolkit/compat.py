@@ -111,6 +111,39 @@ def attn_implementation(config: Any) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
+# transformers' models
+
+
+MASKED_LM_HEADS = {
+    "BertForMaskedLM": "cls",
+    "RobertaForMaskedLM": "lm_head",
+    "XLMRobertaForMaskedLM": "lm_head",
+    "DistilBertForMaskedLM": "vocab_transform",
+}
+"""Masked-LM classes whose vocabulary head can be run on the masked positions only, and the name of
+the head's first module: its input is the encoder's last hidden states at every position, and
+every later step of the head works position by position (BERT's ``cls``: transform, layer norm,
+decoder; RoBERTa's and XLM-R's ``lm_head``; DistilBERT's ``vocab_transform`` -> activation ->
+``vocab_layer_norm`` -> ``vocab_projector``), and ``forward``'s loss is a plain
+``CrossEntropyLoss()`` mean over the labels that are not -100."""
+
+
+def masked_lm_head(model: Any) -> Any:
+    """The first module of `model`'s vocabulary head (see :data:`MASKED_LM_HEADS`), or None for any
+    other model (a LoRA-wrapped or compiled one too: their class is another).
+
+    Works around: transformers' masked-LM models compute vocabulary logits at every position,
+    though the loss reads only the ~15% that are masked; for a small model with a large vocabulary
+    those logits are most of the step (:class:`hf_toolkit.tasks.trainers.MaskedPositionsTrainer`).
+    No public option restricts them (ModernBERT's ``sparse_prediction`` is that model's own), so
+    the head is found by its attribute name, which is library-internal. Versions: transformers
+    4.x-5.x. Drop it if transformers gains such an option for these models.
+    """
+    name = MASKED_LM_HEADS.get(type(model).__name__)
+    return getattr(model, name, None) if name is not None else None
+
+
+# --------------------------------------------------------------------------------------------
 # What the libraries print
 
 

@@ -174,3 +174,45 @@ def test_public_apis_replace_what_was_private():
 
     assert {"sdpa", "flash_attention_2"} <= set(AttentionInterface().valid_keys())
     assert TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING["gpt2"] == ["c_attn"]
+
+
+# --- transformers' models -----------------------------------------------------------------------
+
+
+def test_the_masked_lm_heads_are_still_where_hftk_looks_and_work_position_by_position():
+    import transformers
+
+    from hf_toolkit.tasks.trainers import masked_positions_only
+
+    configs = {
+        "BertForMaskedLM": transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+        "RobertaForMaskedLM": transformers.RobertaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                         intermediate_size=32, max_position_embeddings=20),
+        "XLMRobertaForMaskedLM": transformers.XLMRobertaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                               intermediate_size=32, max_position_embeddings=20),
+        "DistilBertForMaskedLM": transformers.DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32),
+    }
+    assert configs.keys() == compat.MASKED_LM_HEADS.keys()
+    for name, config in configs.items():
+        config.vocab_size = 50
+        model = getattr(transformers, name)(config).eval()
+        head = compat.masked_lm_head(model)
+        assert isinstance(head, torch.nn.Module), f"{name}.{compat.MASKED_LM_HEADS[name]} is gone"
+        ids = torch.randint(5, 50, (2, 7))
+        labels = torch.full_like(ids, -100)
+        labels[0, 2], labels[1, 5] = 7, 9
+        seen = []
+        handle = head.register_forward_pre_hook(lambda module, args, seen=seen: seen.append(args[0]))
+        try:
+            with torch.no_grad():
+                out = model(input_ids=ids, labels=labels)
+        finally:
+            handle.remove()
+        [hidden] = seen
+        assert hidden.shape == (2, 7, 16), f"{name}: the head's first module no longer takes the last hidden states"
+        chosen = labels != -100
+        with torch.no_grad(), masked_positions_only(head, chosen):
+            sparse_logits = model(input_ids=ids).logits
+        assert torch.allclose(sparse_logits, out.logits[chosen], atol=1e-6), f"{name}: the head no longer works position by position"
+        plain_mean = torch.nn.functional.cross_entropy(out.logits[chosen], labels[chosen])
+        assert out.loss.item() == pytest.approx(plain_mean.item(), abs=1e-6), f"{name}: the loss is no longer a plain mean"

@@ -12,6 +12,9 @@ Two ways to cut text into examples, as in transformers' ``run_mlm.py``:
 - ``data.line_by_line: true``: each non-empty text is one example, truncated to
   ``data.max_length`` tokens (default min(512, the model's context)) and padded per batch.
 
+Training computes the vocabulary logits at the masked positions only (the loss reads nothing
+else): :class:`hf_toolkit.tasks.trainers.MaskedPositionsTrainer`.
+
 Masking happens in the collator, afresh for every batch: ``data.mlm_probability`` (default 0.15)
 of the non-special tokens are chosen; of those 80% become the mask token, 10% a random token,
 10% stay. ``data.whole_word_mask: true`` masks all pieces of a word together (WordPiece
@@ -148,6 +151,13 @@ class MaskedLM(Task):
         collator = collators.WordPieceMaskingCollator(tokenizer=tokenizer, mlm_probability=recipe.data.mlm_probability,
                                                       whole_word_mask=whole_words, **replace)
         return {"data_collator": collator}
+
+    def trainer_class(self):
+        """A Trainer whose training loss computes vocabulary logits at the masked positions only
+        (:class:`hf_toolkit.tasks.trainers.MaskedPositionsTrainer`); evaluation sees full logits."""
+        from hf_toolkit.tasks.trainers import MaskedPositionsTrainer
+
+        return MaskedPositionsTrainer
 
     def finish_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Add perplexity = exp(mean cross-entropy over the masked tokens)."""
