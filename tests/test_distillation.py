@@ -77,6 +77,35 @@ def test_causal_lm_compares_each_position_with_the_next_token_label_and_qa_avera
     assert float(loss) == pytest.approx(0.5 * soft + 0.5 * 2.0, rel=1e-6)
 
 
+class _TaskTrainer:
+    """Stands in for a task's Trainer: its loss is 1.5."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        import torch
+
+        return torch.tensor(1.5), SimpleNamespace(logits=torch.zeros(1, 2))
+
+
+def _teacher_must_not_run(**inputs):
+    raise AssertionError("the teacher ran")
+
+
+def test_alpha_0_trains_on_the_task_loss_without_running_the_teacher():
+    import torch
+
+    from hf_toolkit.training.distillation import DistillationLoss
+
+    def trainer(alpha):
+        attributes = {"teacher_model": staticmethod(_teacher_must_not_run), "distilled_task": None,
+                      "distillation": SimpleNamespace(alpha=alpha, temperature=2.0)}
+        return type("Student", (DistillationLoss, _TaskTrainer), attributes)()
+
+    model, inputs = torch.nn.Linear(1, 1).train(), {"input_ids": torch.ones(1, 2), "labels": torch.ones(1)}
+    assert float(trainer(0.0).compute_loss(model, inputs)) == 1.5
+    with pytest.raises(AssertionError, match="the teacher ran"):  # any other alpha needs the teacher
+        trainer(0.5).compute_loss(model, inputs)
+
+
 def test_the_soft_loss_is_fp32_under_bf16_autocast():
     import torch
 

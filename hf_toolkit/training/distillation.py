@@ -79,7 +79,9 @@ class DistillationLoss:
         import torch
 
         hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if not model.training:  # evaluation reports the task's own loss
+        if not model.training or self.distillation.alpha == 0:
+            # evaluation reports the task's own loss; alpha 0 is the task's loss alone, so the
+            # teacher's forward pass (a third or more of a step) would be thrown away
             return (hard, outputs) if return_outputs else hard
         with torch.no_grad():
             teacher_outputs = self.teacher_model(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
