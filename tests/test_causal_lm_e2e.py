@@ -73,7 +73,7 @@ def test_loss_falls_and_metrics_are_saved(shakespeare_run):
     assert json.loads((run / "trainer_state.json").read_text())["global_step"] == 40
 
 
-def test_output_loads_in_plain_transformers(shakespeare_run):
+def test_output_loads_in_plain_transformers(shakespeare_run, cli):
     run, _ = shakespeare_run
     code = textwrap.dedent(
         f"""
@@ -93,8 +93,8 @@ def test_output_loads_in_plain_transformers(shakespeare_run):
     plain_text, summary = result.stdout.rsplit("\n", 2)[-3:-1]
     assert summary == "GPT2LMHeadModel 2 12"
     # `hftk generate` greedy gives the same continuation as plain transformers.
-    generated = hftk("generate", "--model", str(run), "--prompt", "ROMEO:", "--json", cwd=run.parent)
-    assert generated.returncode == 0, generated.stderr[-2000:]
+    generated = cli("generate", "--model", run, "--prompt", "ROMEO:", "--json")
+    assert generated.exit_code == 0, generated.stderr[-2000:]
     assert json.loads(generated.stdout) == [{"prompt": "ROMEO:", "text": plain_text}]
 
 
@@ -168,12 +168,13 @@ def test_impossible_generation_options_exit_2(shakespeare_run, cli):
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_trained_tokenizer_run_without_shared_data(tmp_path, tiny_corpus):
+def test_trained_tokenizer_run_without_shared_data(tmp_path, tiny_corpus, cli, monkeypatch):
     recipe = RECIPE.format(tokenizer="train_tokenizer: {vocab_size: 400}", train=tiny_corpus, out="run")
     recipe = recipe.replace("max_steps: 40", "max_steps: 10")
     (tmp_path / "recipe.yaml").write_text(recipe)
-    result = hftk("finetune", "recipe.yaml", "--set", "training.learning_rate=1e-2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    result = cli("finetune", "recipe.yaml", "--set", "training.learning_rate=1e-2")
+    assert result.exit_code == 0, result.stderr[-3000:]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")

@@ -50,7 +50,9 @@ All runs go through three launches that train their recipes in turn through hftk
 (tests/run_recipes.py): torchrun with 2 ranks (every case, and FSDP from the recipe), one plain
 process (every case with 2b, and the accumulation runs) and ``accelerate launch`` (FSDP from the
 example config). Importing torch/transformers once per process instead of once per run keeps the
-whole module to about 45 seconds on 2 cores.
+whole module to about 45 seconds on 2 cores. Only the runs the selected tests read are trained: the
+default test run checks text-classification-bert (2 processes, 1 process, accumulation) and FSDP
+from the recipe; the other cases and the accelerate route are marked slow (``pytest -m slow``).
 """
 
 from __future__ import annotations
@@ -239,10 +241,24 @@ def launch(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
+def runs_read_by(item: pytest.Item) -> set[tuple[str, str]]:
+    """The runs (case, kind) one test of this module reads."""
+    params = item.callspec.params
+    case, route = params.get("case"), params.get("route")
+    return {
+        "test_two_processes_train_like_one_process_with_the_same_global_batch": {(case, TWO_PROCESS), (case, ONE_PROCESS)},
+        "test_gradient_accumulation_trains_like_one_batch": {(case, ONE_PROCESS), (case, ACCUMULATED)},
+        "test_fsdp_shards_the_parameters_while_training": {(FSDP_CASE, route)},
+        "test_fsdp_run_saves_a_plain_model_equal_to_the_ddp_run": {(FSDP_CASE, route), (FSDP_CASE, TWO_PROCESS)},
+    }[item.originalname]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    """Every case trained 2 ranks x B (one torchrun launch) and 1 process x 2B (one plain process,
-    which also trains the accumulation cases, 1 process x B x 2 steps)."""
+def runs(request, tmp_path_factory) -> Path:
+    """The runs the selected tests read (most cases are marked slow), trained 2 ranks x B in one
+    torchrun launch, 1 process x 2B in one plain process (which also trains the accumulation runs,
+    1 process x B x 2 steps) and FSDP from an accelerate config in one ``accelerate launch``."""
+    needed = set().union(*(runs_read_by(item) for item in request.session.items if item.module is request.module))
     tmp = tmp_path_factory.mktemp("distributed")
     # fp32: these runs must agree to 1e-5, and bf16 (hftk's default on CPUs with native bf16) rounds
     # a batch of 2B and two of B differently.
@@ -253,29 +269,31 @@ def runs(tmp_path_factory) -> Path:
         return {"recipe": str(recipes[name]), "output_dir": str(tmp / name / kind), "overrides": overrides,
                 "fixed_masking": "masked-lm-bert" in name}
 
-    two = [item(name, TWO_PROCESS, []) for name in recipes]
-    fsdp_recipe = write(tmp / "fsdp.yaml", recipes[FSDP_CASE].read_text() + FSDP_TRAINING)
-    two.append({"recipe": str(fsdp_recipe), "output_dir": str(tmp / FSDP_CASE / FSDP), "fsdp_on_cpu": True, "record_sharding": True})
-    one = [item(name, ONE_PROCESS, ONE_PROCESS_OVERRIDES) for name in recipes]
-    one += [item(name, ACCUMULATED, ["training.gradient_accumulation_steps=2"]) for name in ACCUMULATION_CASES]
+    two = [item(name, TWO_PROCESS, []) for name in recipes if (name, TWO_PROCESS) in needed]
+    if (FSDP_CASE, FSDP) in needed:
+        fsdp_recipe = write(tmp / "fsdp.yaml", recipes[FSDP_CASE].read_text() + FSDP_TRAINING)
+        two.append({"recipe": str(fsdp_recipe), "output_dir": str(tmp / FSDP_CASE / FSDP), "fsdp_on_cpu": True, "record_sharding": True})
+    one = [item(name, ONE_PROCESS, ONE_PROCESS_OVERRIDES) for name in recipes if (name, ONE_PROCESS) in needed]
+    one += [item(name, ACCUMULATED, ["training.gradient_accumulation_steps=2"]) for name in recipes if (name, ACCUMULATED) in needed]
     # The accelerate route: examples/accelerate/fsdp.yaml made to fit this machine (2 CPU processes,
     # fp32; accelerate's --cpu flag would start one process), and the recipe without fsdp keys.
     accelerate_config = yaml.safe_load((REPO / "examples" / "accelerate" / "fsdp.yaml").read_text())
     accelerate_config.update(num_processes=2, mixed_precision="no", use_cpu=True)
     write(tmp / "accelerate-fsdp.yaml", yaml.safe_dump(accelerate_config))
     accelerate = [{"recipe": str(recipes[FSDP_CASE]), "output_dir": str(tmp / FSDP_CASE / ACCELERATE_FSDP), "fsdp_on_cpu": True,
-                   "record_sharding": True}]
+                   "record_sharding": True}] if (FSDP_CASE, ACCELERATE_FSDP) in needed else []
     write(tmp / "two.json", json.dumps(two, indent=1))
     write(tmp / "one.json", json.dumps(one, indent=1))
     write(tmp / "accelerate.json", json.dumps(accelerate, indent=1))
     accelerate_launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate-fsdp.yaml"]
-    for log, command in (
-        ("2-process.log", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(RUNNER), "two.json"]),
-        ("1-process.log", [sys.executable, str(RUNNER), "one.json"]),
-        ("accelerate.log", [*accelerate_launch, str(RUNNER), "accelerate.json"]),
+    for log, plan, command in (
+        ("2-process.log", two, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(RUNNER), "two.json"]),
+        ("1-process.log", one, [sys.executable, str(RUNNER), "one.json"]),
+        ("accelerate.log", accelerate, [*accelerate_launch, str(RUNNER), "accelerate.json"]),
     ):
-        result = launch(command, tmp)
-        (tmp / log).write_text(result.stdout + result.stderr)
+        if plan:
+            result = launch(command, tmp)
+            (tmp / log).write_text(result.stdout + result.stderr)
     return tmp
 
 
@@ -303,9 +321,12 @@ CASES = ["text-classification-bert", "text-classification-gpt2", "question-answe
          "causal-lm-gpt2", "seq2seq-t5", "seq2seq-bart", "seq2seq-pair-bert2gpt2", "seq2seq-decoder-only-gpt2",
          "distil-text-classification-bert", "distil-question-answering-bert", "distil-masked-lm-bert",
          "distil-causal-lm-gpt2-lora"]
+# The case of the default run (the others are marked slow): BERT's classification loss is a plain
+# mean that ignores num_items_in_batch, the kind of loss the Trainer multiplied by the process count.
+DEFAULT_CASE = "text-classification-bert"
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [case if case == DEFAULT_CASE else pytest.param(case, marks=pytest.mark.slow) for case in CASES])
 def test_two_processes_train_like_one_process_with_the_same_global_batch(runs, case):
     one_losses, one_metrics, one_weights = read_run(runs / case / ONE_PROCESS)
     two_losses, two_metrics, two_weights = read_run(runs / case / TWO_PROCESS)
@@ -316,7 +337,8 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(runs, c
     assert max_weight_diff(one_weights, two_weights) < 1e-5
 
 
-@pytest.mark.parametrize("case", ACCUMULATION_CASES)
+@pytest.mark.parametrize("case", [case if case == DEFAULT_CASE else pytest.param(case, marks=pytest.mark.slow)
+                                  for case in ACCUMULATION_CASES])
 def test_gradient_accumulation_trains_like_one_batch(runs, case):
     """Same mechanism in one process: the flag also skipped the division by accumulation steps."""
     one_losses, _, one_weights = read_run(runs / case / ONE_PROCESS)
@@ -325,7 +347,7 @@ def test_gradient_accumulation_trains_like_one_batch(runs, case):
     assert max_weight_diff(one_weights, ga_weights) < 1e-5
 
 
-@pytest.mark.parametrize("route", [FSDP, ACCELERATE_FSDP])
+@pytest.mark.parametrize("route", [FSDP, pytest.param(ACCELERATE_FSDP, marks=pytest.mark.slow)])
 def test_fsdp_shards_the_parameters_while_training(runs, route):
     """After the first step every parameter is a DTensor sharded on dim 0: each rank holds its part."""
     ranks = [json.loads((runs / FSDP_CASE / route / f"sharding-rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -338,7 +360,7 @@ def test_fsdp_shards_the_parameters_while_training(runs, route):
         assert first["local_numel"] < first["numel"], (name, first)
 
 
-@pytest.mark.parametrize("route", [FSDP, ACCELERATE_FSDP])
+@pytest.mark.parametrize("route", [FSDP, pytest.param(ACCELERATE_FSDP, marks=pytest.mark.slow)])
 def test_fsdp_run_saves_a_plain_model_equal_to_the_ddp_run(runs, route):
     """Saved through every rank's save_model (FULL_STATE_DICT gathers the shards), the run loads in
     plain transformers, and FSDP trained what DDP trained: the same losses and weights."""

@@ -3,7 +3,9 @@ overwrite, the run lock, exact resume after a kill, refusal of a changed recipe,
 SIGTERM / Ctrl-C (one process and ``--nproc 2``), NaN loss, safe loading.
 
 The training tests run real ``hftk finetune`` processes on a tiny scratch GPT-2 (one layer, 16-wide,
-a 300-token BPE) for a few steps, so the whole file takes well under two minutes on two cores.
+a 300-token BPE) for a few steps, so the whole file takes well under two minutes on two cores. The
+SIGKILL-and-resume and ``--nproc 2`` SIGTERM runs are marked slow (``pytest -m slow``); the default
+run stops one process with SIGTERM and resumes it exactly.
 """
 
 from __future__ import annotations
@@ -201,6 +203,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # a kill and a resume, ~1 min; the SIGTERM test below resumes exactly in the default run
 def test_sigkill_after_the_second_checkpoint_then_resume_ends_with_the_uninterrupted_weights(stories, cli, monkeypatch):
     process = start("finetune", "tiny.yaml", "--set", "training.output_dir=killed", cwd=stories)
     wait_for(stories / "killed" / "checkpoint-4" / "trainer_state.json", process)
@@ -247,13 +250,14 @@ def test_sigkill_after_the_second_checkpoint_then_resume_ends_with_the_uninterru
     assert finished.returncode == 2 and "'killed' already holds a finished run (hftk_recipe.yaml" in finished.stderr
 
 
-def test_resume_of_a_finished_run_is_refused_unless_it_asks_for_more_steps(stories):
+def test_resume_of_a_finished_run_is_refused_unless_it_asks_for_more_steps(stories, cli, monkeypatch):
     import shutil
 
     shutil.copytree(stories / "full", stories / "done")
     before = {p: p.read_bytes() for p in (stories / "done").rglob("*") if p.is_file()}
-    again = hftk("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=done", cwd=stories)
-    assert again.returncode == 2 and "Traceback" not in again.stderr
+    monkeypatch.chdir(stories)
+    again = cli("finetune", "tiny.yaml", "--resume", "--set", "training.output_dir=done")
+    assert again.exit_code == 2 and "Traceback" not in again.stderr
     assert ("training.resume_from_checkpoint: 'done' holds a finished run: checkpoint-30 is at step 30 (epoch "
             in again.stderr and "nothing to resume" in again.stderr and "--set training.max_steps=N with N above 30" in again.stderr)
     assert {p: p.read_bytes() for p in (stories / "done").rglob("*") if p.is_file()} == before, "files untouched"
@@ -358,6 +362,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resume_loses_nothing(stories):
     assert max_difference(weights(stories / "full"), weights(stories / "termed")) == 0.0
 
 
+@pytest.mark.slow  # 2 launches of 2 ranks, ~1.5 min; the default run stops and resumes one process (test above)
 def test_sigterm_under_nproc_2_stops_every_rank_at_one_step(stories):
     process = start("finetune", "tiny.yaml", "--nproc", 2, "--set", "training.output_dir=ddp", "--set", "training.save_steps=100",
                     cwd=stories)
@@ -376,7 +381,7 @@ def test_sigterm_under_nproc_2_stops_every_rank_at_one_step(stories):
     assert json.loads((stories / "ddp" / "trainer_state.json").read_text())["global_step"] == 30
 
 
-def test_overwrite_replaces_the_old_run_and_keeps_what_hftk_did_not_write(stories, tmp_path):
+def test_overwrite_replaces_the_old_run_and_keeps_what_hftk_did_not_write(stories, cli, monkeypatch):
     import shutil
 
     shutil.copytree(stories / "full", stories / "copy")
@@ -395,8 +400,9 @@ def test_overwrite_replaces_the_old_run_and_keeps_what_hftk_did_not_write(storie
     assert not (out / "checkpoint-30").exists()
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     assert json.loads((out / "hftk_manifest.json").read_text())["kept"] == ["code.py", "mydata"]
-    both = hftk("finetune", "tiny.yaml", "--overwrite", "--resume", "--set", "training.output_dir=copy", cwd=stories)
-    assert both.returncode == 2 and "use --resume or --overwrite, not both" in both.stderr
+    monkeypatch.chdir(stories)
+    both = cli("finetune", "tiny.yaml", "--overwrite", "--resume", "--set", "training.output_dir=copy")
+    assert both.exit_code == 2 and "use --resume or --overwrite, not both" in both.stderr
 
 
 def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_cleared(tmp_path, caplog):

@@ -155,6 +155,7 @@ def test_lora_with_scratch_init_is_rejected(corpus, cli, monkeypatch):
     assert result.exit_code == 2 and "LoRA adapts pretrained weights" in result.stderr
 
 
+@pytest.mark.slow  # 4 hftk processes; 2 ranks = 1 process x 2b runs by default in test_distributed_training
 def test_two_process_ddp_halves_steps_and_matches_one_process(corpus):
     """2 ranks x batch 4 must equal 1 rank x batch 8 (same global batch, same data order).
 
