@@ -83,7 +83,8 @@ class _TaskTrainer:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import torch
 
-        return torch.tensor(1.5), SimpleNamespace(logits=torch.zeros(1, 2))
+        loss = torch.tensor(1.5)
+        return (loss, SimpleNamespace(logits=torch.zeros(1, 2))) if return_outputs else loss
 
 
 def _teacher_must_not_run(**inputs):
@@ -95,15 +96,28 @@ def test_alpha_0_trains_on_the_task_loss_without_running_the_teacher():
 
     from hf_toolkit.training.distillation import DistillationLoss
 
-    def trainer(alpha):
-        attributes = {"teacher_model": staticmethod(_teacher_must_not_run), "distilled_task": None,
-                      "distillation": SimpleNamespace(alpha=alpha, temperature=2.0)}
-        return type("Student", (DistillationLoss, _TaskTrainer), attributes)()
-
+    class_ = type("Student", (DistillationLoss, _TaskTrainer), {})  # as distillation_trainers mixes it in
     model, inputs = torch.nn.Linear(1, 1).train(), {"input_ids": torch.ones(1, 2), "labels": torch.ones(1)}
-    assert float(trainer(0.0).compute_loss(model, inputs)) == 1.5
+    student = class_(teacher_model=_teacher_must_not_run, distilled_task=None,
+                     distillation=SimpleNamespace(alpha=0.0, temperature=2.0))
+    assert float(student.compute_loss(model, inputs)) == 1.5
+    student.distillation = SimpleNamespace(alpha=0.5, temperature=2.0)
     with pytest.raises(AssertionError, match="the teacher ran"):  # any other alpha needs the teacher
-        trainer(0.5).compute_loss(model, inputs)
+        student.compute_loss(model, inputs)
+
+
+def test_every_task_that_distils_has_a_module_level_distilling_trainer():
+    from hf_toolkit.tasks import TASKS
+    from hf_toolkit.training import distillation_trainers
+    from hf_toolkit.training.distillation import DistillationLoss
+
+    for task in (t for t in TASKS.values() if t.distills):
+        base = task.trainer_class()
+        trainer = distillation_trainers.trainer_class(base)
+        assert issubclass(trainer, DistillationLoss) and issubclass(trainer, base), task.name
+        assert trainer.__module__ == distillation_trainers.__name__ and "<locals>" not in trainer.__qualname__
+    with pytest.raises(Exception, match="distillation has no Trainer for int"):
+        distillation_trainers.trainer_class(int)
 
 
 def test_the_soft_loss_is_fp32_under_bf16_autocast():

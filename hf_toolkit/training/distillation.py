@@ -66,23 +66,26 @@ def combined_loss(task, student_outputs, teacher_outputs, inputs, hard_loss, *, 
 
 
 class DistillationLoss:
-    """Mixed into the task's Trainer class (:func:`trainer_class`): the distillation loss while training.
+    """Mixed into the task's Trainer class (the module-level classes of
+    :mod:`hf_toolkit.training.distillation_trainers`): the distillation loss while training.
 
     The teacher is an attribute of the Trainer, not of the model: the Trainer saves only the model.
     """
 
-    teacher_model: Any
-    distilled_task: Any
-    distillation: Any  # the recipe's DistillationSection
+    def __init__(self, *args, teacher_model: Any, distilled_task: Any, distillation: Any, **kwargs) -> None:
+        self.teacher_model = teacher_model
+        self.distilled_task = distilled_task
+        self.distillation = distillation  # the recipe's DistillationSection
+        super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import torch
 
-        hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training or self.distillation.alpha == 0:
             # evaluation reports the task's own loss; alpha 0 is the task's loss alone, so the
             # teacher's forward pass (a third or more of a step) would be thrown away
-            return (hard, outputs) if return_outputs else hard
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             teacher_outputs = self.teacher_model(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
         normalizer = None
@@ -95,12 +98,6 @@ class DistillationLoss:
         loss = combined_loss(self.distilled_task, outputs, teacher_outputs, inputs, hard,
                              temperature=self.distillation.temperature, alpha=self.distillation.alpha, normalizer=normalizer)
         return (loss, outputs) if return_outputs else loss
-
-
-def trainer_class(base: Any, task: Any, teacher: Any, section: Any) -> type:
-    """`base` (the task's Trainer class) with :class:`DistillationLoss` mixed in, for this teacher."""
-    return type(f"Distillation{base.__name__}", (DistillationLoss, base),
-                {"teacher_model": teacher, "distilled_task": task, "distillation": section})
 
 
 def load_teacher(recipe: Recipe, device: Any) -> Any:

@@ -160,7 +160,10 @@ def build_trainer(task: Task, recipe: Recipe, args, model, tokenizer, prepared, 
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.SaveTargetTokenizer(writer)]
     trainer_class = task.trainer_class()
     if teacher is not None:
-        trainer_class = distillation.trainer_class(trainer_class, task, teacher, recipe.distillation)
+        from hf_toolkit.training import distillation_trainers
+
+        trainer_class = distillation_trainers.trainer_class(trainer_class)
+        kwargs.update(teacher_model=teacher, distilled_task=task, distillation=recipe.distillation)
     trainer = trainer_class(
         model=model,
         args=args,
