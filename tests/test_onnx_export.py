@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_path, write
+from conftest import shared_path
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'hf_toolkit[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'hf_toolkit[onnx]'")
