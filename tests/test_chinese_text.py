@@ -22,11 +22,13 @@ seed: 0
 model:
   init: scratch
   tokenizer: {tokenizer}
-  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64, bos_token_id: 101, eos_token_id: 102}}
+  config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64, bos_token_id: 101, eos_token_id: 102,
+           resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}}
 data:
   train: {poems}
   columns: {{text: text}}
   block_size: 32
+  packing: padding_free
 training:
   output_dir: {out}
   max_steps: 3
