@@ -222,11 +222,16 @@ def test_pkg_and_env_paths(monkeypatch, tmp_path):
         resolve_path("pkg://no_such_pkg/x")
 
 
-def test_task_not_in_the_table_is_a_user_error(recipe_dir, cli, monkeypatch):
+def test_task_not_in_the_table_is_a_user_error(recipe_dir, cli):
     from hf_toolkit import tasks
 
-    monkeypatch.delitem(tasks.TASKS, "causal-lm")
-    result = cli("finetune", write_recipe(recipe_dir, GOOD))
+    table = dict(tasks.TASKS)
+    del tasks.TASKS["causal-lm"]
+    try:
+        result = cli("finetune", write_recipe(recipe_dir, GOOD))
+    finally:  # the table back in its order (monkeypatch.delitem would put the task back last)
+        tasks.TASKS.clear()
+        tasks.TASKS.update(table)
     assert result.exit_code == 2
     assert "recipe.yaml:1: task: Input should be 'masked-lm'," in result.stderr and "(got 'causal-lm')" in result.stderr
 
