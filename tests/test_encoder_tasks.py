@@ -632,3 +632,22 @@ def test_eval_model_mode_qa_rows_hold_question_context_and_squad_answers(qa_run,
     assert [r["answers"] for r in out] == [r["answers"] for r in dev]
     assert all(set(r) == {"id", "question", "context", "prediction_text", "answers"} for r in out)
     assert eval_model_json(cli, "-m", "squad_v2", "--predictions", path, "--references", path) == scores
+
+
+def test_a_scratch_config_derives_its_settings_from_the_overrides(tmp_path):
+    """ModernBERT's layer_types has one entry per layer: set num_hidden_layers on a built default config and
+    it kept the default's 22, so a 4-layer run trained to the end and then failed in save_pretrained."""
+    from transformers import AutoTokenizer
+
+    from hf_toolkit.core.modeling import build_config
+    from hf_toolkit.recipe.schema import ModelSection
+
+    tokenizer = AutoTokenizer.from_pretrained(shared_path("tokenizers", "bert-base-uncased"))
+    section = ModelSection(init="scratch", tokenizer=str(shared_path("tokenizers", "bert-base-uncased")),
+                           config={"model_type": "modernbert", "hidden_size": 32, "num_hidden_layers": 2,
+                                   "num_attention_heads": 2, "intermediate_size": 64})
+    config = build_config(section, tokenizer)
+    assert (config.num_hidden_layers, len(config.layer_types), config.hidden_size) == (2, 2, 32)
+    assert config.vocab_size == len(tokenizer) and config.pad_token_id == tokenizer.pad_token_id
+    config.save_pretrained(tmp_path)  # validates layer_types against num_hidden_layers
+    assert json.loads((tmp_path / "config.json").read_text())["num_hidden_layers"] == 2

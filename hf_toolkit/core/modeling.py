@@ -329,7 +329,7 @@ def config_problems(section: ModelSection, auto_class: Any) -> list[Problem]:
         found = override_problems(config, part.config, f"{key}.config")
         if not found:
             builder = auto_class if key == "model" else AutoModel if key == "model.encoder" else AutoModelForCausalLM
-            found = _build_problems(builder, _with_overrides(config, part.config), f"{key}.config")
+            found = _build_problems(builder, _with_overrides(config, part.config, part), f"{key}.config")
         problems += found
     return problems
 
@@ -346,10 +346,16 @@ def _build_problems(auto_class: Any, config: Any, key: str) -> list[Problem]:
     return []
 
 
-def _with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    for name, value in overrides.items():
-        if name != "model_type":
-            setattr(config, name, value)
+def _with_overrides(config: Any, overrides: dict[str, Any], section: ModelSection | ModelPart) -> Any:
+    """`config` with `overrides` set. A fresh config (``init: scratch`` from a model type) is built anew
+    with them as arguments, so settings the class derives from others are derived from the overrides:
+    ModernBERT's ``layer_types`` has one entry per layer, and setting ``num_hidden_layers`` on a built
+    config leaves it at the default's 22, which ``save_pretrained`` then refuses after training."""
+    settings = {name: value for name, value in overrides.items() if name != "model_type"}
+    if section.name_or_path is None:
+        return type(config)(**settings)
+    for name, value in settings.items():
+        setattr(config, name, value)
     return config
 
 
@@ -358,7 +364,7 @@ def build_config(section: ModelSection | ModelPart, tokenizer: "PreTrainedTokeni
 
     The overrides were checked with the recipe (:func:`config_problems`).
     """
-    config = _with_overrides(base_config(section), {**section.config, **config_kwargs})
+    config = _with_overrides(base_config(section), {**section.config, **config_kwargs}, section)
     if section.init == "scratch":
         config.vocab_size = len(tokenizer)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
