@@ -1,8 +1,10 @@
 """Chinese data: GB18030/GBK files read with data.encoding (and the hint that names gb18030 when a
 file's bytes look like it), the warning when a vocabulary turns the text into [UNK], and tiny
-end-to-end runs of the Chinese recipes' shapes: masked-LM pretraining from scratch with the
-bert-base-chinese vocabulary, then sentiment from that run (recipes/zh-mlm-reviews.yaml ->
-recipes/zh-sentiment-offline.yaml), fill-mask and classifier predictions read as Chinese."""
+end-to-end runs of the Chinese recipes' shapes: masked-LM pretraining of a ModernBERT from scratch
+with the bert-base-chinese vocabulary, masked-LM continued from that run on a slice of a CSV file
+(``split: train[:90%]``), then sentiment from a masked-LM run (recipes/zh-mlm-reviews.yaml ->
+recipes/zh-mlm-hotels.yaml -> recipes/zh-sentiment-offline.yaml), fill-mask and classifier
+predictions read as Chinese."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ seed: 0
 model:
   init: scratch
   tokenizer: {tokenizer}
-  config: {{model_type: bert, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}
+  config: {{model_type: modernbert, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 48,
+            max_position_embeddings: 64, local_attention: 16, cls_token_id: 101, sep_token_id: 102, bos_token_id: 101,
+            eos_token_id: 102, sparse_prediction: true, classifier_pooling: mean}}
 data:
   train: {reviews}
   columns: {{text: review}}
@@ -126,6 +130,43 @@ def test_sentiment_from_the_chinese_mlm_run_on_a_gb18030_file(cli, gbk_reviews, 
     assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == 40, predicted
     wrong = cli("predict", "--model", out, "--file", gbk_reviews, "--encoding", "utf-8")
     assert wrong.exit_code == 2 and "GB18030/GBK: give the file's encoding with --encoding ENCODING, gb18030" in wrong.stderr
+
+
+CONTINUED_RECIPE = """\
+task: masked-lm
+seed: 0
+model:
+  name_or_path: {mlm_run}
+data:
+  train: {{path: csv, data_files: {train}, split: "train[:75%]"}}
+  columns: {{text: review}}
+  validation_split: 0.2
+  block_size: 32
+training:
+  output_dir: {out}
+  max_steps: 2
+  per_device_train_batch_size: 8
+  save_strategy: 'no'
+  report_to: none
+  disable_tqdm: true
+"""
+
+
+def test_masked_lm_continues_from_the_chinese_mlm_run_on_the_first_part_of_a_csv_file(cli, mlm_run, tmp_path):
+    """The zh-mlm-hotels shape: only the first 75% of the file's rows are read (the rest stay held out)."""
+    rows = csv_rows(shared_path("chinese", "chnsenticorp_htl", "train.csv"), 40)
+    train = write_csv(tmp_path / "hotels.csv", rows, "utf-8")
+    recipe = write(tmp_path / "c.yaml", CONTINUED_RECIPE.format(mlm_run=mlm_run, train=train, out=tmp_path / "run"))
+    dry = cli("finetune", recipe, "--dry-run")
+    assert dry.exit_code == 0, dry
+    said = dry.stdout + dry.stderr
+    assert "train: 24 rows" in said and "validation: 6 rows" in said, said[-3000:]  # 30 of the 40 rows, split 24/6
+    assert "load_dataset('csv', None, data_files=" in said and "split='train[:75%]')" in said
+    finetune(recipe)
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run")
+    assert type(model).__name__ == "ModernBertForMaskedLM" and len(model.config.layer_types) == 2
 
 
 def test_fill_mask_of_the_chinese_mlm_run_reads_as_chinese(cli, mlm_run):

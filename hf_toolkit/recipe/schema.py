@@ -198,7 +198,10 @@ class DataSource(Section):
 
     def describe(self) -> str:
         """The file, or the load_dataset call, for messages."""
-        return self.file if self.file is not None else f"load_dataset({self.path!r}, {self.name!r})"
+        if self.file is not None:
+            return self.file
+        given = {"data_files": self.data_files, "split": self.split}
+        return f"load_dataset({self.path!r}, {self.name!r}{''.join(f', {k}={v!r}' for k, v in given.items() if v is not None)})"
 
     def dump(self) -> str | dict[str, Any]:
         """As written in a recipe: the file name alone, or the load_dataset arguments that are set."""
