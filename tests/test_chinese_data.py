@@ -1,15 +1,16 @@
 """Chinese data: GB18030/GBK files read with data.encoding (and the hint that names gb18030 when a
 file's bytes look like it), the warning when a vocabulary turns the text into [UNK], and tiny
 end-to-end runs of the Chinese recipes' shapes: masked-LM pretraining of a ModernBERT from scratch
-with the bert-base-chinese vocabulary, masked-LM continued from that run on a slice of a CSV file
-(``split: train[:90%]``), then sentiment from a masked-LM run (recipes/zh-mlm-reviews.yaml ->
-recipes/zh-mlm-hotels.yaml -> recipes/zh-sentiment-offline.yaml), fill-mask and classifier
-predictions read as Chinese."""
+with the bert-base-chinese vocabulary, then sentiment from that run (recipes/zh-mlm-reviews.yaml ->
+recipes/zh-sentiment-offline.yaml), masked-LM continued from it on the first part of a CSV file
+(``split: train[:75%]``, as a user adapts the model to the task's own texts while the rest stays
+held out), fill-mask and classifier predictions read as Chinese."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 from conftest import finetune, shared_path, write
@@ -153,7 +154,7 @@ training:
 
 
 def test_masked_lm_continues_from_the_chinese_mlm_run_on_the_first_part_of_a_csv_file(cli, mlm_run, tmp_path):
-    """The zh-mlm-hotels shape: only the first 75% of the file's rows are read (the rest stay held out)."""
+    """Only the first 75% of the file's rows are read (the rest stay held out); a ModernBERT run saves and loads back."""
     rows = csv_rows(shared_path("chinese", "chnsenticorp_htl", "train.csv"), 40)
     train = write_csv(tmp_path / "hotels.csv", rows, "utf-8")
     recipe = write(tmp_path / "c.yaml", CONTINUED_RECIPE.format(mlm_run=mlm_run, train=train, out=tmp_path / "run"))
@@ -190,3 +191,19 @@ def test_an_english_vocabulary_on_chinese_text_is_warned_about_with_the_share_an
     result = cli("finetune", recipe, "--dry-run")
     assert result.exit_code == 0, result
     assert "of the training tokens" in result.stderr and "unknown token [UNK]" in result.stderr, result.stderr[-3000:]
+
+
+def test_the_sentiment_bar_is_measured_on_the_recipes_own_held_out_rows_before_any_run_exists(tmp_path):
+    """benchmarks/zh_sentiment_baseline.py reads the recipe's splits without needing runs/zh-mlm-reviews."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    shared_path("chinese", "chnsenticorp_htl", "validation.csv")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "zh_sentiment_baseline.py")], cwd=REPO,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout)
+    assert (scores["held_out_rows"], scores["validation_csv_rows"]) == (544, 776), scores
+    assert 0.85 < scores["held_out_accuracy"] < 0.95 and 0.85 < scores["validation_csv_accuracy"] < 0.95, scores
