@@ -360,6 +360,13 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
     assert [r["passage"] for r in records] == ["the king", "my lord"] and all(isinstance(r["before"], str) for r in records)
     asked = write(tmp_path / "ask.jsonl", json.dumps({"passage": "the king"}) + "\n" + json.dumps({"passage": "my lord"}) + "\n")
     assert cli("predict", "--model", out, "--file", asked).stdout.splitlines() == [f"[{r['before']}]{r['passage']}" for r in records]
+    # Its inputs are cleaned as its training text was (the recipe's strip_html and normalize_whitespace),
+    # given as values or in a file alike.
+    as_html = ["<p>the <b>king</b></p>", "my\n   lord<br/>"]
+    html_values = cli("predict", "--model", out, *[a for p in as_html for a in ("--input", f"passage={p}")], "--json")
+    assert html_values.exit_code == 0 and json.loads(html_values.stdout) == records, html_values
+    html_file = write(tmp_path / "html.jsonl", "".join(json.dumps({"passage": p}) + "\n" for p in as_html))
+    assert json.loads(cli("predict", "--model", out, "--file", html_file, "--json").stdout) == records
     for args, message in ((["--input", "passage= "], "--input passage: the passage is empty; a reversed-lm model needs"),
                           (["--input", "passge=the king"], ("this is a reversed-lm model: give --input passage (or --file), "
                                                            "not --input passge (did you mean 'passage'?)")),
@@ -380,6 +387,8 @@ def test_a_new_task_is_one_subclass_and_one_table_entry(tmp_path, cli, monkeypat
     with TestClient(create_app(Engine.from_run(open_run(out), Limits()))) as client:
         served = client.post("/v1/before", json={"passage": ["the king", "my lord"]})
         assert served.status_code == 200 and served.json()["data"] == records, served.text
+        served_html = client.post("/v1/before", json={"passage": as_html})
+        assert served_html.status_code == 200 and served_html.json()["data"] == records, served_html.text
         info = client.get("/info").json()  # what the playground page builds its form from
         assert info["endpoint"] == "/v1/before" and info["options"] == []
         assert info["inputs"] == [{"role": "passage", "required": True, "description": "Passage(s) to find the token before."}]

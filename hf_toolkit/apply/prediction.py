@@ -5,7 +5,8 @@ directory (or hub id) from ``config.architectures`` (:func:`hf_toolkit.core.rund
 Inputs come from the command line (values by input role: an option for each common role, and
 ``ROLE=VALUE`` assignments for any role, so a new task's role needs no new option) or a data file
 (a column per role), as rows of the task's input roles; a role the model does not take is refused
-with the roles it does take; the task's ``predict_records`` turns them into one plain-data record per input (its
+with the roles it does take; input text is cleaned as the run's recipe cleaned its training text
+(``data.strip_html``, ``data.normalize_whitespace``), whether given as a value or in a file; the task's ``predict_records`` turns them into one plain-data record per input (its
 docstring gives the record's fields) and ``format_record`` into a line for the terminal, so
 ``hftk predict``, ``hftk serve`` and ``hftk eval --model`` compute predictions the same way.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_toolkit.core import rundir
+from hf_toolkit.core.data import clean_inputs
 from hf_toolkit.errors import DataError, HftkError, did_you_mean
 from hf_toolkit.tasks import TASKS
 from hf_toolkit.tasks.base import Task
@@ -96,7 +98,7 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
         also = f" (optionally {', '.join(inputs.option(role) for role in optional)})" if optional else ""
         typo = did_you_mean(unused[0], required + optional) if unused[0] not in inputs.given else ""  # a role typed out
         raise HftkError(f"this is a {task.name} model: give {wanted}{also} (or --file), not {inputs.option(unused[0])}{typo}")
-    rows = task.share_inputs(rows)
+    rows = clean_inputs(task.share_inputs(rows), recipe.data if recipe is not None else None, task.text_roles)
     counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
     if len(set(counts.values())) > 1:
         shown = " but ".join(f"{count} {inputs.option(role)}" for role, count in counts.items())

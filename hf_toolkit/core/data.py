@@ -338,6 +338,18 @@ def _cleaner(data: DataSection, fields: list[str]):
     return clean
 
 
+def clean_inputs(rows: dict[str, list[str]], data: DataSection | None, text_roles: tuple[str, ...]) -> dict[str, list[str]]:
+    """Inputs given as values (``hftk predict --text``, a ``hftk serve`` request), by role, with the
+    `text_roles` cleaned as the run's recipe (`data`; None for a plain model dir) cleaned its training
+    text, so a model reads what it was trained on however its input arrives (a file's rows are cleaned
+    by :func:`eval_rows`)."""
+    if data is None or not (data.strip_html or data.normalize_whitespace):
+        return rows
+    return {role: [clean_text(value, strip_html=data.strip_html, normalize_whitespace=data.normalize_whitespace)
+                   for value in values] if role in text_roles else values
+            for role, values in rows.items()}
+
+
 def clean_text(text: str, *, strip_html: bool, normalize_whitespace: bool) -> str:
     """The cleaning `load_splits` applies, for one string."""
     if strip_html:

@@ -4,7 +4,8 @@ One route per task in :data:`hf_toolkit.tasks.TASKS` that predicts, at its ``end
 ``request`` body (fields named by input role, each one input or a list: a batch) plus the served
 ``model``'s id. Each answers ``{"object": "list", "model", "data": [...]}`` where ``data`` holds one
 record per input exactly as ``hftk predict --json`` prints them (the task's ``predict_records``).
-Inputs are checked as ``hftk predict`` checks them (one value of each role per input, or one
+Inputs are cleaned and checked as ``hftk predict`` cleans and checks them (text cleaned as the run's
+recipe cleaned its training text; one value of each role per input, or one
 ``shared_input`` for all; no empty ``nonempty_inputs``) before they queue for the model. A run
 answers only its own task's endpoint; the others say which one it serves (404).
 
@@ -18,6 +19,8 @@ from typing import Any
 
 from pydantic import create_model
 
+from hf_toolkit.core.data import clean_inputs
+from hf_toolkit.recipe.schema import DataSection
 from hf_toolkit.serving.engine import Engine
 from hf_toolkit.serving.errors import ApiError
 from hf_toolkit.serving.limits import Limits, check
@@ -35,12 +38,13 @@ def same_count(rows: dict[str, list[str]], first: str) -> None:
         raise ApiError(400, f"{shown}: give one of each per input", param=first)
 
 
-def request_rows(task: Task, request: Any) -> dict[str, list[str]]:
-    """The request's inputs as rows of the task's input roles, checked as hftk predict checks them."""
+def request_rows(task: Task, request: Any, data: DataSection | None = None) -> dict[str, list[str]]:
+    """The request's inputs as rows of the task's input roles, cleaned as the run's recipe (`data`) cleaned
+    its training text and checked, as hftk predict cleans and checks them."""
     required, optional = task.input_roles
     rows = {role: as_list(getattr(request, role)) for role in required + optional
             if getattr(request, role, None) is not None}
-    rows = task.share_inputs(rows)
+    rows = clean_inputs(task.share_inputs(rows), data, task.text_roles)
     same_count(rows, required[0])
     task.check_inputs(rows, lambda role, i: f"{role}[{i}]" if isinstance(getattr(request, role), list) else role)
     return rows
@@ -77,7 +81,7 @@ def _add_route(app: Any, engine: Engine, limits: Limits, task: Task) -> None:
     async def predict(request: schema) -> dict:  # type: ignore[valid-type]
         engine.require(path)
         engine.check_model(request.model)
-        rows = request_rows(task, request)
+        rows = request_rows(task, request, engine.run.recipe.data if engine.run.recipe is not None else None)
         first = next(iter(rows))
         check(limits, first, len(rows[first]), "max_batch", what=f"{len(rows[first])} inputs")
         top_k = getattr(request, "top_k", 5)

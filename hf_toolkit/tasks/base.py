@@ -138,8 +138,8 @@ class Task(ABC):
     @property
     def text_roles(self) -> tuple[str, ...]:
         """Roles that hold free text, cleaned when the recipe sets ``data.strip_html`` or
-        ``data.normalize_whitespace`` (in training data, and in the rows ``hftk eval --model`` and
-        ``hftk predict --file`` read). Default: the input roles. A task whose targets are text too
+        ``data.normalize_whitespace`` (in training data, in the rows ``hftk eval --model`` and
+        ``hftk predict --file`` read, and in ``hftk predict``'s and ``hftk serve``'s inputs). Default: the input roles. A task whose targets are text too
         (summaries, translations) sets its own tuple."""
         required, optional = self.input_roles
         return required + optional
