@@ -146,3 +146,28 @@ def test_a_seq2seq_onnx_export_is_refused_before_any_model_loads(copy_rows, cli,
     assert result.exit_code == 2, result
     assert "ONNX export of a summarization model" in result.stderr
     assert "ONNX exports of causal-lm, masked-lm, text-classification, question-answering" in result.stderr
+
+
+def test_the_plot_keeps_every_label_whole(tmp_path, monkeypatch):
+    """Long run names on the rightmost point stay inside the picture (they were cut off at its edge)."""
+    import matplotlib.pyplot as plt
+
+    from hf_toolkit.apply import compare
+
+    rows = [compare.Measured(f"runs/{name}", 1, 1.0, 1.0, speed, "rows", "accuracy", value, True)
+            for name, speed, value in (("teacher-minilm-l6-sentiment-two-epochs", 43.9, 0.874),
+                                       ("student-minilm-three-layers-distilled-int8", 87.8, 0.884))]
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure to measure it
+    compare.plot(rows, tmp_path / "tradeoff.png")
+    figure = drawn[0]
+    renderer = figure.canvas.get_renderer()
+    picture = figure.get_tightbbox(renderer)  # what savefig(bbox_inches="tight") keeps, in inches
+    labels = [text for text in figure.axes[0].texts]
+    assert [t.get_text() for t in labels] == [Path(r.model).name for r in rows]
+    for text in labels:
+        box = text.get_window_extent(renderer).transformed(figure.dpi_scale_trans.inverted())
+        assert picture.x0 <= box.x0 and box.x1 <= picture.x1 and picture.y0 <= box.y0 and box.y1 <= picture.y1, text
+        axes_box = figure.axes[0].get_window_extent(renderer).transformed(figure.dpi_scale_trans.inverted())
+        assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1, f"{text.get_text()!r} reads out of the axes"
+    assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"

@@ -246,9 +246,12 @@ def plot(rows: list[Measured], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
+    middle = (min(r.throughput_per_s for r in rows) + max(r.throughput_per_s for r in rows)) / 2
     for r in rows:
         axes.scatter(r.throughput_per_s, r.value)
-        axes.annotate(Path(r.model).name, (r.throughput_per_s, r.value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        right_half = len(rows) > 1 and r.throughput_per_s > middle  # its label reads leftwards, inside the axes
+        axes.annotate(Path(r.model).name, (r.throughput_per_s, r.value), textcoords="offset points", fontsize=8,
+                      xytext=(-4, 4) if right_half else (4, 4), ha="right" if right_half else "left")
     first = rows[0]
     axes.set_xlabel(f"throughput at batch {BATCH} ({first.throughput_unit}/s, this machine)")
     if first.higher_is_better:
@@ -258,6 +261,6 @@ def plot(rows: list[Measured], path: Path) -> Path:
         axes.invert_yaxis()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # a label past the axes widens the picture, not cut off
     plt.close(figure)
     return path
