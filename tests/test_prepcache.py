@@ -370,3 +370,31 @@ def test_the_caches_bars_go_off_through_consoles_one_switch_and_come_back(monkey
     package = Path(console.__file__).parents[1]
     switches = [path.name for path in package.rglob("*.py") if "_progress_bars()" in path.read_text(encoding="utf-8")]
     assert switches == ["console.py"], "one switch for datasets' bars"
+
+
+def test_a_builder_over_named_local_files_is_cached_by_their_content(hftk, cache, tmp_path, tiny_corpus, monkeypatch):
+    """``{path: text, data_files: FILE, split: "train[:80%]"}`` (how a user trains on part of a file and
+    keeps the rest out) is cached like a local file: by the file's content and the builder's arguments."""
+    monkeypatch.chdir(tmp_path)  # load_dataset reads data_files relative to the working directory
+    write(tmp_path / "corpus.txt", tiny_corpus.read_text(encoding="utf-8")[:6000])
+    recipe = tiny_lm_recipe(tmp_path / "lm.yaml", Path("corpus.txt"), tmp_path / "run", data={"block_size": 16},
+                            training={"max_steps": 2, "report_to": "none", "save_strategy": "no"})
+    recipe.write_text(recipe.read_text().replace('train: "corpus.txt"',
+                                                 'train: {path: text, data_files: corpus.txt, split: "train[:80%]"}'))
+
+    def line(*overrides: str) -> str:
+        result = hftk("finetune", recipe, "--dry-run", *[arg for o in overrides for arg in ("--set", o)])
+        assert result.exit_code == 0, result
+        return cache_line(result)
+
+    first = hftk("finetune", recipe)
+    assert first.exit_code == 0, first
+    assert cache_line(first).startswith("miss (") and ", saved to " in cache_line(first)
+    assert line().startswith("hit ("), "the same file and arguments"
+    assert line('data.train.split="train[:50%]"').startswith("miss ("), "another part of the file"
+    with open(tmp_path / "corpus.txt", "a", encoding="utf-8") as corpus:
+        corpus.write("One more line.\n")
+    assert line().startswith("miss ("), "the file's content changed"
+    pattern = line('data.train.data_files="*.txt"')
+    assert pattern.startswith("not used (data.train is load_dataset('text', None, data_files='*.txt', split='train[:80%]'), "
+                              "not local files named one by one"), pattern

@@ -7,7 +7,9 @@ classifier's labels and a trained tokenizer come from the loaded splits):
 
 ``<root>/<data key>/splits``
     the splits as :func:`hf_toolkit.core.data.load_splits` returns them. The data key hashes the
-    sha256 of every data file (:func:`hf_toolkit.core.provenance.sha256`) and its suffix, every option
+    sha256 of every data file (:func:`hf_toolkit.core.provenance.sha256`) and its suffix (a split given
+    as a packaged builder over named local files, ``{path: csv, data_files: ..., split: "train[:90%]"}``:
+    the sha256 of each of its files, its arguments being options of ``data``), every option
     of the recipe's ``data`` section (``data.cache`` aside), the seed (it carves
     ``validation_split``), the task (name, roles, text and non-empty roles), the versions of hftk and the libraries
     (:func:`hf_toolkit.core.provenance.versions`, pyarrow added) and the source code that reads data
@@ -33,8 +35,8 @@ Processes: under ``TrainingArguments.main_process_first`` each node's main proce
 prepares and writes first, then the others read what it wrote; only main processes write.
 
 Not used, and said in the one log line :meth:`PreprocessingCache.summary` makes: ``data.cache:
-false``; a split given as ``load_dataset`` arguments (no local file whose content can be hashed;
-``datasets``' own cache keeps such data); a task whose ``cache_prepared`` is False; and prepared
+false``; a split given as other ``load_dataset`` arguments (a hub dataset, a pattern or a remote
+file: no named local files whose content can be hashed; ``datasets``' own cache keeps such data); a task whose ``cache_prepared`` is False; and prepared
 data that cannot be saved faithfully (not a ``DatasetDict`` of ``Dataset``, or an on-the-fly
 transform). ``--dry-run`` reads the cache but writes nothing.
 """
@@ -280,9 +282,12 @@ def data_key(recipe: "Recipe", task: Task) -> str:
     """The key of a recipe's loaded splits (see the module docstring); local files only."""
     data = recipe.data.model_dump(mode="json", exclude={"cache"})
     for split, source in recipe.data.sources():
-        assert source.file is not None  # _why_unused: only local files
-        path = resolve_path(source.file)
-        data[split] = {"sha256": provenance.sha256(path), "suffix": path.suffix.lower()}
+        files = local_files(source)
+        assert files is not None  # _why_unused: only local files
+        if source.file is not None:
+            data[split] = {"sha256": provenance.sha256(files[0]), "suffix": files[0].suffix.lower()}
+        else:  # a builder: its arguments (path, name, split, data_files) and what its files hold
+            data[split] = {"source": data[split], "sha256": [provenance.sha256(path) for path in files]}
     return _digest({"format": FORMAT, "versions": _versions(), "code": _code_digest(task),
                     "task": [task.name, list(task.roles), list(task.optional_roles), list(task.text_roles), list(task.nonempty_roles)], "seed": recipe.seed, "data": data})
 
@@ -348,13 +353,34 @@ def _digest(parts: dict[str, Any]) -> str:
 # What the cache cannot keep
 
 
+HASHED_BUILDERS = ("json", "csv", "parquet", "text")
+"""``load_dataset`` builders whose output depends only on the files they read and their arguments."""
+
+
+def local_files(source: Any) -> list[Path] | None:
+    """The files a split is read from, when all are local files named one by one: a local file, or a
+    :data:`HASHED_BUILDERS` builder whose ``data_files`` name existing files (relative to the working
+    directory, as ``load_dataset`` reads them). None otherwise (a hub dataset, a pattern, a URL)."""
+    if source.file is not None:
+        return [resolve_path(source.file)]
+    if source.path not in HASHED_BUILDERS or source.data_files is None:
+        return None
+    given = source.data_files
+    values = given.values() if isinstance(given, dict) else [given]
+    names = [name for value in values for name in ([value] if isinstance(value, str) else value)]
+    if not names or any(any(mark in name for mark in "*?[") or "://" in name for name in names):
+        return None
+    paths = [Path(name) for name in names]
+    return paths if all(path.is_file() for path in paths) else None
+
+
 def _why_unused(recipe: "Recipe", task: Task) -> str | None:
     if not recipe.data.cache:
         return "off (data.cache: false)"
     for split, source in recipe.data.sources():
-        if source.file is None:
-            return (f"not used (data.{split} is {source.describe()}, not a local file whose content hftk can hash; "
-                    "datasets' own cache keeps such data)")
+        if local_files(source) is None:
+            return (f"not used (data.{split} is {source.describe()}, not local files named one by one whose content "
+                    "hftk can hash; datasets' own cache keeps such data)")
     if not task.cache_prepared:
         return f"not used (task {task.name} sets cache_prepared = False: its prepare keeps state outside the datasets)"
     return None
