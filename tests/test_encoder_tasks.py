@@ -651,3 +651,27 @@ def test_a_scratch_config_derives_its_settings_from_the_overrides(tmp_path):
     assert config.vocab_size == len(tokenizer) and config.pad_token_id == tokenizer.pad_token_id
     config.save_pretrained(tmp_path)  # validates layer_types against num_hidden_layers
     assert json.loads((tmp_path / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_overrides_a_checkpoints_config_would_refuse_at_save_are_refused_up_front(tmp_path):
+    """A checkpoint's config.json lists layer_types; overriding num_hidden_layers alone trained to the end and
+    then failed in save_pretrained. The config's own validators now run at the recipe check, with what to set."""
+    from transformers import AutoModel, ModernBertConfig
+
+    from hf_toolkit.core.modeling import config_problems
+    from hf_toolkit.recipe.schema import ModelSection
+
+    checkpoint = tmp_path / "checkpoint"
+    ModernBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                     pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2).save_pretrained(checkpoint)
+
+    def problems(config: dict) -> list[str]:
+        section = ModelSection(name_or_path=str(checkpoint), config=config)
+        return [f"{'.'.join(p.key)}: {p.message}" for p in config_problems(section, AutoModel)]
+
+    assert problems({"num_hidden_layers": 2}) == [
+        "model.config: `num_hidden_layers` (2) must be equal to the number of `layer_types` (3): the checkpoint's "
+        "config.json sets the other one; set both in model.config (layer_types: one entry per layer), or the run "
+        "would train and then fail to save its config"]
+    assert [p for p in config_problems(ModelSection(name_or_path=str(checkpoint), config={
+        "num_hidden_layers": 2, "layer_types": ["full_attention", "sliding_attention"]}), AutoModel)] == []

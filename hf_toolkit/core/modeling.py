@@ -312,9 +312,12 @@ def config_problems(section: ModelSection, auto_class: Any) -> list[Problem]:
     Overrides must be settings of the config class with values of the right kind; then the model
     is built from the config on the meta device (no memory, no weights), so values that break the
     model's own rules (``hidden_size`` not a multiple of ``num_attention_heads``) are found here
-    rather than after the data has loaded. Loads only configs: a hub id that cannot be reached
+    rather than after the data has loaded; and the config class's own validators run, which
+    ``save_pretrained`` would otherwise run only after training (a checkpoint's ``layer_types``, one
+    entry per layer, against an overridden ``num_hidden_layers``). Loads only configs: a hub id that cannot be reached
     fails fast. `auto_class` builds a single model; a pair's sides build as encoder and decoder.
     """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoModel, AutoModelForCausalLM
 
     problems = []
@@ -329,9 +332,25 @@ def config_problems(section: ModelSection, auto_class: Any) -> list[Problem]:
         found = override_problems(config, part.config, f"{key}.config")
         if not found:
             builder = auto_class if key == "model" else AutoModel if key == "model.encoder" else AutoModelForCausalLM
-            found = _build_problems(builder, _with_overrides(config, part.config, part), f"{key}.config")
+            try:
+                configured = _with_overrides(config, part.config, part)
+                if hasattr(configured, "validate"):  # transformers 5's strict dataclass configs
+                    configured.validate()
+            except StrictDataclassError as error:
+                found = [_disagreement(error, part, f"{key}.config")]
+            else:
+                found = _build_problems(builder, configured, f"{key}.config")
         problems += found
     return problems
+
+
+def _disagreement(error: Exception, part: ModelSection | ModelPart, key: str) -> Problem:
+    """A config validator's objection to the overrides, with what to set (transformers' message is its last line)."""
+    cause = str(error).strip().splitlines()[-1].strip().removeprefix("ValueError: ")
+    saved = "the checkpoint's config.json sets the other one; " if part.name_or_path is not None else ""
+    example = " (layer_types: one entry per layer)" if "layer_types" in cause else ""
+    return Problem(tuple(key.split(".")), f"{cause}: {saved}set both in {key}{example}, "
+                                          "or the run would train and then fail to save its config")
 
 
 def _build_problems(auto_class: Any, config: Any, key: str) -> list[Problem]:
