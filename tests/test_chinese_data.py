@@ -162,8 +162,14 @@ def test_masked_lm_continues_from_the_chinese_mlm_run_on_the_first_part_of_a_csv
     assert dry.exit_code == 0, dry
     said = dry.stdout + dry.stderr
     assert "train: 24 rows" in said and "validation: 6 rows" in said, said[-3000:]  # 30 of the 40 rows, split 24/6
-    assert "load_dataset('csv', None, data_files=" in said and "split='train[:75%]')" in said
     finetune(recipe)
+    import hashlib
+
+    card = (tmp_path / "run" / "README.md").read_text(encoding="utf-8")
+    assert "load_dataset('csv', None, data_files=" in card and "split='train[:75%]')" in card, card
+    assert hashlib.sha256(train.read_bytes()).hexdigest() in card, "the card knows the file by its content"
+    again = cli("finetune", recipe, "--dry-run", "--set", f"training.output_dir={tmp_path / 'again'}")
+    assert "preprocessing cache: hit (" in again.stdout + again.stderr, "its splits and blocks came from the cache"
     from transformers import AutoModelForMaskedLM
 
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run")

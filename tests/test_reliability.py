@@ -460,6 +460,16 @@ def test_changed_data_content_refuses_the_resume(tmp_path, monkeypatch):
         (("data", "train"), "its content changed since the checkpoint (sha256 differs)")]
     assert harmless == ["data.test: changed (scored only at the end)", "training.eval_steps: 5 -> 10"]
 
+    # A part of a CSV file read by the csv builder (split: "train[:90%]") is known by the file's content too.
+    (tmp_path / "rows.csv").write_text("text\nsome text\nmore text\n")
+    raw["data"] = {"train": {"path": "csv", "data_files": "rows.csv", "split": "train[:90%]"}}
+    checkpoints.save_recipe(tmp_path / "checkpoint-4", validate_recipe(raw), checkpoints.data_fingerprints(validate_recipe(raw)))
+    assert checkpoints.resume_changes(validate_recipe(raw), tmp_path / "checkpoint-4")[0] == []
+    (tmp_path / "rows.csv").write_text("text\nsome text\nother text\n")
+    problems, _ = checkpoints.resume_changes(validate_recipe(raw), tmp_path / "checkpoint-4")
+    assert [(p.key, p.message.split(";")[0]) for p in problems] == [
+        (("data", "train"), "its content changed since the checkpoint (sha256 differs)")]
+
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_weights(stories):
     result = hftk("finetune", "tiny.yaml", "--set", "training.output_dir=nan", "--set", "training.learning_rate=1e30",

@@ -18,7 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_toolkit.recipe.paths import resolve_path
 
 if TYPE_CHECKING:
     from hf_toolkit.recipe.schema import Recipe
@@ -49,10 +48,8 @@ def collect(recipe: "Recipe", rows: dict[str, int], processes: int = 1) -> Story
     """The story of a run of `recipe` whose loaded splits have `rows` rows each."""
     files = []
     for split, source in recipe.data.sources():
-        digest = None
-        if source.file is not None:
-            path = resolve_path(source.file)
-            digest = sha256(path) if path.is_file() else None
+        named = source.local_files()  # a local file, or a builder's one data file (split: "train[:90%]" of a CSV)
+        digest = sha256(named[0]) if named is not None and len(named) == 1 and named[0].is_file() else None
         files.append(DataFile(split, source.describe(), digest, rows.get(split)))
     if recipe.data.validation is None and "validation" in rows:  # carved from train by validation_split
         files.append(DataFile("validation", f"{recipe.data.validation_split:g} of train", None, rows["validation"]))

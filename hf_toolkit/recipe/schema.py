@@ -14,7 +14,7 @@ it with its options and their defaults, so an option of another task is an unkno
 from __future__ import annotations
 
 import functools
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +30,8 @@ from pydantic import (
 
 LOCAL_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 # load_dataset builders that read local files (``path: json`` + ``data_files``): no hub involved.
+HASHED_BUILDERS = ("json", "csv", "parquet", "text")
+"""``load_dataset`` builders whose output depends only on the files they read and their arguments."""
 PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
 
 
@@ -202,6 +204,24 @@ class DataSource(Section):
             return self.file
         given = {"data_files": self.data_files, "split": self.split}
         return f"load_dataset({self.path!r}, {self.name!r}{''.join(f', {k}={v!r}' for k, v in given.items() if v is not None)})"
+
+    def local_files(self) -> list[Path] | None:
+        """The files this split is read from, when all are local files named one by one: the local
+        file, or the files a :data:`HASHED_BUILDERS` builder's ``data_files`` name, each an existing
+        file (relative to the working directory, as ``load_dataset`` reads them). None otherwise (a
+        hub dataset, a pattern, a URL): what hftk can hash to know the data by its content."""
+        from hf_toolkit.recipe.paths import resolve_path
+
+        if self.file is not None:
+            return [resolve_path(self.file)]
+        if self.path not in HASHED_BUILDERS or self.data_files is None:
+            return None
+        values = self.data_files.values() if isinstance(self.data_files, dict) else [self.data_files]
+        names = [name for value in values for name in ([value] if isinstance(value, str) else value)]
+        if not names or any(any(mark in name for mark in "*?[") or "://" in name for name in names):
+            return None
+        paths = [Path(name) for name in names]
+        return paths if all(path.is_file() for path in paths) else None
 
     def dump(self) -> str | dict[str, Any]:
         """As written in a recipe: the file name alone, or the load_dataset arguments that are set."""

@@ -18,12 +18,12 @@ steps or epochs the recipe asks for (a finished run's last one) has nothing to r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_toolkit.core import provenance
 from hf_toolkit.core.rundir import RECIPE_FILE, TRAINER_STATE, write_atomically
 from hf_toolkit.errors import Problem
 
@@ -71,19 +71,16 @@ def trainer_state(checkpoint: str | Path) -> dict[str, Any] | None:
 
 
 def data_fingerprints(recipe: "Recipe") -> dict[str, dict[str, Any]]:
-    """Split -> {file, sha256} of each local data file the recipe trains or evaluates on."""
-    from hf_toolkit.recipe.paths import resolve_path
-
+    """Split -> {file, sha256} of the local data file(s) each split is read from: a local file, or the
+    files a packaged builder's ``data_files`` name (their names and digests joined; the builder's other
+    arguments, such as ``split``, are recipe keys, compared as such). Hub datasets have none."""
     found = {}
     for split, source in recipe.data.sources():
-        if source.file is None:
+        files = source.local_files()
+        if files is None:
             continue
-        path = resolve_path(source.file)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        found[split] = {"file": source.file, "sha256": digest.hexdigest()}
+        found[split] = {"file": source.file if source.file is not None else ", ".join(str(path) for path in files),
+                        "sha256": ",".join(provenance.sha256(path) for path in files)}
     return found
 
 

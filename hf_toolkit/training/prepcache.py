@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_toolkit.core import console, modeling, provenance
-from hf_toolkit.recipe.paths import resolve_path
 from hf_toolkit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -282,7 +281,7 @@ def data_key(recipe: "Recipe", task: Task) -> str:
     """The key of a recipe's loaded splits (see the module docstring); local files only."""
     data = recipe.data.model_dump(mode="json", exclude={"cache"})
     for split, source in recipe.data.sources():
-        files = local_files(source)
+        files = source.local_files()
         assert files is not None  # _why_unused: only local files
         if source.file is not None:
             data[split] = {"sha256": provenance.sha256(files[0]), "suffix": files[0].suffix.lower()}
@@ -353,32 +352,11 @@ def _digest(parts: dict[str, Any]) -> str:
 # What the cache cannot keep
 
 
-HASHED_BUILDERS = ("json", "csv", "parquet", "text")
-"""``load_dataset`` builders whose output depends only on the files they read and their arguments."""
-
-
-def local_files(source: Any) -> list[Path] | None:
-    """The files a split is read from, when all are local files named one by one: a local file, or a
-    :data:`HASHED_BUILDERS` builder whose ``data_files`` name existing files (relative to the working
-    directory, as ``load_dataset`` reads them). None otherwise (a hub dataset, a pattern, a URL)."""
-    if source.file is not None:
-        return [resolve_path(source.file)]
-    if source.path not in HASHED_BUILDERS or source.data_files is None:
-        return None
-    given = source.data_files
-    values = given.values() if isinstance(given, dict) else [given]
-    names = [name for value in values for name in ([value] if isinstance(value, str) else value)]
-    if not names or any(any(mark in name for mark in "*?[") or "://" in name for name in names):
-        return None
-    paths = [Path(name) for name in names]
-    return paths if all(path.is_file() for path in paths) else None
-
-
 def _why_unused(recipe: "Recipe", task: Task) -> str | None:
     if not recipe.data.cache:
         return "off (data.cache: false)"
     for split, source in recipe.data.sources():
-        if local_files(source) is None:
+        if source.local_files() is None:
             return (f"not used (data.{split} is {source.describe()}, not local files named one by one whose content "
                     "hftk can hash; datasets' own cache keeps such data)")
     if not task.cache_prepared:
