@@ -217,7 +217,7 @@ def sweep(
     from hf_toolkit.training import sweep as sweep_lib
 
     console.setup(verbose, data_bars=True)
-    planned = sweep_lib.prepare(recipe, set_, trials=trials, timeout=timeout, storage=storage, nproc=nproc)
+    planned = sweep_lib.prepare(recipe, set_, trials=trials, timeout=timeout, storage=storage, nproc=nproc, verbose=verbose)
     if dry_run:
         typer.echo(sweep_lib.dry_run(planned))
         return

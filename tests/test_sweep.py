@@ -231,3 +231,20 @@ def test_sigterm_stops_the_running_trial_and_enqueues_its_values_again(tmp_path,
     assert trials[1].state == optuna.trial.TrialState.WAITING and trials[1].user_attrs["retry_of"] == 0
     assert trials[1].system_attrs["fixed_params"] == trials[0].params, "its values are enqueued"
     assert json.loads((out / "trial-000" / "hftk_trial.json").read_text())["state"] == "FAIL"
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_verbose_reaches_the_ranks_of_each_trial_under_nproc(tmp_path, cli, corpus, monkeypatch, verbose):
+    """Under --nproc each trial is a new torchrun command: --verbose goes with it (it was dropped)."""
+    from hf_toolkit.training import launch
+
+    launched = []
+
+    def relaunch(nproc, argv, **options):
+        launched.append((nproc, argv))
+        return 1  # the ranks failed: the trial is recorded as failed, the sweep goes on
+
+    monkeypatch.setattr(launch, "relaunch", relaunch)
+    result = cli("sweep", recipe(tmp_path, corpus, trials=1), "--nproc", "2", *(["--verbose"] if verbose else []))
+    assert [(nproc, argv[0], "--verbose" in argv) for nproc, argv in launched] == [(2, "finetune", verbose)], result
+    assert [r["state"] for r in table(tmp_path / "out")] == ["FAIL"]

@@ -13,7 +13,7 @@ OUTPUT, the recipe's ``training.output_dir``, then holds:
   metric), rewritten after every trial;
 - ``best``: a relative symbolic link to the best finished trial's folder.
 
-Trials run one after another in this process (``--nproc N``: each in N torchrun processes). Resuming
+Trials run one after another in this process (``--nproc N``: each in N torchrun processes, ``--verbose`` passed on). Resuming
 is running the same command again: the study is loaded, a trial left RUNNING by a process that died
 (its pid gone on this host, or its heartbeat stale for other hosts) is marked FAIL and its values are
 enqueued, so it runs again as a new trial, and trials are asked until the study holds the number
@@ -65,6 +65,7 @@ class Sweep:
     study_name: str
     nproc: int = 1
     timeout: float | None = None
+    verbose: bool = False  # --verbose: passed on to each trial's ranks under --nproc (in-process trials share this console)
     opened: Any = None  # the Optuna storage, once open_study has opened it
 
     @property
@@ -93,7 +94,7 @@ class SweepResult:
 
 
 def prepare(recipe_path: str | Path, overrides: Sequence[str] = (), *, trials: int | None = None,
-            timeout: str | None = None, storage: str | None = None, nproc: int = 1) -> Sweep:
+            timeout: str | None = None, storage: str | None = None, nproc: int = 1, verbose: bool = False) -> Sweep:
     """Check everything a sweep needs before any trial (see the module docstring)."""
     try:
         import optuna  # noqa: F401
@@ -108,7 +109,8 @@ def prepare(recipe_path: str | Path, overrides: Sequence[str] = (), *, trials: i
         raise HftkError(f"{output_dir} holds {found}, not a sweep; a sweep writes its trials into OUTPUT/trial-NNN, so "
                         "choose another training.output_dir (--set training.output_dir=...)")
     url = storage or f"sqlite:///{(output_dir / STUDY_FILE).absolute()}"
-    return Sweep(Path(recipe_path), overrides, checked, output_dir, url, output_dir.name, nproc, parse_duration(timeout))
+    return Sweep(Path(recipe_path), overrides, checked, output_dir, url, output_dir.name, nproc, parse_duration(timeout),
+                 verbose)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -436,7 +438,7 @@ def _finetune(sweep: Sweep, command: list[str], overrides: list[str], spec: prun
     """Run the trial's finetune; return its exit status (in-process: 0, or its exception)."""
     with _environment(pruning.TRIAL_ENV, spec.to_env()):
         if sweep.nproc > 1:
-            return launch.relaunch(sweep.nproc, command, output_dir=str(folder))
+            return launch.relaunch(sweep.nproc, [*command, *(["--verbose"] if sweep.verbose else [])], output_dir=str(folder))
         from hf_toolkit.training.train import finetune
 
         with _signal_handlers(), _argv(["hftk", *command]):
