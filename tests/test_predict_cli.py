@@ -173,6 +173,26 @@ def test_inputs_name_a_role_as_the_caller_spells_it():
         read_inputs(qa, Inputs({"text": ["x"]}, flags=flags), recipe=None)
 
 
+def test_inputs_are_cleaned_as_the_training_text_was_but_a_mask_token_is_kept(tmp_path):
+    """A run whose recipe cleans HTML cleans its inputs the same way; fill-mask inputs are left as given, since
+    strip_html would take RoBERTa's `<mask>` for a tag."""
+    from hf_toolkit.apply.prediction import Inputs, read_inputs
+    from hf_toolkit.recipe.checks import validate_recipe
+    from hf_toolkit.tasks import TASKS
+
+    def recipe(task: str):
+        return validate_recipe({"task": task, "model": {"name_or_path": "./m"},
+                                "data": {"train": "t.jsonl", "strip_html": True, "normalize_whitespace": True}})
+
+    given = ["<p>A  <b>fine</b> film</p>", "The capital is <mask>."]
+    for file in (False, True):
+        inputs = Inputs(file=write(tmp_path / "rows.jsonl", "".join(json.dumps({"text": g}) + "\n" for g in given))) \
+            if file else Inputs({"text": given})
+        cleaned = read_inputs(TASKS["text-classification"], inputs, recipe("text-classification"))
+        assert cleaned["text"] == ["A fine film", "The capital is ."], file
+        assert read_inputs(TASKS["masked-lm"], inputs, recipe("masked-lm"))["text"] == given, file
+
+
 def test_file_without_the_needed_column_names_the_columns(classifier_dir, cli, tmp_path):
     rows = write(tmp_path / "rows.jsonl", '{"review": "great"}\n')
     result = cli("predict", "--model", classifier_dir, "--file", rows)

@@ -98,7 +98,7 @@ def read_inputs(task: Task, inputs: Inputs, recipe) -> dict[str, list[str]]:
         also = f" (optionally {', '.join(inputs.option(role) for role in optional)})" if optional else ""
         typo = did_you_mean(unused[0], required + optional) if unused[0] not in inputs.given else ""  # a role typed out
         raise HftkError(f"this is a {task.name} model: give {wanted}{also} (or --file), not {inputs.option(unused[0])}{typo}")
-    rows = clean_inputs(task.share_inputs(rows), recipe.data if recipe is not None else None, task.text_roles)
+    rows = clean_inputs(task.share_inputs(rows), recipe.data if recipe is not None else None, task.input_text_roles)
     counts = {role: len(rows.get(role, [])) for role in required + optional if role in rows or role in required}
     if len(set(counts.values())) > 1:
         shown = " but ".join(f"{count} {inputs.option(role)}" for role, count in counts.items())
@@ -145,7 +145,7 @@ def add_file_rows(task: Task, rows: dict[str, list[str]], path: Path, recipe, *,
     dataset = eval_rows(
         source, recipe.data if recipe is not None else None, required, optional,
         where=f"--file {path}", how_to_map="Name the file's columns by role (" + ", ".join(required + optional) + ")",
-        text_roles=task.text_roles,
+        text_roles=task.input_text_roles,
     )
     present = [role for role in required + optional if role in dataset.column_names]
     if rows and set(present) != set(rows):

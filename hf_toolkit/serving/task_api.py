@@ -44,7 +44,7 @@ def request_rows(task: Task, request: Any, data: DataSection | None = None) -> d
     required, optional = task.input_roles
     rows = {role: as_list(getattr(request, role)) for role in required + optional
             if getattr(request, role, None) is not None}
-    rows = clean_inputs(task.share_inputs(rows), data, task.text_roles)
+    rows = clean_inputs(task.share_inputs(rows), data, task.input_text_roles)
     same_count(rows, required[0])
     task.check_inputs(rows, lambda role, i: f"{role}[{i}]" if isinstance(getattr(request, role), list) else role)
     return rows

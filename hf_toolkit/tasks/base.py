@@ -138,11 +138,17 @@ class Task(ABC):
     @property
     def text_roles(self) -> tuple[str, ...]:
         """Roles that hold free text, cleaned when the recipe sets ``data.strip_html`` or
-        ``data.normalize_whitespace`` (in training data, in the rows ``hftk eval --model`` and
-        ``hftk predict --file`` read, and in ``hftk predict``'s and ``hftk serve``'s inputs). Default: the input roles. A task whose targets are text too
-        (summaries, translations) sets its own tuple."""
+        ``data.normalize_whitespace`` (in training data, in the rows ``hftk eval --model`` reads, and
+        in ``hftk predict``'s and ``hftk serve``'s inputs: :attr:`input_text_roles`). Default: the input
+        roles. A task whose targets are text too (summaries, translations) sets its own tuple."""
         required, optional = self.input_roles
         return required + optional
+
+    @property
+    def input_text_roles(self) -> tuple[str, ...]:
+        """The :attr:`text_roles` cleaned in what a trained model is given to predict from (``hftk predict``,
+        ``hftk serve``): all of them, unless the inputs hold markup the cleaning would take away."""
+        return self.text_roles
 
     @property
     def nonempty_roles(self) -> tuple[str, ...]:

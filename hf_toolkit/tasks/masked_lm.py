@@ -78,6 +78,8 @@ class MaskedLM(Task):
     endpoint = "/v1/fill-mask"
     request = FillMaskRequest
     distills = True
+    # Fill-mask inputs hold the mask token, and strip_html would take RoBERTa's `<mask>` for a tag.
+    input_text_roles = ()
 
     def check_recipe(self, recipe: Recipe) -> list[Problem]:
         """block_size is for packed text, max_length for line_by_line."""
